@@ -1,0 +1,119 @@
+"""Checkpoints: one file with everything needed to sample from a model or resume training.
+
+Layout (plain data only, so ``torch.load(..., weights_only=True)`` can read it and nothing in the
+file can run code): format version, model config, training config, vocabulary string, data name,
+model and optimizer state dicts, step, best validation loss and the RNG states.
+
+Writes are atomic: temp file in the same folder → fsync → ``os.replace`` → fsync the folder. A
+crash at any moment leaves either the old checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from chargpt_tui.errors import CheckpointError
+
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "ckpt.pt"
+REQUIRED_KEYS = ("format_version", "model_config", "vocab", "model", "step")
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint file, or a run folder holding ``ckpt.pt``."""
+    candidate = Path(path).expanduser()
+    if candidate.is_dir():
+        candidate = candidate / CHECKPOINT_NAME
+    if not candidate.is_file():
+        raise CheckpointError(f"no checkpoint at {path}",
+                              "pass a ckpt.pt file or a run folder (e.g. runs/latest)")
+    return candidate
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """Write ``payload`` to ``path`` atomically. Raises CheckpointError if the disk refuses."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp_name, path)
+        _fsync_dir(path.parent)
+    except OSError as error:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {error.strerror or error}",
+            "free some disk space or pass a writable --out; the previous checkpoint is intact",
+        ) from None
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def clean_stale_temp_files(folder: Path, name: str = CHECKPOINT_NAME) -> list[Path]:
+    """Remove temp files a killed writer left behind; returns what was removed."""
+    removed = []
+    for stale in folder.glob(f".{name}.*.tmp"):
+        try:
+            stale.unlink()
+            removed.append(stale)
+        except OSError:
+            pass
+    return removed
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """Load and sanity-check a checkpoint with ``weights_only=True`` (never the unsafe loader)."""
+    file = resolve_checkpoint(path)
+    try:
+        payload = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower() or "weights_only" in str(error).lower():
+            raise CheckpointError(
+                f"refused to load {file}: it holds Python objects that could run code",
+                "only load checkpoints written by chargpt-tui",
+            ) from None
+        raise CheckpointError(f"{file} is damaged or not a checkpoint") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        detail = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise CheckpointError(f"{file} is damaged or not a checkpoint ({detail})") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{file} is not a chargpt-tui checkpoint (missing fields)")
+    version = payload["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file} was written by a newer chargpt-tui (format {version}, this one reads "
+            f"≤ {FORMAT_VERSION})", "upgrade chargpt-tui",
+        )
+    return payload

@@ -1,0 +1,325 @@
+"""The ``chargpt-tui`` command line: one typer command per verb.
+
+Heavy modules (torch, textual) are imported inside the commands that need them, so ``--help``
+stays instant. Every :class:`~chargpt_tui.errors.UserError` becomes one red line on stderr and a
+non-zero exit; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from chargpt_tui.presets import PRESET_NAMES
+
+if TYPE_CHECKING:
+    pass
+
+# torch prints a warning at import when NumPy is absent; chargpt-tui never needs NumPy.
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+app = typer.Typer(
+    name="chargpt-tui",
+    help="Train a character-level GPT in your terminal and talk to it while it learns.\n\n"
+    "Run with no command to open the app (same as `chargpt-tui tui`).",
+    no_args_is_help=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+STATE = {"debug": False}
+
+
+# -- shared options -----------------------------------------------------------------------------
+
+Data = Annotated[str | None, typer.Option(
+    help="Training text: 'shakespeare' (default, downloaded once), 'python-stdlib', a file path "
+    "or an http(s) URL.", rich_help_panel="Data")]
+Encoding = Annotated[str, typer.Option(help="Text encoding of a --data file.",
+                                       rich_help_panel="Data")]
+Preset = Annotated[str, typer.Option(
+    help=f"Model/training shape: {', '.join(PRESET_NAMES)}. 'auto' picks gpu on CUDA, else cpu.",
+    rich_help_panel="Model")]
+NLayer = Annotated[int | None, typer.Option(help="Transformer blocks.", rich_help_panel="Model")]
+NHead = Annotated[int | None, typer.Option(help="Attention heads per block.",
+                                           rich_help_panel="Model")]
+NEmbd = Annotated[int | None, typer.Option(help="Embedding width (divisible by --n-head).",
+                                           rich_help_panel="Model")]
+BlockSize = Annotated[int | None, typer.Option(help="Context length in characters.",
+                                               rich_help_panel="Model")]
+Dropout = Annotated[float | None, typer.Option(help="Dropout probability during training.",
+                                               rich_help_panel="Model")]
+Attention = Annotated[str | None, typer.Option(
+    help="Attention implementation: 'fused' (fast) or 'heads' (the lecture's per-head modules).",
+    rich_help_panel="Model")]
+BatchSize = Annotated[int | None, typer.Option(help="Sequences per step.",
+                                               rich_help_panel="Training")]
+LearningRate = Annotated[float | None, typer.Option(help="Peak learning rate (warmup, cosine).",
+                                                    rich_help_panel="Training")]
+MaxIters = Annotated[int | None, typer.Option(help="Train until this step.",
+                                              rich_help_panel="Training")]
+LrDecayIters = Annotated[int | None, typer.Option(
+    help="Step where the cosine decay ends (default --max-iters; kept from the checkpoint "
+    "when resuming).", rich_help_panel="Training")]
+EvalInterval = Annotated[int | None, typer.Option(help="Evaluate and checkpoint every N steps.",
+                                                  rich_help_panel="Training")]
+EvalIters = Annotated[int | None, typer.Option(help="Batches per loss estimate.",
+                                               rich_help_panel="Training")]
+Seed = Annotated[int | None, typer.Option(help="Seed for weights and batches (default 1337).",
+                                          rich_help_panel="Training")]
+Compile = Annotated[bool | None, typer.Option(
+    "--compile/--no-compile", help="torch.compile the model (falls back to eager on failure).",
+    rich_help_panel="Training")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.",
+                                     rich_help_panel="Training")]
+Out = Annotated[Path | None, typer.Option(
+    help="Run folder for ckpt.pt and metrics.jsonl (default runs/<time>; runs/latest links "
+    "to the newest).", rich_help_panel="Checkpoints")]
+Resume = Annotated[Path | None, typer.Option(
+    help="Continue from a checkpoint file or run folder, exactly where it stopped.",
+    rich_help_panel="Checkpoints")]
+Threads = Annotated[int | None, typer.Option(
+    help="CPU threads for torch (default: all cores).", rich_help_panel="Training")]
+
+
+def training_overrides(**options: Any) -> dict[str, Any]:
+    """The options the user gave (typer passes None for the rest)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+# -- error handling ------------------------------------------------------------------------------
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", markup=True,
+                                                soft_wrap=True)
+    return typer.Exit(code)
+
+
+def run_guarded(function: Any) -> Any:
+    """Call ``function``; turn user-facing failures into one line and an exit code."""
+    from chargpt_tui.errors import UserError
+
+    try:
+        return function()
+    except UserError as error:
+        if STATE["debug"]:
+            raise
+        raise fail(_escape(str(error)), 2) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+    except Exception as error:
+        import torch
+
+        if isinstance(error, torch.OutOfMemoryError) and not STATE["debug"]:
+            raise fail("out of GPU memory — try a smaller --batch-size or --preset cpu, "
+                       "or --device cpu") from None
+        raise
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def notice(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[yellow]note:[/] {_escape(message)}",
+                                                soft_wrap=True)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise fail("--threads must be at least 1", 2)
+        torch.set_num_threads(threads)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Train a character-level GPT in your terminal and talk to it while it learns."""
+    STATE["debug"] = debug
+    if version:
+        from chargpt_tui import __version__
+
+        typer.echo(f"chargpt-tui {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def train(
+    data: Data = None,
+    encoding: Encoding = "utf-8",
+    preset: Preset = "auto",
+    n_layer: NLayer = None,
+    n_head: NHead = None,
+    n_embd: NEmbd = None,
+    block_size: BlockSize = None,
+    dropout: Dropout = None,
+    attention: Attention = None,
+    batch_size: BatchSize = None,
+    learning_rate: LearningRate = None,
+    max_iters: MaxIters = None,
+    lr_decay_iters: LrDecayIters = None,
+    eval_interval: EvalInterval = None,
+    eval_iters: EvalIters = None,
+    seed: Seed = None,
+    compile: Compile = None,
+    device: Device = "auto",
+    threads: Threads = None,
+    out: Out = None,
+    resume: Resume = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end "
+                                          "instead of progress.")] = False,
+) -> None:
+    """Train headless with a progress bar; Ctrl+C, SIGTERM or SIGHUP save a checkpoint first.
+
+    Example: chargpt-tui train --max-iters 2000, then chargpt-tui sample --checkpoint runs/latest
+    """
+    overrides = training_overrides(
+        n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
+        attention=attention, batch_size=batch_size, learning_rate=learning_rate,
+        max_iters=max_iters, lr_decay_iters=lr_decay_iters, eval_interval=eval_interval,
+        eval_iters=eval_iters, seed=seed, compile=compile)
+
+    def go() -> None:
+        set_threads(threads)
+        from chargpt_tui.headless import download_progress, run_headless_training
+        from chargpt_tui.train import prepare_run
+
+        with download_progress(enabled=not as_json) as progress:
+            setup = prepare_run(data=data, preset=preset, overrides=overrides, out=out,
+                                resume=resume, device=device, encoding=encoding,
+                                progress=progress, notice=notice)
+        result = run_headless_training(setup, as_json=as_json)
+        if as_json:
+            typer.echo(json.dumps(result.to_dict()))
+        if result.exit_code:
+            raise typer.Exit(result.exit_code)
+
+    run_guarded(go)
+
+
+@app.command()
+def sample(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file or run folder.")] = Path(
+        "runs/latest"),
+    prompt: Annotated[str, typer.Option(help="Text to continue ('' starts from a newline).")] = "",
+    max_new_tokens: Annotated[int, typer.Option(help="Characters to generate.")] = 500,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more surprising.")
+                           ] = 0.8,
+    top_k: Annotated[int | None, typer.Option(help="Sample only among the k likeliest.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling threshold in (0, 1].")
+                     ] = None,
+    beam_width: Annotated[int, typer.Option(help="1 = sampling; 2+ = beam search.")] = 1,
+    no_repeat_ngram: Annotated[int, typer.Option(
+        help="Beam search: never repeat an n-gram of this many characters (0 = off; try 10).")
+    ] = 0,
+    context_policy: Annotated[str, typer.Option(
+        help="Past the context window: 'refill' (fast) or 'exact' (re-run the window each "
+        "character).")] = "refill",
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
+    device: Device = "auto",
+    threads: Threads = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of "
+                                          "streaming text.")] = False,
+) -> None:
+    """Continue a prompt from a trained checkpoint, streaming the text as it is generated."""
+
+    def go() -> None:
+        set_threads(threads)
+        from chargpt_tui.headless import run_sample
+        from chargpt_tui.sampling import SamplingParams
+
+        params = SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed, beam_width=beam_width, no_repeat_ngram=no_repeat_ngram,
+            context_policy=context_policy)
+        run_sample(checkpoint, prompt, params, device=device, as_json=as_json, notice=notice)
+
+    run_guarded(go)
+
+
+@app.command()
+def tui(
+    data: Data = None,
+    encoding: Encoding = "utf-8",
+    preset: Preset = "auto",
+    n_layer: NLayer = None,
+    n_head: NHead = None,
+    n_embd: NEmbd = None,
+    block_size: BlockSize = None,
+    dropout: Dropout = None,
+    attention: Attention = None,
+    batch_size: BatchSize = None,
+    learning_rate: LearningRate = None,
+    max_iters: MaxIters = None,
+    lr_decay_iters: LrDecayIters = None,
+    eval_interval: EvalInterval = None,
+    eval_iters: EvalIters = None,
+    seed: Seed = None,
+    compile: Compile = None,
+    device: Device = "auto",
+    threads: Threads = None,
+    out: Out = None,
+    resume: Resume = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Open a trained checkpoint to chat with, without training.")] = None,
+    mouse: Annotated[bool, typer.Option(
+        "--mouse/--no-mouse", help="--no-mouse keeps your terminal's own text selection.")
+    ] = True,
+) -> None:
+    """Open the app: watch training live and prompt the model while it learns (the default)."""
+    overrides = training_overrides(
+        n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
+        attention=attention, batch_size=batch_size, learning_rate=learning_rate,
+        max_iters=max_iters, lr_decay_iters=lr_decay_iters, eval_interval=eval_interval,
+        eval_iters=eval_iters, seed=seed, compile=compile)
+    if not (sys.stdout.isatty() and sys.stdin.isatty()) and not os.environ.get(
+            "CHARGPT_TUI_FORCE_TUI"):
+        raise fail("chargpt-tui's app needs a terminal (stdout/stdin are not a TTY) — "
+                   "use `chargpt-tui train` for headless training", 2)
+
+    def go() -> int:
+        from chargpt_tui.tui.launch import launch_tui
+
+        return launch_tui(data=data, encoding=encoding, preset=preset, overrides=overrides,
+                          out=out, resume=resume, device=device, threads=threads,
+                          checkpoint=checkpoint, mouse=mouse)
+
+    code = run_guarded(go)
+    if code:
+        raise typer.Exit(code)
+
+
+COMMANDS = {"train", "sample", "tui", "bench", "runs"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point. Anything that is not a known command runs ``tui`` with those options."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    first_word = next((a for a in args if not a.startswith("-")), None)
+    asks_root = first_word is None and any(a in ("-h", "--help", "--version") for a in args)
+    if first_word not in COMMANDS and not asks_root:
+        debug = ["--debug"] if "--debug" in args else []
+        args = [*debug, "tui", *(a for a in args if a != "--debug")]
+    app(args=args, prog_name="chargpt-tui")

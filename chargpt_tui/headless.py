@@ -1,0 +1,181 @@
+"""The headless view: rich progress for ``chargpt-tui train`` and streamed text for ``sample``.
+
+Like the TUI, it only subscribes to the engine's events; it never reaches into the trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.events import (
+    CheckpointSaved,
+    EvalDone,
+    Event,
+    EventBus,
+    Notice,
+    StateChanged,
+    StepDone,
+)
+from chargpt_tui.sampling import (
+    SamplingParams,
+    beam_search,
+    prepare_prompt,
+    stream_text,
+)
+from chargpt_tui.train import RunSetup, Trainer, TrainResult, model_from_checkpoint, pick_device
+
+SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+if hasattr(signal, "SIGHUP"):
+    SIGNAL_EXIT_CODES[signal.SIGHUP] = 129
+
+
+@contextlib.contextmanager
+def download_progress(enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress callback for downloads that draws a rich bar on stderr (only if one starts)."""
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("downloading"), BarColumn(), DownloadColumn(),
+                        TransferSpeedColumn(), console=console, transient=True,
+                        disable=not enabled)
+    task: list[int] = []
+
+    def update(done: int, total: int | None) -> None:
+        if not task:
+            progress.start()
+            task.append(progress.add_task("download", total=total))
+        progress.update(task[0], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        progress.stop()
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP ask the trainer to stop at the next step (it saves first).
+
+    The handler only sets a flag: saving inside a signal handler could interrupt a half-written
+    optimizer step. A second Ctrl+C while stopping still only waits for that one save.
+    """
+    def handler(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        trainer.control.stop(f"received {name}", SIGNAL_EXIT_CODES[signum])
+
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNAL_EXIT_CODES}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult:
+    """Train with a rich progress bar (or silently for ``--json``); returns the result."""
+    console = Console(stderr=as_json, highlight=False)
+    bus = EventBus()
+    trainer = Trainer(setup, bus)
+    columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    progress = Progress(*columns, console=console, disable=as_json, refresh_per_second=8)
+    task = progress.add_task("train", total=setup.train_config.max_iters,
+                             completed=trainer.step, status="")
+
+    def show(event: Event) -> None:
+        if isinstance(event, StepDone):
+            progress.update(task, completed=event.step, status=(
+                f"loss {event.loss:.3f}  {event.tokens_per_second:,.0f} tok/s"))
+        elif isinstance(event, EvalDone):
+            progress.console.print(f"step {event.step:>6}: train {event.train_loss:.4f}  "
+                                   f"val {event.val_loss:.4f}")
+        elif isinstance(event, CheckpointSaved) and event.reason != "eval":
+            progress.console.print(f"saved {escape(event.path)} (step {event.step})")
+        elif isinstance(event, Notice):
+            Console(stderr=True).print(f"[yellow]{event.level}:[/] {escape(event.message)}")
+        elif isinstance(event, StateChanged) and event.reason:
+            progress.console.print(f"{event.state}: {escape(event.reason)}")
+
+    bus.subscribe(show)
+    if not as_json:
+        console.print(
+            f"training {setup.model_config.n_layer}x{setup.model_config.n_embd} "
+            f"({setup.preset}) on {escape(setup.data_name)} · {setup.device} · "
+            f"{trainer.model.num_parameters() / 1e6:.2f}M parameters → {escape(str(setup.out_dir))}"
+        )
+    with stop_on_signals(trainer), progress:
+        result = trainer.run()
+    if not as_json and result.state == "finished":
+        model, _ = trainer.snapshot()
+        text = "".join(stream_text(model, setup.tokenizer, prepare_prompt(
+            setup.tokenizer, "\n", model.config.block_size),
+            SamplingParams(max_new_tokens=300, temperature=0.8, seed=0)))
+        console.rule("sample")
+        console.print(escape(text), highlight=False)
+        console.rule()
+        console.print(f"try: chargpt-tui sample --checkpoint {escape(str(setup.out_dir))} "
+                      "--prompt 'ROMEO:'")
+    return result
+
+
+def run_sample(checkpoint: Path, prompt_text: str, params: SamplingParams, *, device: str,
+               as_json: bool, notice: Callable[[str], None]) -> None:
+    """Stream a continuation to stdout (plain) or print one JSON object (``--json``)."""
+    torch_device = pick_device(device)
+    payload = load_checkpoint(checkpoint, map_location=torch_device)
+    model, tokenizer = model_from_checkpoint(payload, torch_device)
+    prompt = prepare_prompt(tokenizer, prompt_text, model.config.block_size)
+    for warning in prompt.warnings():
+        notice(warning)
+    out = sys.stdout
+    result: dict[str, object] = {"prompt": prompt_text, "step": payload["step"],
+                                 "checkpoint": str(checkpoint), **vars(params)}
+    if params.beam_width > 1:
+        shown = 0
+        if not as_json:
+            out.write(prompt_text)
+        for state in beam_search(model, prompt.ids, params):
+            if not as_json:  # stream the part every beam agrees on: it can no longer change
+                out.write(tokenizer.decode(state.best[shown : state.stable]))
+                out.flush()
+                shown = state.stable
+        beams = [(tokenizer.decode(s), score) for s, score in zip(state.sequences, state.scores)
+                 if score > float("-inf")]
+        result.update(completion=beams[0][0],
+                      beams=[{"text": t, "score": s} for t, s in beams])
+        if not as_json:
+            out.write(beams[0][0][shown:] + "\n")
+    else:
+        pieces = []
+        if not as_json:
+            out.write(prompt_text)
+        for piece in stream_text(model, tokenizer, prompt, params):
+            pieces.append(piece)
+            if not as_json:
+                out.write(piece)
+                out.flush()
+        result["completion"] = "".join(pieces)
+        if not as_json:
+            out.write("\n")
+    if as_json:
+        result["warnings"] = prompt.warnings()
+        out.write(json.dumps(result) + "\n")
+    out.flush()
