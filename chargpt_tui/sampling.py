@@ -233,12 +233,14 @@ def beam_search(model: GPTLanguageModel, prompt_ids: list[int],
     ctx.cache.reorder(torch.zeros(width, dtype=torch.long, device=ctx.device))
     history = history.expand(width, -1)
     logits = logits.expand(width, -1)
-    scores = torch.full((width,), float("-inf"), device=ctx.device)
+    # Accumulate in at least fp32 (bf16 log-probs would drift as the sums grow).
+    score_dtype = torch.promote_types(logits.dtype, torch.float32)
+    scores = torch.full((width,), float("-inf"), device=ctx.device, dtype=score_dtype)
     scores[0] = 0.0
     sequences: list[list[int]] = [[] for _ in range(width)]
     vocab = logits.size(-1)
     for step in range(params.max_new_tokens):
-        candidates = scores[:, None] + F.log_softmax(logits.float(), dim=-1)  # (W, V)
+        candidates = scores[:, None] + F.log_softmax(logits.to(score_dtype), dim=-1)  # (W, V)
         if params.no_repeat_ngram:
             for beam, seq in enumerate(sequences):
                 banned = _banned_tokens(prompt_ids + seq, params.no_repeat_ngram)

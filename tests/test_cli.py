@@ -1,0 +1,113 @@
+"""The headless CLI as a user runs it: train --json, sample (streamed, beam, JSON), help."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "chargpt_tui"]
+
+
+def run_cli(*args: str, timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from tests.conftest import make_corpus
+
+    folder = tmp_path_factory.mktemp("cli")
+    data = folder / "play.txt"
+    data.write_text(make_corpus(30_000))
+    result = run_cli("train", "--data", str(data), "--preset", "tiny", "--max-iters", "60",
+                     "--eval-interval", "30", "--out", str(folder / "runs" / "first"), "--json",
+                     cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder, json.loads(result.stdout)
+
+
+def test_train_json_reports_the_run(trained_run: tuple[Path, dict]) -> None:
+    folder, report = trained_run
+    for key in ("step", "train_loss", "val_loss", "tokens_per_second", "checkpoint", "device",
+                "parameters"):
+        assert key in report, key
+    assert report["step"] == 60 and report["device"] == "cpu" and report["parameters"] > 1000
+    assert report["val_loss"] < 3.5 and report["tokens_per_second"] > 0
+    assert Path(report["checkpoint"]).is_file()
+
+
+def test_sample_streams_a_continuation_of_the_prompt(trained_run: tuple[Path, dict]) -> None:
+    folder, _ = trained_run
+    result = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "ROMEO:",
+                     "--max-new-tokens", "50", "--seed", "1", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ROMEO:") and len(result.stdout) == len("ROMEO:") + 50 + 1
+    again = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "ROMEO:",
+                    "--max-new-tokens", "50", "--seed", "1", cwd=folder)
+    assert again.stdout == result.stdout  # seeded: reproducible
+
+
+def test_sample_output_arrives_while_it_is_generated(trained_run: tuple[Path, dict]) -> None:
+    """Plain mode streams: the first characters arrive long before the process ends."""
+    folder, _ = trained_run
+    process = subprocess.Popen(
+        [*CLI, "sample", "--checkpoint", "runs/first", "--prompt", "A", "--max-new-tokens",
+         "200000", "--seed", "0"], cwd=folder, stdout=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.read(20)
+        assert len(first) == 20 and process.poll() is None  # still generating
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_sample_beam_json_lists_beams_best_first(trained_run: tuple[Path, dict]) -> None:
+    folder, _ = trained_run
+    result = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "JULIET:",
+                     "--beam-width", "4", "--max-new-tokens", "30", "--json", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    scores = [beam["score"] for beam in report["beams"]]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+    assert report["completion"] == report["beams"][0]["text"] and len(report["completion"]) == 30
+    plain = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "JULIET:",
+                    "--beam-width", "4", "--max-new-tokens", "30", cwd=folder)
+    assert plain.stdout == "JULIET:" + report["completion"] + "\n"
+
+
+def test_help_is_fast_and_documents_every_command() -> None:
+    started = time.perf_counter()
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("train", "sample", "tui"):
+        assert command in result.stdout
+    # Not a timing target (that lives in the bench): a check that help never imports torch.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from chargpt_tui.cli import main\n"
+         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+         "print('torch' in sys.modules, 'textual' in sys.modules)"],
+        capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip().endswith("False False"), probe.stdout
+    assert time.perf_counter() - started < 60
+
+
+def test_train_help_lists_options_with_help_text() -> None:
+    result = run_cli("train", "--help", env={**os.environ, "COLUMNS": "200"})
+    for option in ("--data", "--preset", "--n-layer", "--n-head", "--n-embd", "--block-size",
+                   "--batch-size", "--dropout", "--learning-rate", "--max-iters",
+                   "--eval-interval", "--eval-iters", "--device", "--seed", "--compile",
+                   "--out", "--resume", "--json"):
+        assert option in result.stdout, option
+
+
+def test_app_without_a_terminal_points_to_headless_training() -> None:
+    result = run_cli("--preset", "tiny", stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert "chargpt-tui train" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,148 @@
+"""Training: schedule, events, control from other threads, and bitwise-exact resume."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.events import (
+    CheckpointSaved,
+    EvalDone,
+    EventBus,
+    SampleChunk,
+    StateChanged,
+    StepDone,
+    TrainingStarted,
+)
+from chargpt_tui.train import Trainer, TrainConfig, get_lr, prepare_run
+from tests.conftest import TINY
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    config = TrainConfig(max_iters=100, learning_rate=1.0, warmup_iters=10)
+    lrs = [get_lr(step, config) for step in range(120)]
+    assert lrs[0] < lrs[5] < lrs[9] <= 1.0
+    assert all(a >= b for a, b in zip(lrs[10:100], lrs[11:100]))  # monotone cosine decay
+    assert lrs[100] == lrs[119] == pytest.approx(0.1)  # floor: learning_rate / 10
+
+
+def run_trainer(corpus_file: Path, out: Path, **overrides: object) -> tuple[Trainer, list]:
+    events: list = []
+    bus = EventBus()
+    bus.subscribe(events.append)
+    setup = prepare_run(data=str(corpus_file), preset="tiny", out=out,
+                        overrides={**TINY, **overrides}, device="cpu")
+    return Trainer(setup, bus), events
+
+
+def test_a_run_publishes_its_story_and_learns(corpus_file: Path, tmp_path: Path) -> None:
+    trainer, events = run_trainer(corpus_file, tmp_path / "run", max_iters=30, sample_interval=30,
+                                  sample_chars=12)
+    result = trainer.run()
+    kinds = [type(e) for e in events]
+    assert kinds[0] is TrainingStarted
+    assert sum(k is StepDone for k in kinds) == 30
+    evals = [e for e in events if isinstance(e, EvalDone)]
+    assert [e.step for e in evals] == [0, 10, 20, 30]
+    assert evals[-1].val_loss < evals[0].val_loss  # it learns something
+    saved = [e for e in events if isinstance(e, CheckpointSaved)]
+    assert saved[-1].reason == "final" and Path(saved[-1].path).is_file()
+    sample = [e for e in events if isinstance(e, SampleChunk)]
+    assert "".join(e.text for e in sample[:-1]) and sample[-1].final and len(sample) == 13
+    assert events[-1] == StateChanged("finished")
+    assert result.state == "finished" and result.step == 30 and result.tokens_per_second > 0
+    assert (tmp_path / "latest").is_symlink() and (tmp_path / "latest" / "ckpt.pt").is_file()
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count('"StepDone"') == 30
+
+
+def test_pause_resume_and_stop_from_another_thread(corpus_file: Path, tmp_path: Path) -> None:
+    trainer, events = run_trainer(corpus_file, tmp_path / "run", max_iters=100_000,
+                                  eval_interval=100_000)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(trainer.run()))
+    thread.start()
+    wait_until(lambda: trainer.step >= 5)
+    trainer.control.pause()
+    wait_until(lambda: StateChanged("paused") in events)
+    paused_at = trainer.step
+    time.sleep(0.3)
+    assert trainer.step == paused_at  # a paused trainer takes no steps
+    trainer.control.resume()
+    wait_until(lambda: trainer.step > paused_at + 5)
+    with trainer.control.hold(wait=5.0):  # a hold parks it too, without a "paused" state
+        held_at = trainer.step
+        time.sleep(0.2)
+        assert trainer.step == held_at
+    wait_until(lambda: trainer.step > held_at)
+    assert events.count(StateChanged("paused")) == 1
+    trainer.control.stop("test is done", exit_code=3)
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+    result = results[0]
+    assert result.state == "stopped" and result.exit_code == 3
+    checkpoint = load_checkpoint(tmp_path / "run")
+    assert checkpoint["step"] == result.step  # saved at the step where it stopped
+
+
+def test_save_request_writes_a_checkpoint_at_a_step_boundary(corpus_file: Path,
+                                                              tmp_path: Path) -> None:
+    trainer, events = run_trainer(corpus_file, tmp_path / "run", max_iters=100_000,
+                                  eval_interval=100_000)
+    thread = threading.Thread(target=trainer.run)
+    thread.start()
+    wait_until(lambda: trainer.step >= 3)
+    trainer.control.request_save()
+    wait_until(lambda: any(isinstance(e, CheckpointSaved) for e in events))
+    trainer.control.stop()
+    thread.join(timeout=20)
+    requested = next(e for e in events if isinstance(e, CheckpointSaved))
+    assert requested.reason == "requested" and requested.step >= 3
+
+
+def cli_train(*args: str) -> None:
+    command = [sys.executable, "-m", "chargpt_tui", "train", "--json", "--device", "cpu", *args]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
+def test_resume_in_a_fresh_process_is_bitwise_identical(corpus_file: Path, tmp_path: Path) -> None:
+    """20 steps + save + resume for 20 more ≡ 40 straight steps (weights and optimizer)."""
+    shape = ["--data", str(corpus_file), "--preset", "tiny", "--n-layer", "2", "--n-embd", "16",
+             "--block-size", "16", "--batch-size", "4", "--dropout", "0.1",  # dropout: RNG matters
+             "--eval-interval", "10", "--eval-iters", "2", "--lr-decay-iters", "40"]
+    cli_train(*shape, "--max-iters", "20", "--out", str(tmp_path / "split"))
+    cli_train("--resume", str(tmp_path / "split"), "--max-iters", "40")
+    cli_train(*shape, "--max-iters", "40", "--out", str(tmp_path / "straight"))
+    split = load_checkpoint(tmp_path / "split")
+    straight = load_checkpoint(tmp_path / "straight")
+    assert split["step"] == straight["step"] == 40
+    for name, tensor in straight["model"].items():
+        assert torch.equal(split["model"][name], tensor), name
+    for index, state in straight["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(split["optimizer"]["state"][index][key], value), (index, key)
+    assert torch.equal(split["rng"]["data"], straight["rng"]["data"])
+
+
+def test_resume_refuses_a_different_model_shape(corpus_file: Path, tmp_path: Path) -> None:
+    trainer, _ = run_trainer(corpus_file, tmp_path / "run", max_iters=2)
+    trainer.run()
+    from chargpt_tui.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot change n_layer"):
+        prepare_run(data=str(corpus_file), resume=tmp_path / "run", overrides={"n_layer": 3})
