@@ -22,7 +22,7 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
-from chargpt_tui.train import Trainer, TrainConfig, get_lr, prepare_run
+from chargpt_tui.train import TrainConfig, Trainer, get_lr, prepare_run
 from tests.conftest import TINY
 
 
