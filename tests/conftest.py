@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 SPEAKERS = ["ROMEO", "JULIET", "NURSE", "MERCUTIO", "FRIAR"]
-WORDS = ["thou", "art", "the", "fair", "sun", "and", "i", "am", "but", "a", "moon", "that", "doth", "wane", "upon", "thy", "cheek", "what", "light", "through", "yonder", "window", "breaks", "my", "love", "is", "deep", "as", "the", "sea"]
+WORDS = [
+    "thou", "art", "the", "fair", "sun", "and", "i", "am", "but", "a", "moon", "that", "doth",
+    "wane", "upon", "thy", "cheek", "what", "light", "through", "yonder", "window", "breaks",
+    "my", "love", "is", "deep", "as", "the", "sea",
+]
 
 
 def make_corpus(n_chars: int = 20_000, seed: int = 0) -> str:
