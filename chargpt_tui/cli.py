@@ -117,12 +117,18 @@ def run_guarded(function: Any) -> Any:
         raise fail(_escape(str(error)), 2) from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
+    except BrokenPipeError:
+        # The reader went away (`| head`, a dropped SSH session): stop quietly, like `cat` does.
+        from chargpt_tui.headless import EXIT_OUTPUT_CLOSED, silence_stdout
+
+        silence_stdout()
+        raise typer.Exit(EXIT_OUTPUT_CLOSED) from None
     except Exception as error:
         import torch
 
         if isinstance(error, torch.OutOfMemoryError) and not STATE["debug"]:
             raise fail("out of GPU memory — try a smaller --batch-size or --preset cpu, "
-                       "or --device cpu") from None
+                       "or --device cpu (the last saved checkpoint is kept)") from None
         raise
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -47,6 +48,18 @@ from chargpt_tui.train import RunSetup, Trainer, TrainResult, model_from_checkpo
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 if hasattr(signal, "SIGHUP"):
     SIGNAL_EXIT_CODES[signal.SIGHUP] = 129
+EXIT_OUTPUT_CLOSED = 141  # what a shell reports for a process killed by SIGPIPE (128 + 13)
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null once its reader is gone, so later writes (and Python's
+    exit-time flush) neither fail nor print a second complaint."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # no real stdout (e.g. under a test runner): nothing to silence
 
 
 @contextlib.contextmanager
@@ -114,7 +127,20 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
         elif isinstance(event, StateChanged) and event.reason:
             progress.console.print(f"{event.state}: {escape(event.reason)}")
 
-    bus.subscribe(show)
+    def show_or_stop(event: Event) -> None:
+        """A view that cannot write must not crash training: save at the next step and stop."""
+        try:
+            show(event)
+        except OSError:
+            silence_stdout()
+            progress.disable = True
+            if not trainer.control.stopping:
+                trainer.control.stop("standard output closed", EXIT_OUTPUT_CLOSED)
+                with contextlib.suppress(OSError):
+                    Console(stderr=True).print("[yellow]stopping:[/] standard output closed; "
+                                               "saving a checkpoint first")
+
+    bus.subscribe(show_or_stop)
     if not as_json:
         console.print(
             f"training {setup.model_config.n_layer}x{setup.model_config.n_embd} "

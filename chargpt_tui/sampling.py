@@ -60,7 +60,10 @@ class SamplingParams:
         if self.no_repeat_ngram < 0:
             raise ConfigError("no-repeat-ngram must be 0 (off) or more")
         if self.context_policy not in CONTEXT_POLICIES:
-            raise ConfigError(f"context policy must be one of {CONTEXT_POLICIES}")
+            raise ConfigError(f"context policy {self.context_policy!r} is not one of "
+                              f"{', '.join(CONTEXT_POLICIES)}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be between 0 and 2**63 - 1, not {self.seed}")
 
 
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
