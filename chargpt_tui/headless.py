@@ -62,6 +62,18 @@ def silence_stdout() -> None:
         pass  # no real stdout (e.g. under a test runner): nothing to silence
 
 
+class OutputConsole(Console):
+    """A console that reports a closed output as an error the caller can act on.
+
+    Rich's default answer to a broken pipe is ``SystemExit(1)`` from whatever thread printed:
+    during training that would end the run without saving it.
+    """
+
+    def on_broken_pipe(self) -> None:
+        silence_stdout()
+        raise BrokenPipeError("standard output closed")
+
+
 @contextlib.contextmanager
 def download_progress(enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
     """A progress callback for downloads that draws a rich bar on stderr (only if one starts)."""
@@ -80,7 +92,8 @@ def download_progress(enabled: bool = True) -> Iterator[Callable[[int, int | Non
     try:
         yield update
     finally:
-        progress.stop()
+        if task:  # stopping a bar that never started would still print an empty line
+            progress.stop()
 
 
 @contextlib.contextmanager
@@ -104,7 +117,7 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult:
     """Train with a rich progress bar (or silently for ``--json``); returns the result."""
-    console = Console(stderr=as_json, highlight=False)
+    console = OutputConsole(stderr=as_json, highlight=False)
     bus = EventBus()
     trainer = Trainer(setup, bus)
     columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
@@ -123,9 +136,11 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
         elif isinstance(event, CheckpointSaved) and event.reason != "eval":
             progress.console.print(f"saved {escape(event.path)} (step {event.step})")
         elif isinstance(event, Notice):
-            Console(stderr=True).print(f"[yellow]{event.level}:[/] {escape(event.message)}")
+            # soft_wrap: one message stays one line, however narrow the terminal.
+            Console(stderr=True).print(f"[yellow]{event.level}:[/] {escape(event.message)}",
+                                       soft_wrap=True)
         elif isinstance(event, StateChanged) and event.reason:
-            progress.console.print(f"{event.state}: {escape(event.reason)}")
+            progress.console.print(f"{event.state}: {escape(event.reason)}", soft_wrap=True)
 
     def show_or_stop(event: Event) -> None:
         """A view that cannot write must not crash training: save at the next step and stop."""
@@ -138,7 +153,7 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
                 trainer.control.stop("standard output closed", EXIT_OUTPUT_CLOSED)
                 with contextlib.suppress(OSError):
                     Console(stderr=True).print("[yellow]stopping:[/] standard output closed; "
-                                               "saving a checkpoint first")
+                                               "saving a checkpoint first", soft_wrap=True)
 
     bus.subscribe(show_or_stop)
     if not as_json:
