@@ -124,12 +124,25 @@ def run_guarded(function: Any) -> Any:
         silence_stdout()
         raise typer.Exit(EXIT_OUTPUT_CLOSED) from None
     except Exception as error:
-        import torch
-
-        if isinstance(error, torch.OutOfMemoryError) and not STATE["debug"]:
-            raise fail("out of GPU memory — try a smaller --batch-size or --preset cpu, "
-                       "or --device cpu (the last saved checkpoint is kept)") from None
+        message = out_of_memory_message(error)
+        if message and not STATE["debug"]:
+            raise fail(message) from None
         raise
+
+
+def out_of_memory_message(error: Exception) -> str | None:
+    """One line for running out of GPU memory or RAM (a size the user chose), else None."""
+    import torch
+
+    text = str(error).lower()
+    if isinstance(error, torch.OutOfMemoryError) or (
+            isinstance(error, RuntimeError) and "out of memory" in text):
+        return ("out of GPU memory — try a smaller --batch-size or --preset cpu, or --device cpu "
+                "(the last saved checkpoint is kept)")
+    if isinstance(error, MemoryError) or "can't allocate memory" in text:
+        return ("out of memory (RAM) — try a smaller --batch-size, --n-embd, --n-layer or "
+                "--block-size, or --preset tiny (the last saved checkpoint is kept)")
+    return None
 
 
 def _escape(text: str) -> str:

@@ -116,7 +116,7 @@ def load_dataset(
     if spec == "python-stdlib":
         return Corpus(python_stdlib_corpus(), spec)
     if spec.startswith(("http://", "https://")):
-        return Corpus(fetch_url(spec, url_cache_name(spec), progress), spec)
+        return Corpus(fetch_url(spec, url_cache_name(spec), progress, encoding), spec)
     if "://" in spec:
         raise DataError(f"unsupported URL scheme in {spec!r}", "use an http(s) URL or a local path")
     return Corpus(read_text_file(Path(spec).expanduser(), encoding), spec)
@@ -165,16 +165,17 @@ def url_cache_name(url: str) -> str:
     return f"{digest}-{safe}"
 
 
-def fetch_url(url: str, cache_name: str, progress: ProgressCallback | None = None) -> str:
+def fetch_url(url: str, cache_name: str, progress: ProgressCallback | None = None,
+              encoding: str = "utf-8") -> str:
     """Text at ``url``, from the cache when present, else downloaded once and cached atomically."""
     cached = cache_dir() / cache_name
     try:
         if cached.is_file():
-            return decode_text(cached.read_bytes(), str(cached))
+            return decode_text(cached.read_bytes(), str(cached), encoding)
     except OSError:
         pass  # an unreadable cache entry is a cache miss: download again and replace it
     raw = download(url, progress)
-    text = decode_text(raw, url)
+    text = decode_text(raw, url, encoding)
     try:
         atomic_write_bytes(cached, raw)
     except OSError as error:

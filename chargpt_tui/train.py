@@ -430,19 +430,26 @@ class MetricsWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
         self._last_flush = 0.0
+        self.failed = False
 
     def __call__(self, event: Any) -> None:
-        if isinstance(event, SampleChunk):
+        if isinstance(event, SampleChunk) or self.failed:
             return
         record = {"event": type(event).__name__, "time": time.time(), **asdict(event)}
-        self._file.write(json.dumps(record) + "\n")
-        now = time.monotonic()
-        if now - self._last_flush > 1.0 or not isinstance(event, StepDone):
-            self._file.flush()
-            self._last_flush = now
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            now = time.monotonic()
+            if now - self._last_flush > 1.0 or not isinstance(event, StepDone):
+                self._file.flush()
+                self._last_flush = now
+        except OSError:
+            # A log that cannot be written (full disk) must not crash the run it describes;
+            # the next checkpoint save reports the disk problem if it persists.
+            self.failed = True
 
     def close(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 class Trainer:
@@ -606,7 +613,11 @@ class Trainer:
                                   "pass a writable --out") from None
         clean_stale_temp_files(self.out_dir)
         point_latest_at(self.out_dir)
-        metrics = MetricsWriter(self.out_dir / METRICS_NAME)
+        try:
+            metrics = MetricsWriter(self.out_dir / METRICS_NAME)
+        except OSError as error:
+            raise CheckpointError(f"cannot write {self.out_dir / METRICS_NAME}: "
+                                  f"{error.strerror or error}", "pass a writable --out") from None
         unsubscribe = self.bus.subscribe(metrics)
         try:
             return self._run()
@@ -660,8 +671,10 @@ class Trainer:
                     else self.train_step())
             if not math.isfinite(loss):
                 state = "failed"
-                reason = (f"loss became {loss} at step {self.step + 1}; stopped and kept the last "
-                          "good checkpoint — try a lower --learning-rate")
+                kept = ("kept the last good checkpoint" if self.checkpoint_path.exists()
+                        else "no checkpoint had been saved yet")
+                reason = (f"loss became {loss} at step {self.step + 1}; stopped and {kept} — "
+                          "try a lower --learning-rate")
                 self.bus.publish(Notice(reason, level="error"))
                 break
             elapsed_step = time.perf_counter() - started

@@ -337,3 +337,36 @@ def test_prompt_longer_than_the_context_uses_its_end_with_a_warning(trained: Pat
     assert result.exit_code == 0, result.stderr
     assert "only its last 8 characters are used" in result.stderr
     assert result.stdout.startswith("KING: good night sweet prince")
+
+
+# -- sizes the machine cannot hold, run folders that cannot be written ------------------------
+
+
+def test_model_too_big_for_memory_is_one_line(corpus: Path, tmp_path: Path) -> None:
+    # 2**50 wide: more bytes than any address space holds, so the allocation fails at once.
+    result = invoke(*train_args(corpus, tmp_path / "r", "--n-embd", str(2**50), "--n-head", "1"))
+    assert_one_line_error(result, "out of memory (RAM)", "--n-embd")
+
+
+def test_run_folder_whose_metrics_log_cannot_be_written(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    (out / "metrics.jsonl").mkdir(parents=True)  # a folder where the log file should go
+    assert_one_line_error(invoke(*train_args(corpus, out)), "cannot write", "metrics.jsonl")
+
+
+def test_broken_pipe_while_sampling_exits_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `chargpt-tui sample | head -c 10`: the reader left, which is not an error worth a line.
+    import typer
+
+    import chargpt_tui.headless
+    from chargpt_tui.cli import run_guarded
+
+    silenced: list[bool] = []  # the real one would point pytest's own capture at /dev/null
+    monkeypatch.setattr(chargpt_tui.headless, "silence_stdout", lambda: silenced.append(True))
+
+    def write_to_a_closed_pipe() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(typer.Exit) as exit_info:
+        run_guarded(write_to_a_closed_pipe)
+    assert exit_info.value.exit_code == 141 and silenced == [True]
