@@ -18,6 +18,11 @@ import typer
 
 from chargpt_tui.presets import PRESET_NAMES
 
+try:  # recent typer releases vendor click; older ones depend on it
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import UsageError
+
 if TYPE_CHECKING:
     pass
 
@@ -170,18 +175,24 @@ def set_threads(threads: int | None) -> None:
 # -- commands ------------------------------------------------------------------------------------
 
 
-@app.callback()
-def root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """Train a character-level GPT in your terminal and talk to it while it learns."""
-    STATE["debug"] = debug
-    if version:
+def show_version(asked: bool) -> None:
+    """Eager: runs while parsing, so `chargpt-tui --version` needs no command."""
+    if asked:
         from chargpt_tui import __version__
 
         typer.echo(f"chargpt-tui {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", is_eager=True, callback=show_version)
+    ] = False,
+) -> None:
+    """Train a character-level GPT in your terminal and talk to it while it learns."""
+    STATE["debug"] = debug
 
 
 @app.command()
@@ -341,4 +352,19 @@ def main(argv: list[str] | None = None) -> None:
     if first_word not in COMMANDS and not asks_root:
         debug = ["--debug"] if "--debug" in args else []
         args = [*debug, "tui", *(a for a in args if a != "--debug")]
-    app(args=args, prog_name="chargpt-tui")
+    try:
+        # Not standalone: usage errors come back here instead of as typer's multi-line box.
+        code = app(args=args, prog_name="chargpt-tui", standalone_mode=False)
+    except UsageError as error:
+        command = error.ctx.command_path if error.ctx else "chargpt-tui"
+        message = " ".join(error.format_message().split())  # click may wrap long messages
+        raise SystemExit(usage_error_line(message, command)) from None
+    except typer.Abort:
+        raise SystemExit(fail("aborted", 1).exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def usage_error_line(message: str, command: str) -> int:
+    """Print a mistyped option or value as one line; returns click's usage exit code."""
+    fail(_escape(f"{message} — see `{command} --help`"), 2)
+    return 2

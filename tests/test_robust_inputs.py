@@ -19,8 +19,10 @@ from helpers_robust import (
     train_tiny,
     write_text,
 )
+from typer.testing import CliRunner
 
 from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.cli import app
 
 
 @pytest.fixture(scope="module")
@@ -370,3 +372,40 @@ def test_broken_pipe_while_sampling_exits_quietly(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(typer.Exit) as exit_info:
         run_guarded(write_to_a_closed_pipe)
     assert exit_info.value.exit_code == 141 and silenced == [True]
+
+
+# -- mistyped options: the real entry point, not typer's multi-line box ------------------------
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["train", "--n-layer", "abc"], ("'--n-layer'", "chargpt-tui train --help")),
+    (["sample", "--bogus"], ("No such option: --bogus", "chargpt-tui sample --help")),
+    (["sample", "--top-k"], ("--top-k", "requires an argument")),
+])
+def test_usage_errors_are_one_line(args: list[str], needles: tuple[str, ...],
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from chargpt_tui.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert all(needle in lines[0] for needle in needles), lines[0]
+
+
+def test_version_works_without_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from chargpt_tui.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("chargpt-tui ")
+
+
+def test_debug_shows_the_traceback_instead(tmp_path: Path) -> None:
+    from chargpt_tui.errors import CheckpointError
+
+    result = CliRunner().invoke(app, ["--debug", "sample", "--checkpoint", str(tmp_path)])
+    assert isinstance(result.exception, CheckpointError)
