@@ -25,6 +25,8 @@ FORMAT_VERSION = 1
 CHECKPOINT_NAME = "ckpt.pt"
 REQUIRED_KEYS = ("format_version", "model_config", "vocab", "model", "step")
 FIELD_TYPES = {"model_config": dict, "vocab": str, "model": dict, "step": int}
+OPTIONAL_FIELD_TYPES = {"train_config": dict, "optimizer": dict, "rng": dict, "data": str,
+                        "preset": str}
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
@@ -119,8 +121,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             f"{file} was written by a newer chargpt-tui (format {version}, this one reads "
             f"≤ {FORMAT_VERSION})", "upgrade chargpt-tui",
         )
-    for key, kind in FIELD_TYPES.items():
-        if not isinstance(payload[key], kind):
+    for key, kind in {**FIELD_TYPES, **OPTIONAL_FIELD_TYPES}.items():
+        if key in payload and not isinstance(payload[key], kind):
             raise CheckpointError(f"{file} is not a chargpt-tui checkpoint ({key!r} is a "
                                   f"{type(payload[key]).__name__})")
     check_model_fits(payload, file)

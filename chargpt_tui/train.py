@@ -486,18 +486,18 @@ class Trainer:
             self.model.load_state_dict(payload["model"])
             if "optimizer" in payload:
                 self.optimizer.load_state_dict(payload["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as error:
+            rng = payload.get("rng", {})
+            if "torch" in rng:
+                torch.set_rng_state(rng["torch"])
+            if "data" in rng:
+                self.data_generator.set_state(rng["data"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
             first = str(error).strip().splitlines()[0][:160]
             raise CheckpointError(f"checkpoint does not fit this model: {first}") from None
         self.step = int(payload["step"])
         self.best_val_loss = payload.get("best_val_loss")
-        rng = payload.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "data" in rng:
-            self.data_generator.set_state(rng["data"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     def checkpoint_payload(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}

@@ -409,3 +409,20 @@ def test_debug_shows_the_traceback_instead(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(app, ["--debug", "sample", "--checkpoint", str(tmp_path)])
     assert isinstance(result.exception, CheckpointError)
+
+
+def test_checkpoint_with_a_field_of_the_wrong_type(trained: Path, tmp_path: Path) -> None:
+    bad = tampered(trained, tmp_path / "ckpt.pt", train_config="fast please")
+    assert_one_line_error(invoke("train", "--resume", str(bad), "--device", "cpu"), str(bad),
+                          "'train_config' is a str")
+
+
+def test_resume_on_different_data_says_so(trained: Path, tmp_path: Path) -> None:
+    from chargpt_tui.train import prepare_run
+
+    other = write_text(tmp_path, "other.txt", seed=5)  # same characters, other text
+    notices: list[str] = []
+    setup = prepare_run(resume=trained.parent, data=str(other), notice=notices.append)
+    assert setup.data_name == str(other)
+    assert notices == [f"resuming on {other}, but this run started on "
+                       f"{load_checkpoint(trained)['data']}"]
