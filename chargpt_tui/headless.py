@@ -63,7 +63,7 @@ def silence_stdout() -> None:
 
 
 class OutputConsole(Console):
-    """A console that reports a closed output as an error the caller can act on.
+    """A console that reports a closed stdout/stderr as an error the caller can act on.
 
     Rich's default answer to a broken pipe is ``SystemExit(1)`` from whatever thread printed:
     during training that would end the run without saving it.
@@ -137,7 +137,7 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
             progress.console.print(f"saved {escape(event.path)} (step {event.step})")
         elif isinstance(event, Notice):
             # soft_wrap: one message stays one line, however narrow the terminal.
-            Console(stderr=True).print(f"[yellow]{event.level}:[/] {escape(event.message)}",
+            OutputConsole(stderr=True).print(f"[yellow]{event.level}:[/] {escape(event.message)}",
                                        soft_wrap=True)
         elif isinstance(event, StateChanged) and event.reason:
             progress.console.print(f"{event.state}: {escape(event.reason)}", soft_wrap=True)
@@ -152,8 +152,9 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
             if not trainer.control.stopping:
                 trainer.control.stop("standard output closed", EXIT_OUTPUT_CLOSED)
                 with contextlib.suppress(OSError):
-                    Console(stderr=True).print("[yellow]stopping:[/] standard output closed; "
-                                               "saving a checkpoint first", soft_wrap=True)
+                    OutputConsole(stderr=True).print(
+                        "[yellow]stopping:[/] standard output closed; saving a checkpoint first",
+                        soft_wrap=True)
 
     bus.subscribe(show_or_stop)
     if not as_json:
