@@ -201,6 +201,10 @@ def run_sample(checkpoint: Path, prompt_text: str, params: SamplingParams, *, de
                 shown = state.stable
         beams = [(tokenizer.decode(s), score) for s, score in zip(state.sequences, state.scores)
                  if score > float("-inf")]
+        if len(state.best) < params.max_new_tokens:
+            notice(f"beam search stopped after {len(state.best)} characters: every "
+                   f"continuation would repeat a {params.no_repeat_ngram}-character sequence "
+                   "(--no-repeat-ngram)")
         result.update(completion=beams[0][0],
                       beams=[{"text": t, "score": s} for t, s in beams])
         if not as_json:

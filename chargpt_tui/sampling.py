@@ -249,7 +249,13 @@ def beam_search(model: GPTLanguageModel, prompt_ids: list[int],
                     candidates[beam, list(banned)] = float("-inf")
         # Without an end token no candidate ever leaves the beam, so the top W suffice
         # (decoders with EOS take 2W so finished beams can be set aside).
-        scores, flat = candidates.view(-1).topk(width)
+        best_scores, flat = candidates.view(-1).topk(width)
+        if best_scores[0] == float("-inf"):
+            # The n-gram guard banned every continuation of every beam: end the search early.
+            live = [s for s, score in zip(sequences, scores.tolist()) if score > float("-inf")]
+            yield BeamState(sequences, scores.tolist(), _common_prefix(live), done=True)
+            return
+        scores = best_scores
         parents, tokens = flat // vocab, flat % vocab
         ctx.cache.reorder(parents)
         sequences = [sequences[p] + [t] for p, t in zip(parents.tolist(), tokens.tolist())]

@@ -426,3 +426,16 @@ def test_resume_on_different_data_says_so(trained: Path, tmp_path: Path) -> None
     assert setup.data_name == str(other)
     assert notices == [f"resuming on {other}, but this run started on "
                        f"{load_checkpoint(trained)['data']}"]
+
+
+def test_beam_search_that_runs_out_of_unrepeated_characters_stops_with_a_note(
+        trained: Path) -> None:
+    # With --no-repeat-ngram 1 every character may appear once: a few dozen at most.
+    vocab_size = len(load_checkpoint(trained)["vocab"])
+    result = invoke(*sample_args(trained, "--beam-width", "2", "--no-repeat-ngram", "1",
+                                 "--max-new-tokens", "500", "--prompt", ""))
+    assert result.exit_code == 0 and result.exception is None, result.stderr
+    assert "beam search stopped after" in result.stderr
+    generated = result.stdout.rstrip("\n")
+    assert 0 < len(generated) <= vocab_size
+    assert len(set(generated)) == len(generated)  # and it never repeated itself
