@@ -32,9 +32,14 @@ OPTIONAL_FIELD_TYPES = {"train_config": dict, "optimizer": dict, "rng": dict, "d
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A checkpoint file, or a run folder holding ``ckpt.pt``."""
     candidate = Path(path).expanduser()
-    if candidate.is_dir():
-        candidate = candidate / CHECKPOINT_NAME
-    if not candidate.is_file():
+    try:
+        if candidate.is_dir():
+            candidate = candidate / CHECKPOINT_NAME
+        found = candidate.is_file()
+    except OSError as error:  # e.g. a folder on the way that we may not enter
+        raise CheckpointError(f"cannot look at {path}: {error.strerror or error}",
+                              "check the path and its permissions") from None
+    if not found:
         raise CheckpointError(f"no checkpoint at {path}",
                               "pass a ckpt.pt file or a run folder (e.g. runs/latest)")
     return candidate

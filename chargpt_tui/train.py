@@ -398,8 +398,11 @@ def resolve_out_dir(out: str | Path | None, resume: str | Path | None) -> Path:
 def refuse_to_overwrite(out_dir: Path, resume: str | Path | None) -> None:
     """A new run must not replace a checkpoint someone already paid for in training time."""
     existing = out_dir / CHECKPOINT_NAME
-    if not existing.exists():
-        return
+    try:
+        if not existing.exists():
+            return
+    except OSError:
+        return  # a folder we may not look into: creating the run there reports it clearly
     if resume is not None and existing.resolve() == resolve_checkpoint(resume).resolve():
         return
     raise ConfigError(f"{out_dir} already holds a checkpoint that this run would overwrite",
