@@ -287,3 +287,16 @@ def test_the_package_never_runs_shell_commands() -> None:
     risky = re.compile(r"\bsubprocess\b|os\.system|os\.popen|shell=True|(?<![.\w])(eval|exec)\(")
     offenders = [path for path, text in package_sources().items() if risky.search(text)]
     assert offenders == []
+
+
+def test_metrics_log_on_a_full_device_does_not_stop_training(tmp_path: Path) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("needs Linux /dev/full (every write fails with ENOSPC)")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").symlink_to("/dev/full")
+    corpus = write_text(tmp_path)
+    result = invoke("train", "--data", str(corpus), *TINY_MODEL, "--max-iters", "3",
+                    "--eval-interval", "2", "--out", str(out), "--json")
+    assert result.exit_code == 0 and result.exception is None, result.stderr
+    assert load_checkpoint(out)["step"] == 3
