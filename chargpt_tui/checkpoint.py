@@ -19,19 +19,27 @@ from typing import Any
 
 import torch
 
-from chargpt_tui.errors import CheckpointError
+from chargpt_tui.errors import CheckpointError, UserError
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "ckpt.pt"
 REQUIRED_KEYS = ("format_version", "model_config", "vocab", "model", "step")
+FIELD_TYPES = {"model_config": dict, "vocab": str, "model": dict, "step": int}
+OPTIONAL_FIELD_TYPES = {"train_config": dict, "optimizer": dict, "rng": dict, "data": str,
+                        "preset": str}
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A checkpoint file, or a run folder holding ``ckpt.pt``."""
     candidate = Path(path).expanduser()
-    if candidate.is_dir():
-        candidate = candidate / CHECKPOINT_NAME
-    if not candidate.is_file():
+    try:
+        if candidate.is_dir():
+            candidate = candidate / CHECKPOINT_NAME
+        found = candidate.is_file()
+    except OSError as error:  # e.g. a folder on the way that we may not enter
+        raise CheckpointError(f"cannot look at {path}: {error.strerror or error}",
+                              "check the path and its permissions") from None
+    if not found:
         raise CheckpointError(f"no checkpoint at {path}",
                               "pass a ckpt.pt file or a run folder (e.g. runs/latest)")
     return candidate
@@ -99,7 +107,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower() or "weights_only" in str(error).lower():
+        # torch names the global a pickle wanted to call; anything else is plain garbage
+        # (e.g. "Unsupported operand" for a text file), which is damage, not an attack.
+        if "unsupported global" in str(error).lower():
             raise CheckpointError(
                 f"refused to load {file}: it holds Python objects that could run code",
                 "only load checkpoints written by chargpt-tui",
@@ -116,4 +126,40 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             f"{file} was written by a newer chargpt-tui (format {version}, this one reads "
             f"≤ {FORMAT_VERSION})", "upgrade chargpt-tui",
         )
+    for key, kind in {**FIELD_TYPES, **OPTIONAL_FIELD_TYPES}.items():
+        if key in payload and not isinstance(payload[key], kind):
+            raise CheckpointError(f"{file} is not a chargpt-tui checkpoint ({key!r} is a "
+                                  f"{type(payload[key]).__name__})")
+    check_model_fits(payload, file)
     return payload
+
+
+def check_model_fits(payload: dict[str, Any], file: Path) -> None:
+    """The weights must match the shape the checkpoint describes (config, vocabulary).
+
+    Checked on the ``meta`` device, which allocates no memory, so a mismatch is reported here,
+    naming the file and the first differing tensor, instead of deep inside ``load_state_dict``.
+    """
+    from chargpt_tui.model import GPTConfig, GPTLanguageModel
+
+    try:
+        config = GPTConfig(**payload["model_config"])
+    except (TypeError, UserError) as error:
+        raise CheckpointError(f"{file} describes an invalid model: {error}") from None
+    if len(payload["vocab"]) != config.vocab_size:
+        raise CheckpointError(f"{file} is inconsistent: a vocabulary of {len(payload['vocab'])} "
+                              f"characters for a model with {config.vocab_size}")
+    with torch.device("meta"):
+        expected = GPTLanguageModel(config).state_dict()
+    stored = payload["model"]
+    missing = sorted(expected.keys() - stored.keys())
+    unexpected = sorted(stored.keys() - expected.keys())
+    if missing or unexpected:
+        names = ", ".join((missing + unexpected)[:3])
+        raise CheckpointError(f"{file} does not match its model description ({names})")
+    for name, tensor in expected.items():
+        value = stored[name]
+        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{file} does not match its model description: {name} is "
+                                  f"{shape}, the model needs {tuple(tensor.shape)}")

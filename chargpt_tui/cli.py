@@ -18,6 +18,11 @@ import typer
 
 from chargpt_tui.presets import PRESET_NAMES
 
+try:  # recent typer releases vendor click; older ones depend on it
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import UsageError
+
 if TYPE_CHECKING:
     pass
 
@@ -117,13 +122,32 @@ def run_guarded(function: Any) -> Any:
         raise fail(_escape(str(error)), 2) from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
-    except Exception as error:
-        import torch
+    except BrokenPipeError:
+        # The reader went away (`| head`, a dropped SSH session): stop quietly, like `cat` does.
+        from chargpt_tui.headless import EXIT_OUTPUT_CLOSED, silence_stdout
 
-        if isinstance(error, torch.OutOfMemoryError) and not STATE["debug"]:
-            raise fail("out of GPU memory — try a smaller --batch-size or --preset cpu, "
-                       "or --device cpu") from None
+        silence_stdout()
+        raise typer.Exit(EXIT_OUTPUT_CLOSED) from None
+    except Exception as error:
+        message = out_of_memory_message(error)
+        if message and not STATE["debug"]:
+            raise fail(message) from None
         raise
+
+
+def out_of_memory_message(error: Exception) -> str | None:
+    """One line for running out of GPU memory or RAM (a size the user chose), else None."""
+    import torch
+
+    text = str(error).lower()
+    if isinstance(error, torch.OutOfMemoryError) or (
+            isinstance(error, RuntimeError) and "out of memory" in text):
+        return ("out of GPU memory — try a smaller --batch-size or --preset cpu, or --device cpu "
+                "(the last saved checkpoint is kept)")
+    if isinstance(error, MemoryError) or "can't allocate memory" in text:
+        return ("out of memory (RAM) — try a smaller --batch-size, --n-embd, --n-layer or "
+                "--block-size, or --preset tiny (the last saved checkpoint is kept)")
+    return None
 
 
 def _escape(text: str) -> str:
@@ -151,18 +175,24 @@ def set_threads(threads: int | None) -> None:
 # -- commands ------------------------------------------------------------------------------------
 
 
-@app.callback()
-def root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """Train a character-level GPT in your terminal and talk to it while it learns."""
-    STATE["debug"] = debug
-    if version:
+def show_version(asked: bool) -> None:
+    """Eager: runs while parsing, so `chargpt-tui --version` needs no command."""
+    if asked:
         from chargpt_tui import __version__
 
         typer.echo(f"chargpt-tui {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", is_eager=True, callback=show_version)
+    ] = False,
+) -> None:
+    """Train a character-level GPT in your terminal and talk to it while it learns."""
+    STATE["debug"] = debug
 
 
 @app.command()
@@ -322,4 +352,19 @@ def main(argv: list[str] | None = None) -> None:
     if first_word not in COMMANDS and not asks_root:
         debug = ["--debug"] if "--debug" in args else []
         args = [*debug, "tui", *(a for a in args if a != "--debug")]
-    app(args=args, prog_name="chargpt-tui")
+    try:
+        # Not standalone: usage errors come back here instead of as typer's multi-line box.
+        code = app(args=args, prog_name="chargpt-tui", standalone_mode=False)
+    except UsageError as error:
+        command = error.ctx.command_path if error.ctx else "chargpt-tui"
+        message = " ".join(error.format_message().split())  # click may wrap long messages
+        raise SystemExit(usage_error_line(message, command)) from None
+    except typer.Abort:
+        raise SystemExit(fail("aborted", 1).exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def usage_error_line(message: str, command: str) -> int:
+    """Print a mistyped option or value as one line; returns click's usage exit code."""
+    fail(_escape(f"{message} — see `{command} --help`"), 2)
+    return 2

@@ -29,9 +29,9 @@ SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
 BUILTIN_NAMES = ("shakespeare", "python-stdlib")
-MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # $CHARGPT_TUI_MAX_DOWNLOAD_BYTES overrides
 CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 30.0
+READ_TIMEOUT_S = 30.0  # $CHARGPT_TUI_HTTP_TIMEOUT overrides both timeouts (slow links, tests)
 STDLIB_CORPUS_BYTES = 1_500_000
 
 # (bytes so far, total bytes or None) — the CLI draws a rich progress bar from it.
@@ -66,6 +66,34 @@ def shakespeare_url() -> str:
     return os.environ.get("CHARGPT_TUI_SHAKESPEARE_URL", SHAKESPEARE_URL)
 
 
+def _positive_env_number(name: str, default: float) -> float:
+    """A positive number from the environment, or ``default`` when the variable is unset."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise DataError(f"${name} must be a positive number, not {raw!r}", f"unset {name}")
+    return value
+
+
+def http_timeouts() -> tuple[float, float]:
+    """(connect, read) timeouts in seconds; the read timeout is per chunk, not the whole body."""
+    override = os.environ.get("CHARGPT_TUI_HTTP_TIMEOUT")
+    if override:
+        seconds = _positive_env_number("CHARGPT_TUI_HTTP_TIMEOUT", READ_TIMEOUT_S)
+        return seconds, seconds
+    return CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+
+
+def max_download_bytes() -> int:
+    """The size cap for downloads: a wrong URL must not fill the memory or the disk."""
+    return int(_positive_env_number("CHARGPT_TUI_MAX_DOWNLOAD_BYTES", MAX_DOWNLOAD_BYTES))
+
+
 def load_dataset(
     spec: str = "shakespeare",
     *,
@@ -88,7 +116,7 @@ def load_dataset(
     if spec == "python-stdlib":
         return Corpus(python_stdlib_corpus(), spec)
     if spec.startswith(("http://", "https://")):
-        return Corpus(fetch_url(spec, url_cache_name(spec), progress), spec)
+        return Corpus(fetch_url(spec, url_cache_name(spec), progress, encoding), spec)
     if "://" in spec:
         raise DataError(f"unsupported URL scheme in {spec!r}", "use an http(s) URL or a local path")
     return Corpus(read_text_file(Path(spec).expanduser(), encoding), spec)
@@ -96,14 +124,19 @@ def load_dataset(
 
 def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     """Read a local corpus, turning every way it can fail into a one-line :class:`DataError`."""
-    if not path.exists():
-        raise DataError(f"data file not found: {path}", "check the path given to --data")
-    if path.is_dir():
-        raise DataError(f"--data is a folder, not a file: {path}", "point it at one text file")
     try:
+        if not path.exists():
+            raise DataError(f"data file not found: {path}", "check the path given to --data")
+        if path.is_dir():
+            raise DataError(f"--data is a folder, not a file: {path}", "point it at one text file")
+        if not path.is_file():
+            # A FIFO or device would block or never end: reading it is never what was meant.
+            raise DataError(f"--data is not a regular file: {path}",
+                            "point it at a text file (not a pipe, socket or device)")
         raw = path.read_bytes()
     except OSError as error:
-        raise DataError(f"cannot read {path}: {error.strerror}", "check its permissions") from None
+        raise DataError(f"cannot read {path}: {error.strerror or error}",
+                        "check that it exists and that you may read it") from None
     return decode_text(raw, str(path), encoding)
 
 
@@ -132,14 +165,22 @@ def url_cache_name(url: str) -> str:
     return f"{digest}-{safe}"
 
 
-def fetch_url(url: str, cache_name: str, progress: ProgressCallback | None = None) -> str:
+def fetch_url(url: str, cache_name: str, progress: ProgressCallback | None = None,
+              encoding: str = "utf-8") -> str:
     """Text at ``url``, from the cache when present, else downloaded once and cached atomically."""
     cached = cache_dir() / cache_name
-    if cached.is_file():
-        return decode_text(cached.read_bytes(), str(cached))
+    try:
+        if cached.is_file():
+            return decode_text(cached.read_bytes(), str(cached), encoding)
+    except OSError:
+        pass  # an unreadable cache entry is a cache miss: download again and replace it
     raw = download(url, progress)
-    text = decode_text(raw, url)
-    atomic_write_bytes(cached, raw)
+    text = decode_text(raw, url, encoding)
+    try:
+        atomic_write_bytes(cached, raw)
+    except OSError as error:
+        raise DataError(f"cannot write the download cache {cached}: {error.strerror or error}",
+                        "set $CHARGPT_TUI_CACHE to a writable folder") from None
     return text
 
 
@@ -147,24 +188,30 @@ def download(url: str, progress: ProgressCallback | None = None) -> bytes:
     """Stream ``url`` into memory with timeouts and a size cap; one-line errors for each failure."""
     import requests  # imported here: only downloads need it, and it is slow-ish to import
 
+    if not url.startswith(("http://", "https://")):
+        raise DataError(f"unsupported URL scheme in {url!r}", "use an http(s) URL or a local path")
+    cap = max_download_bytes()
+    cap_hint = "download it yourself and pass the file, or raise $CHARGPT_TUI_MAX_DOWNLOAD_BYTES"
     try:
-        with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as reply:
+        with requests.get(url, stream=True, timeout=http_timeouts()) as reply:
             if reply.status_code != 200:
-                raise DataError(f"{url} answered HTTP {reply.status_code} {reply.reason}")
+                raise DataError(f"{url} answered HTTP {reply.status_code} {reply.reason}",
+                                "check the URL, or use a local file")
             content_type = reply.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if content_type and not (
                 content_type.startswith("text/") or content_type == "application/octet-stream"
             ):
-                raise DataError(f"{url} is not text (Content-Type {content_type})")
+                raise DataError(f"{url} is not text (Content-Type {content_type})",
+                                "point --data at a plain-text file")
             total = int(reply.headers.get("Content-Length") or 0) or None
-            if total and total > MAX_DOWNLOAD_BYTES:
-                raise DataError(f"{url} is {total} bytes, over the {MAX_DOWNLOAD_BYTES} byte cap")
+            if total and total > cap:
+                raise DataError(f"{url} is {total} bytes, over the {cap} byte cap", cap_hint)
             chunks: list[bytes] = []
             received = 0
             for chunk in reply.iter_content(chunk_size=64 * 1024):
                 received += len(chunk)
-                if received > MAX_DOWNLOAD_BYTES:
-                    raise DataError(f"{url} is over the {MAX_DOWNLOAD_BYTES} byte cap")
+                if received > cap:
+                    raise DataError(f"{url} is over the {cap} byte cap", cap_hint)
                 chunks.append(chunk)
                 if progress:
                     progress(received, total)
@@ -174,7 +221,11 @@ def download(url: str, progress: ProgressCallback | None = None) -> bytes:
             f"timed out downloading {url}", "check the network or use a local file"
         ) from None
     except requests.exceptions.ConnectionError as error:
-        reason = "DNS lookup failed" if "resolve" in str(error).lower() else "connection failed"
+        # A read timeout in the middle of a streamed body arrives as a ConnectionError.
+        detail = str(error).lower()
+        reason = ("DNS lookup failed" if "resolve" in detail
+                  else "timed out downloading" if "timed out" in detail
+                  else "connection failed")
         raise DataError(f"{reason} for {url}", "check the network or use a local file") from None
     except requests.exceptions.RequestException as error:
         raise DataError(f"download of {url} failed: {type(error).__name__}") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -47,6 +48,30 @@ from chargpt_tui.train import RunSetup, Trainer, TrainResult, model_from_checkpo
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 if hasattr(signal, "SIGHUP"):
     SIGNAL_EXIT_CODES[signal.SIGHUP] = 129
+EXIT_OUTPUT_CLOSED = 141  # what a shell reports for a process killed by SIGPIPE (128 + 13)
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null once its reader is gone, so later writes (and Python's
+    exit-time flush) neither fail nor print a second complaint."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # no real stdout (e.g. under a test runner): nothing to silence
+
+
+class OutputConsole(Console):
+    """A console that reports a closed stdout/stderr as an error the caller can act on.
+
+    Rich's default answer to a broken pipe is ``SystemExit(1)`` from whatever thread printed:
+    during training that would end the run without saving it.
+    """
+
+    def on_broken_pipe(self) -> None:
+        silence_stdout()
+        raise BrokenPipeError("standard output closed")
 
 
 @contextlib.contextmanager
@@ -67,7 +92,8 @@ def download_progress(enabled: bool = True) -> Iterator[Callable[[int, int | Non
     try:
         yield update
     finally:
-        progress.stop()
+        if task:  # stopping a bar that never started would still print an empty line
+            progress.stop()
 
 
 @contextlib.contextmanager
@@ -91,7 +117,7 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult:
     """Train with a rich progress bar (or silently for ``--json``); returns the result."""
-    console = Console(stderr=as_json, highlight=False)
+    console = OutputConsole(stderr=as_json, highlight=False)
     bus = EventBus()
     trainer = Trainer(setup, bus)
     columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
@@ -110,11 +136,27 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
         elif isinstance(event, CheckpointSaved) and event.reason != "eval":
             progress.console.print(f"saved {escape(event.path)} (step {event.step})")
         elif isinstance(event, Notice):
-            Console(stderr=True).print(f"[yellow]{event.level}:[/] {escape(event.message)}")
+            # soft_wrap: one message stays one line, however narrow the terminal.
+            OutputConsole(stderr=True).print(f"[yellow]{event.level}:[/] {escape(event.message)}",
+                                       soft_wrap=True)
         elif isinstance(event, StateChanged) and event.reason:
-            progress.console.print(f"{event.state}: {escape(event.reason)}")
+            progress.console.print(f"{event.state}: {escape(event.reason)}", soft_wrap=True)
 
-    bus.subscribe(show)
+    def show_or_stop(event: Event) -> None:
+        """A view that cannot write must not crash training: save at the next step and stop."""
+        try:
+            show(event)
+        except OSError:
+            silence_stdout()
+            progress.disable = True
+            if not trainer.control.stopping:
+                trainer.control.stop("standard output closed", EXIT_OUTPUT_CLOSED)
+                with contextlib.suppress(OSError):
+                    OutputConsole(stderr=True).print(
+                        "[yellow]stopping:[/] standard output closed; saving a checkpoint first",
+                        soft_wrap=True)
+
+    bus.subscribe(show_or_stop)
     if not as_json:
         console.print(
             f"training {setup.model_config.n_layer}x{setup.model_config.n_embd} "
@@ -159,6 +201,10 @@ def run_sample(checkpoint: Path, prompt_text: str, params: SamplingParams, *, de
                 shown = state.stable
         beams = [(tokenizer.decode(s), score) for s, score in zip(state.sequences, state.scores)
                  if score > float("-inf")]
+        if len(state.best) < params.max_new_tokens:
+            notice(f"beam search stopped after {len(state.best)} characters: every "
+                   f"continuation would repeat a {params.no_repeat_ngram}-character sequence "
+                   "(--no-repeat-ngram)")
         result.update(completion=beams[0][0],
                       beams=[{"text": t, "score": s} for t, s in beams])
         if not as_json:

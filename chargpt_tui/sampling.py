@@ -60,7 +60,10 @@ class SamplingParams:
         if self.no_repeat_ngram < 0:
             raise ConfigError("no-repeat-ngram must be 0 (off) or more")
         if self.context_policy not in CONTEXT_POLICIES:
-            raise ConfigError(f"context policy must be one of {CONTEXT_POLICIES}")
+            raise ConfigError(f"context policy {self.context_policy!r} is not one of "
+                              f"{', '.join(CONTEXT_POLICIES)}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be between 0 and 2**63 - 1, not {self.seed}")
 
 
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -248,7 +251,13 @@ def beam_search(model: GPTLanguageModel, prompt_ids: list[int],
                     candidates[beam, list(banned)] = float("-inf")
         # Without an end token no candidate ever leaves the beam, so the top W suffice
         # (decoders with EOS take 2W so finished beams can be set aside).
-        scores, flat = candidates.view(-1).topk(width)
+        best_scores, flat = candidates.view(-1).topk(width)
+        if best_scores[0] == float("-inf"):
+            # The n-gram guard banned every continuation of every beam: end the search early.
+            live = [s for s, score in zip(sequences, scores.tolist()) if score > float("-inf")]
+            yield BeamState(sequences, scores.tolist(), _common_prefix(live), done=True)
+            return
+        scores = best_scores
         parents, tokens = flat // vocab, flat % vocab
         ctx.cache.reorder(parents)
         sequences = [sequences[p] + [t] for p, t in zip(parents.tolist(), tokens.tolist())]

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from chargpt_tui.checkpoint import (
     FORMAT_VERSION,
     clean_stale_temp_files,
     load_checkpoint,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from chargpt_tui.data import TokenizedData, get_batch, load_dataset, split_data
@@ -74,8 +75,10 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, not "
                                   f"{getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning-rate must be positive, not {self.learning_rate}")
+        if not 0 < self.learning_rate < math.inf:
+            raise ConfigError(f"learning-rate must be a positive number, not {self.learning_rate}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be between 0 and 2**63 - 1, not {self.seed}")
         for name in ("warmup_iters", "weight_decay", "grad_clip", "sample_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative")
@@ -120,6 +123,9 @@ def pick_device(requested: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but CUDA is not available here",
                           "use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {requested}: this machine has {torch.cuda.device_count()} "
+                          "CUDA device(s)", "use --device cuda:0 (or auto)")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps was asked for but MPS is not available here",
                           "use --device cpu (or auto)")
@@ -351,6 +357,13 @@ def prepare_run(
         base = dict(PRESETS[preset_name])
         data_spec = data or "shakespeare"
     settings = {**base, **given}
+    # Check every option before any download or data loading: a typo should cost nothing.
+    # (The real vocabulary size is only known once the text is loaded.)
+    model_config = GPTConfig(**{"vocab_size": 1, **{k: v for k, v in settings.items()
+                                                    if k in MODEL_KEYS}})
+    train_config = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_KEYS})
+    out_dir = resolve_out_dir(out, resume)
+    refuse_to_overwrite(out_dir, resume)
 
     corpus = load_dataset(data_spec, encoding=encoding, progress=progress, notice=tell)
     if checkpoint is not None:
@@ -362,22 +375,38 @@ def prepare_run(
                 f"{UnknownCharacterError(unknown_chars).unknown[:20]!r}",
                 "resume on the same data the run started with",
             )
+        if corpus.name != checkpoint.get("data", corpus.name):
+            tell(f"resuming on {corpus.name}, but this run started on {checkpoint['data']}")
     else:
         tokenizer = CharTokenizer.from_text(corpus.text)
-    settings["vocab_size"] = tokenizer.vocab_size
-    model_config = GPTConfig(**{k: v for k, v in settings.items() if k in MODEL_KEYS})
-    train_config = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_KEYS})
+    model_config = replace(model_config, vocab_size=tokenizer.vocab_size)
     split = split_data(corpus.text, tokenizer, model_config.block_size)
-
-    if out is not None:
-        out_dir = Path(out).expanduser()
-    elif resume is not None:
-        out_dir = Path(resume).expanduser()
-        out_dir = out_dir.resolve() if out_dir.is_dir() else out_dir.resolve().parent
-    else:
-        out_dir = default_out_dir()
     return RunSetup(model_config, train_config, tokenizer, split, corpus.name, torch_device,
                     out_dir, preset_name, checkpoint, notices)
+
+
+def resolve_out_dir(out: str | Path | None, resume: str | Path | None) -> Path:
+    """``--out``, else the folder of the checkpoint being resumed, else a fresh runs/<time>."""
+    if out is not None:
+        return Path(out).expanduser()
+    if resume is not None:
+        resumed = Path(resume).expanduser().resolve()
+        return resumed if resumed.is_dir() else resumed.parent
+    return default_out_dir()
+
+
+def refuse_to_overwrite(out_dir: Path, resume: str | Path | None) -> None:
+    """A new run must not replace a checkpoint someone already paid for in training time."""
+    existing = out_dir / CHECKPOINT_NAME
+    try:
+        if not existing.exists():
+            return
+    except OSError:
+        return  # a folder we may not look into: creating the run there reports it clearly
+    if resume is not None and existing.resolve() == resolve_checkpoint(resume).resolve():
+        return
+    raise ConfigError(f"{out_dir} already holds a checkpoint that this run would overwrite",
+                      f"continue it with --resume {out_dir}, or pick another --out")
 
 
 def point_latest_at(out_dir: Path) -> None:
@@ -404,19 +433,26 @@ class MetricsWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
         self._last_flush = 0.0
+        self.failed = False
 
     def __call__(self, event: Any) -> None:
-        if isinstance(event, SampleChunk):
+        if isinstance(event, SampleChunk) or self.failed:
             return
         record = {"event": type(event).__name__, "time": time.time(), **asdict(event)}
-        self._file.write(json.dumps(record) + "\n")
-        now = time.monotonic()
-        if now - self._last_flush > 1.0 or not isinstance(event, StepDone):
-            self._file.flush()
-            self._last_flush = now
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            now = time.monotonic()
+            if now - self._last_flush > 1.0 or not isinstance(event, StepDone):
+                self._file.flush()
+                self._last_flush = now
+        except OSError:
+            # A log that cannot be written (full disk) must not crash the run it describes;
+            # the next checkpoint save reports the disk problem if it persists.
+            self.failed = True
 
     def close(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 class Trainer:
@@ -453,18 +489,18 @@ class Trainer:
             self.model.load_state_dict(payload["model"])
             if "optimizer" in payload:
                 self.optimizer.load_state_dict(payload["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as error:
+            rng = payload.get("rng", {})
+            if "torch" in rng:
+                torch.set_rng_state(rng["torch"])
+            if "data" in rng:
+                self.data_generator.set_state(rng["data"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
             first = str(error).strip().splitlines()[0][:160]
             raise CheckpointError(f"checkpoint does not fit this model: {first}") from None
         self.step = int(payload["step"])
         self.best_val_loss = payload.get("best_val_loss")
-        rng = payload.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "data" in rng:
-            self.data_generator.set_state(rng["data"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     def checkpoint_payload(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}
@@ -580,7 +616,11 @@ class Trainer:
                                   "pass a writable --out") from None
         clean_stale_temp_files(self.out_dir)
         point_latest_at(self.out_dir)
-        metrics = MetricsWriter(self.out_dir / METRICS_NAME)
+        try:
+            metrics = MetricsWriter(self.out_dir / METRICS_NAME)
+        except OSError as error:
+            raise CheckpointError(f"cannot write {self.out_dir / METRICS_NAME}: "
+                                  f"{error.strerror or error}", "pass a writable --out") from None
         unsubscribe = self.bus.subscribe(metrics)
         try:
             return self._run()
@@ -634,8 +674,10 @@ class Trainer:
                     else self.train_step())
             if not math.isfinite(loss):
                 state = "failed"
-                reason = (f"loss became {loss} at step {self.step + 1}; stopped and kept the last "
-                          "good checkpoint — try a lower --learning-rate")
+                kept = ("kept the last good checkpoint" if self.checkpoint_path.exists()
+                        else "no checkpoint had been saved yet")
+                reason = (f"loss became {loss} at step {self.step + 1}; stopped and {kept} — "
+                          "try a lower --learning-rate")
                 self.bus.publish(Notice(reason, level="error"))
                 break
             elapsed_step = time.perf_counter() - started
