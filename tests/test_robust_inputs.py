@@ -23,6 +23,8 @@ from typer.testing import CliRunner
 
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.cli import app
+from chargpt_tui.data import read_text_file
+from chargpt_tui.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +67,32 @@ def test_data_path_whose_read_fails(tmp_path: Path) -> None:
     assert "error" in line.lower()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode; the "
-                    "/proc/self/mem test covers read errors for root")
-def test_data_file_without_read_permission(corpus: Path, tmp_path: Path) -> None:
+def test_data_file_without_read_permission(corpus: Path) -> None:
+    """A real EACCES. Root reads files whatever their mode, so under root (as in CI) the read
+    happens in a forked child that first drops to the unprivileged user 'nobody'."""
     corpus.chmod(0)
-    assert_one_line_error(invoke(*train_args(corpus, tmp_path / "r")), "cannot read",
-                          "Permission denied")
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop privileges, try the read, report the error text, exit at once
+        try:
+            os.close(reader)
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                read_text_file(corpus)
+                message = "read succeeded"
+            except DataError as error:
+                message = str(error)
+            os.write(writer, message.encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert message.startswith(f"cannot read {corpus}: Permission denied"), message
+    assert "\n" not in message
 
 
 def test_data_path_that_is_a_fifo_does_not_hang(tmp_path: Path) -> None:
