@@ -1,0 +1,152 @@
+"""Multi-process training: real ``torchrun`` launches on CPU (gloo), two processes each.
+
+The reference for "DDP is right" is one process trained on the union batch: two ranks with
+batch B, seeded seed+0 and seed+1, must end where a single model ends when every micro-step sees
+both ranks' batches concatenated (2B samples).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_runs import TINY_MODEL, subprocess_env, torchrun_command, write_text
+
+from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.data import get_batch
+from chargpt_tui.model import GPTLanguageModel
+from chargpt_tui.train import configure_optimizer, get_lr, prepare_run
+
+SEED = 7
+STEPS = 8
+ACCUM = 2  # exercises the micro-steps where DDP must *not* sync gradients
+DDP_ARGS = [*TINY_MODEL, "--max-iters", str(STEPS), "--grad-accum-steps", str(ACCUM),
+            "--eval-interval", "1000", "--seed", str(SEED), "--device", "cpu"]
+
+
+def reference_parameters(text: Path, out: Path, rank_seeds: list[int]) -> dict[str, torch.Tensor]:
+    """Train in this process on the concatenation of the batches drawn with ``rank_seeds``."""
+    setup = prepare_run(data=str(text), preset="tiny", out=out, device="cpu", overrides={
+        "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4,
+        "max_iters": STEPS, "grad_accum_steps": ACCUM, "seed": SEED})
+    mconf, tconf = setup.model_config, setup.train_config
+    torch.manual_seed(tconf.seed)
+    model = GPTLanguageModel(mconf)
+    optimizer = configure_optimizer(model, tconf, torch.device("cpu"))
+    generators = [torch.Generator().manual_seed(seed) for seed in rank_seeds]
+    for step in range(tconf.max_iters):
+        for group in optimizer.param_groups:
+            group["lr"] = get_lr(step, tconf)
+        for _ in range(tconf.grad_accum_steps):
+            batches = [get_batch(setup.data.train, mconf.block_size, tconf.batch_size, g)
+                       for g in generators]
+            x = torch.cat([x for x, _ in batches])
+            y = torch.cat([y for _, y in batches])
+            _, loss = model(x, y)
+            (loss / tconf.grad_accum_steps).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tconf.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model.state_dict()
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def test_two_processes_equal_one_process_on_the_union_batch(tmp_path: Path) -> None:
+    text = write_text(tmp_path)
+    out = tmp_path / "ddp"
+    done = subprocess.run(torchrun_command(2, "--data", str(text), *DDP_ARGS, "--out", str(out),
+                                           "--json"),
+                          capture_output=True, text=True, timeout=120,
+                          env=subprocess_env(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    # --json: one result object, from rank 0 only
+    json_lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(json_lines) == 1, done.stdout
+    assert json.loads(json_lines[0])["step"] == STEPS
+
+    payload = load_checkpoint(out)
+    assert payload["step"] == STEPS
+    record = payload["distributed"]
+    assert record["world_size"] == 2
+    assert record["rank_steps"] == [STEPS, STEPS]
+    assert record["max_parameter_drift"] == 0.0  # rank 1's weights equal rank 0's, bit for bit
+    assert len(record["rank_rng"]) == 2
+    assert not torch.equal(record["rank_rng"][0]["data"], record["rank_rng"][1]["data"])
+
+    union = reference_parameters(text, tmp_path / "ref", [SEED, SEED + 1])
+    assert max_difference(payload["model"], union) < 1e-5
+    # ...and rank 1's batches mattered: training on rank 0's batches alone ends elsewhere
+    rank0_only = reference_parameters(text, tmp_path / "ref0", [SEED, SEED])
+    assert max_difference(payload["model"], rank0_only) > 1e-3
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """Child processes of ``parent`` (Linux /proc)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    return [int(pid) for pid in children.read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _events(metrics: Path) -> list[dict]:
+    if not metrics.exists():
+        return []
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line.endswith("}")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds workers through /proc")
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_one_checkpoint(
+        tmp_path: Path) -> None:
+    text = write_text(tmp_path)
+    out = tmp_path / "run"
+    command = torchrun_command(2, "--data", str(text), *TINY_MODEL, "--max-iters", "1000000",
+                               "--eval-interval", "1000000", "--device", "cpu", "--out", str(out))
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=subprocess_env(tmp_path / "cache"))
+    try:
+        deadline = time.monotonic() + 60
+        while not any(e["event"] == "StepDone" for e in _events(out / "metrics.jsonl")):
+            assert launcher.poll() is None, launcher.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        workers = _worker_pids(launcher.pid)
+        assert len(workers) == 2
+        launcher.send_signal(signal.SIGTERM)
+        output, _ = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+
+    for pid in workers:  # nothing left behind, nothing hanging
+        assert not _alive(pid), output[-3000:]
+    events = _events(out / "metrics.jsonl")
+    saves = [e for e in events if e["event"] == "CheckpointSaved"]
+    assert [s["reason"] for s in saves] == ["stop"], output[-3000:]
+    assert events[-1]["event"] == "StateChanged"
+    assert events[-1]["state"] == "stopped"
+    assert events[-1]["reason"] == "received SIGTERM"
+    payload = load_checkpoint(out)
+    assert payload["step"] == saves[0]["step"] > 0
+    assert payload["distributed"]["rank_steps"] == [payload["step"]] * 2
+    assert payload["distributed"]["max_parameter_drift"] == 0.0
+    assert not list(out.glob(".*.tmp"))
+    # rank 1 trained silently: the one progress header comes from rank 0
+    assert output.count("training 1x16") == 1
