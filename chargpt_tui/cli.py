@@ -320,6 +320,31 @@ def tui(
         raise typer.Exit(code)
 
 
+@app.command()
+def runs(
+    root: Annotated[Path, typer.Argument(help="Folder that holds the run folders.")] = Path(
+        "runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")
+                       ] = False,
+) -> None:
+    """List training runs, newest first: steps, best validation loss, size, data."""
+
+    def go() -> None:
+        from chargpt_tui.runs import list_runs, runs_table
+
+        found = list_runs(root)
+        if as_json:
+            typer.echo(json.dumps([run.to_dict() for run in found]))
+        elif not found:
+            notice(f"no runs in {root} yet — start one with: chargpt-tui train --out {root}/NAME")
+        else:
+            from rich.console import Console
+
+            Console().print(runs_table(found))
+
+    run_guarded(go)
+
+
 COMMANDS = {"train", "sample", "tui", "bench", "runs"}
 
 

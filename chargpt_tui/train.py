@@ -399,16 +399,23 @@ class MetricsWriter:
     """Appends every event of a run as one JSON line to ``metrics.jsonl`` beside the checkpoint.
 
     Flushed at most once a second (and on evals and checkpoints), so it costs training nothing.
+    Live samples arrive a character at a time; each is written once, whole, when it ends. The
+    file is enough to replay a run's panels (see :mod:`chargpt_tui.runs`).
     """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
         self._last_flush = 0.0
+        self._sample: list[str] = []
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, SampleChunk):
-            return
+            self._sample.append(event.text)
+            if not event.final:
+                return
+            event = SampleChunk(event.step, "".join(self._sample), final=True)
+            self._sample = []
         record = {"event": type(event).__name__, "time": time.time(), **asdict(event)}
         self._file.write(json.dumps(record) + "\n")
         now = time.monotonic()
