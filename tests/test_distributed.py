@@ -24,22 +24,25 @@ from chargpt_tui.model import GPTLanguageModel
 from chargpt_tui.train import configure_optimizer, get_lr, prepare_run
 
 SEED = 7
-STEPS = 8
+HALF, STEPS = 4, 8
 ACCUM = 2  # exercises the micro-steps where DDP must *not* sync gradients
-DDP_ARGS = [*TINY_MODEL, "--max-iters", str(STEPS), "--grad-accum-steps", str(ACCUM),
-            "--eval-interval", "1000", "--seed", str(SEED), "--device", "cpu"]
+DDP_ARGS = [*TINY_MODEL, "--grad-accum-steps", str(ACCUM), "--lr-decay-iters", str(STEPS),
+            "--eval-interval", "1000", "--seed", str(SEED), "--device", "cpu", "--json"]
 
 
-def reference_parameters(text: Path, out: Path, rank_seeds: list[int]) -> dict[str, torch.Tensor]:
-    """Train in this process on the concatenation of the batches drawn with ``rank_seeds``."""
+def reference_parameters(text: Path, out: Path, rank_seeds: list[int]
+                         ) -> dict[int, dict[str, torch.Tensor]]:
+    """Train in this process on the concatenation of the batches drawn with ``rank_seeds``;
+    returns the weights after HALF and after STEPS steps."""
     setup = prepare_run(data=str(text), preset="tiny", out=out, device="cpu", overrides={
         "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4,
-        "max_iters": STEPS, "grad_accum_steps": ACCUM, "seed": SEED})
+        "max_iters": STEPS, "lr_decay_iters": STEPS, "grad_accum_steps": ACCUM, "seed": SEED})
     mconf, tconf = setup.model_config, setup.train_config
     torch.manual_seed(tconf.seed)
     model = GPTLanguageModel(mconf)
     optimizer = configure_optimizer(model, tconf, torch.device("cpu"))
     generators = [torch.Generator().manual_seed(seed) for seed in rank_seeds]
+    weights = {}
     for step in range(tconf.max_iters):
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, tconf)
@@ -53,7 +56,9 @@ def reference_parameters(text: Path, out: Path, rank_seeds: list[int]) -> dict[s
         torch.nn.utils.clip_grad_norm_(model.parameters(), tconf.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return model.state_dict()
+        if step + 1 in (HALF, STEPS):
+            weights[step + 1] = {k: v.clone() for k, v in model.state_dict().items()}
+    return weights
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -61,34 +66,43 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
-def test_two_processes_equal_one_process_on_the_union_batch(tmp_path: Path) -> None:
-    text = write_text(tmp_path)
-    out = tmp_path / "ddp"
-    done = subprocess.run(torchrun_command(2, "--data", str(text), *DDP_ARGS, "--out", str(out),
-                                           "--json"),
-                          capture_output=True, text=True, timeout=120,
-                          env=subprocess_env(tmp_path / "cache"))
+def run_two_processes(text: Path, out: Path, steps: int, *extra: str) -> dict:
+    """A real 2-process torchrun; returns rank 0's checkpoint."""
+    done = subprocess.run(
+        torchrun_command(2, "--data", str(text), *DDP_ARGS, "--max-iters", str(steps),
+                         "--out", str(out), *extra),
+        capture_output=True, text=True, timeout=120, env=subprocess_env(out.parent / "cache"))
     assert done.returncode == 0, done.stderr[-3000:]
-
     # --json: one result object, from rank 0 only
     json_lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(json_lines) == 1, done.stdout
-    assert json.loads(json_lines[0])["step"] == STEPS
-
+    assert json.loads(json_lines[0])["step"] == steps
     payload = load_checkpoint(out)
-    assert payload["step"] == STEPS
+    assert payload["step"] == steps
     record = payload["distributed"]
     assert record["world_size"] == 2
-    assert record["rank_steps"] == [STEPS, STEPS]
+    assert record["rank_steps"] == [steps, steps]
     assert record["max_parameter_drift"] == 0.0  # rank 1's weights equal rank 0's, bit for bit
-    assert len(record["rank_rng"]) == 2
-    assert not torch.equal(record["rank_rng"][0]["data"], record["rank_rng"][1]["data"])
+    return payload
 
+
+def test_two_processes_equal_one_process_on_the_union_batch_across_a_resume(
+        tmp_path: Path) -> None:
+    text = write_text(tmp_path)
     union = reference_parameters(text, tmp_path / "ref", [SEED, SEED + 1])
-    assert max_difference(payload["model"], union) < 1e-5
+
+    out = tmp_path / "ddp"
+    first = run_two_processes(text, out, HALF)
+    rank_rng = first["distributed"]["rank_rng"]
+    assert not torch.equal(rank_rng[0]["data"], rank_rng[1]["data"])  # each rank its own batches
+    assert max_difference(first["model"], union[HALF]) < 1e-5
+
+    # every rank resumes from the checkpoint, rank 1 with its own batch stream
+    resumed = run_two_processes(text, out, STEPS, "--resume", str(out))
+    assert max_difference(resumed["model"], union[STEPS]) < 1e-5
     # ...and rank 1's batches mattered: training on rank 0's batches alone ends elsewhere
     rank0_only = reference_parameters(text, tmp_path / "ref0", [SEED, SEED])
-    assert max_difference(payload["model"], rank0_only) > 1e-3
+    assert max_difference(resumed["model"], rank0_only[STEPS]) > 1e-3
 
 
 def _worker_pids(parent: int) -> list[int]:
