@@ -103,8 +103,12 @@ def training_overrides(**options: Any) -> dict[str, Any]:
 def fail(message: str, code: int = 1) -> typer.Exit:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", markup=True,
-                                                soft_wrap=True)
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    # under torchrun every process may report: say which one
+    rank = (_escape(f"[rank {os.environ.get('RANK')}] ")
+            if world_size.isdigit() and int(world_size) > 1 else "")
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {rank}{message}",
+                                                markup=True, soft_wrap=True)
     return typer.Exit(code)
 
 
