@@ -498,8 +498,9 @@ class Trainer:
             torch.manual_seed(seed)
             self.data_generator.manual_seed(seed)
         elif self.step:
+            saved_by = len(rank_rng) if rank_rng else 1
             self.setup.notices.append(
-                f"the checkpoint was saved by {len(rank_rng or [0])} process(es), this run has "
+                f"the checkpoint was saved by {saved_by} process(es), this run has "
                 f"{self.dist.world_size}: ranks after 0 start new batch streams")
 
     def checkpoint_payload(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from tiny_runs import TINY_MODEL, subprocess_env, torchrun_command, write_text
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.data import get_batch
 from chargpt_tui.model import GPTLanguageModel
-from chargpt_tui.train import configure_optimizer, get_lr, prepare_run
+from chargpt_tui.train import Trainer, configure_optimizer, get_lr, prepare_run
 
 SEED = 7
 HALF, STEPS = 4, 8
@@ -103,6 +103,23 @@ def test_two_processes_equal_one_process_on_the_union_batch_across_a_resume(
     # ...and rank 1's batches mattered: training on rank 0's batches alone ends elsewhere
     rank0_only = reference_parameters(text, tmp_path / "ref0", [SEED, SEED])
     assert max_difference(resumed["model"], rank0_only[STEPS]) > 1e-3
+
+
+def test_resuming_a_single_process_run_on_two_processes(tmp_path: Path) -> None:
+    text = write_text(tmp_path)
+    out = tmp_path / "run"
+    setup = prepare_run(data=str(text), preset="tiny", out=out, device="cpu", overrides={
+        "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4,
+        "max_iters": 2, "eval_iters": 2})
+    Trainer(setup).run()
+    assert "distributed" not in load_checkpoint(out)
+
+    resumed = run_two_processes(text, out, HALF, "--resume", str(out))
+    notices = [e["message"] for e in _events(out / "metrics.jsonl") if e["event"] == "Notice"]
+    assert notices == ["the checkpoint was saved by 1 process(es), this run has 2: ranks after 0 "
+                       "start new batch streams"]
+    rank_rng = resumed["distributed"]["rank_rng"]
+    assert not torch.equal(rank_rng[0]["data"], rank_rng[1]["data"])
 
 
 def _worker_pids(parent: int) -> list[int]:
