@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chargpt_tui.checkpoint import CHECKPOINT_NAME
 from chargpt_tui.errors import UserError
 from chargpt_tui.events import (
     CheckpointSaved,
@@ -33,7 +32,9 @@ from chargpt_tui.events import (
 if TYPE_CHECKING:
     from rich.table import Table
 
-METRICS_NAME = "metrics.jsonl"  # the name MetricsWriter writes (kept in step with train.py)
+METRICS_NAME = "metrics.jsonl"  # what MetricsWriter writes in every run folder
+# checkpoint.CHECKPOINT_NAME, repeated so that listing runs never has to import torch
+CHECKPOINT_NAME = "ckpt.pt"
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     TrainingStarted, StepDone, EvalDone, CheckpointSaved, SampleChunk, StateChanged, Notice)}
 # Metrics are read backwards in blocks of this size; one block (~1000 steps) usually suffices.
@@ -72,13 +73,15 @@ def _parse_lines(lines: Iterable[bytes]) -> list[Event]:
 def follow_metrics(path: str | os.PathLike[str], stop_event: threading.Event,
                    poll_interval: float = 0.25) -> Iterator[Event]:
     """Yield a run's events from the start of ``metrics.jsonl``, then each one appended later,
-    like ``tail -f``, until ``stop_event`` is set.
+    like ``tail -f``, until ``stop_event`` is set. ``path`` is the file or its run folder.
 
     Waits for the file if the run has not started yet, and starts over if the file is replaced
     or truncated. Only complete lines are parsed: the writer may be mid-line at any moment.
     Meant for a worker thread; set ``stop_event`` to end it within ``poll_interval`` seconds.
     """
     path = Path(path)
+    if path.suffix != ".jsonl":
+        path = path / METRICS_NAME
     handle = None
     pending = b""
     try:

@@ -43,10 +43,9 @@ from chargpt_tui.events import (
 )
 from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy, iter_decay_groups
 from chargpt_tui.presets import PRESETS, resolve_preset
+from chargpt_tui.runs import METRICS_NAME
 from chargpt_tui.sampling import SamplingParams, stream_tokens
 from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
-
-METRICS_NAME = "metrics.jsonl"
 
 
 @dataclass

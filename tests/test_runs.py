@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from tiny_runs import write_text
 from typer.testing import CliRunner
 
+from chargpt_tui import checkpoint, runs
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.cli import app
 from chargpt_tui.events import Event, EventBus, Notice, SampleChunk, TrainingStarted
@@ -124,7 +127,7 @@ def test_follow_metrics_replays_a_run_then_picks_up_what_is_appended(
     followed: queue.Queue[Event] = queue.Queue()
 
     def follow() -> None:
-        for event in follow_metrics(run / "metrics.jsonl", stop, poll_interval=0.05):
+        for event in follow_metrics(run, stop, poll_interval=0.05):  # the run folder
             followed.put(event)
 
     follower = threading.Thread(target=follow, daemon=True)
@@ -179,3 +182,12 @@ def test_unreadable_lines_are_skipped_not_fatal() -> None:
     assert event_from_json('[1, 2]') is None
     assert event_from_json('{"event": "Notice", "message": "m", "time": 5.0, "extra": 1}') == \
         Notice("m")
+
+
+def test_listing_runs_does_not_import_torch() -> None:
+    # `chargpt-tui runs` should answer at once; torch takes over a second to import
+    assert runs.CHECKPOINT_NAME == checkpoint.CHECKPOINT_NAME
+    code = "import sys, chargpt_tui.runs; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "False"
