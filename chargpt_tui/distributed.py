@@ -51,9 +51,8 @@ class DistContext:
         return self.rank == 0
 
 
-def launched_by_torchrun(environ: dict[str, str] | None = None) -> bool:
-    environ = os.environ if environ is None else environ
-    return all(name in environ for name in LAUNCH_VARIABLES)
+def launched_by_torchrun() -> bool:
+    return all(name in os.environ for name in LAUNCH_VARIABLES)
 
 
 def current() -> DistContext | None:
@@ -70,21 +69,21 @@ def current() -> DistContext | None:
 
 def _device_for(requested: str, local_rank: int) -> torch.device:
     """One GPU per process (``cuda:LOCAL_RANK``) when CUDA is there, else the CPU."""
+    from chargpt_tui.train import pick_device
+
     if requested.startswith("cuda:"):
         raise ConfigError(f"--device {requested} cannot be used under torchrun",
                           "pass --device cuda: each process takes cuda:LOCAL_RANK")
     if requested == "mps":
         raise ConfigError("torchrun training does not support MPS", "pass --device cpu")
-    if requested in ("auto", "cuda") and torch.cuda.is_available():
+    device = pick_device(requested)  # unknown names and missing CUDA fail here as usual
+    if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise ConfigError(
                 f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs here",
                 "start at most one process per GPU (--nproc_per_node)")
         return torch.device("cuda", local_rank)
-    if requested == "cuda":
-        raise ConfigError("--device cuda was asked for but CUDA is not available here",
-                          "use --device cpu (or auto)")
-    return torch.device("cpu")
+    return torch.device("cpu")  # also "auto" on a Mac: DDP has no MPS backend
 
 
 class Launch:

@@ -20,6 +20,8 @@ from tiny_runs import TINY_MODEL, subprocess_env, torchrun_command, write_text
 
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.data import get_batch
+from chargpt_tui.distributed import _device_for
+from chargpt_tui.errors import ConfigError
 from chargpt_tui.model import GPTLanguageModel
 from chargpt_tui.train import Trainer, configure_optimizer, get_lr, prepare_run
 
@@ -181,3 +183,15 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_one_checkpoint(
     assert not list(out.glob(".*.tmp"))
     # rank 1 trained silently: the one progress header comes from rank 0
     assert output.count("training 1x16") == 1
+
+
+def test_each_process_takes_the_device_of_its_local_rank() -> None:
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert _device_for("auto", 0) == expected
+    assert _device_for("cpu", 1) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="cannot be used under torchrun"):
+        _device_for("cuda:1", 0)
+    with pytest.raises(ConfigError, match="unknown device"):
+        _device_for("tpu", 0)
+    with pytest.raises(ConfigError, match="does not support MPS"):
+        _device_for("mps", 0)
