@@ -144,38 +144,58 @@ def _events(metrics: Path) -> list[dict]:
     return [json.loads(line) for line in metrics.read_text().splitlines() if line.endswith("}")]
 
 
+def _rank_of(pid: int) -> int:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(v for v in environ if v.startswith(b"RANK=")).removeprefix(b"RANK="))
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds workers through /proc")
-def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_one_checkpoint(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize(("target", "reason"), [
+    ("torchrun", "received SIGTERM"),  # torchrun passes it on to every worker
+    ("rank 1", "another process of the run was stopped"),  # rank 0 learns it from rank 1
+])
+def test_sigterm_stops_every_rank_at_one_step_with_one_checkpoint(
+        tmp_path: Path, target: str, reason: str) -> None:
     text = write_text(tmp_path)
     out = tmp_path / "run"
     command = torchrun_command(2, "--data", str(text), *TINY_MODEL, "--max-iters", "1000000",
                                "--eval-interval", "1000000", "--device", "cpu", "--out", str(out))
-    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=subprocess_env(tmp_path / "cache"))
+    log_path = tmp_path / "torchrun.log"
+    workers: list[int] = []
+    # output to a file, not a pipe: a hung worker would hold a pipe open and block the test
+    with log_path.open("w") as log:
+        launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                    env=subprocess_env(tmp_path / "cache"))
     try:
         deadline = time.monotonic() + 60
         while not any(e["event"] == "StepDone" for e in _events(out / "metrics.jsonl")):
-            assert launcher.poll() is None, launcher.communicate()[0][-3000:]
+            assert launcher.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, "training never started"
             time.sleep(0.2)
         workers = _worker_pids(launcher.pid)
-        assert len(workers) == 2
-        launcher.send_signal(signal.SIGTERM)
-        output, _ = launcher.communicate(timeout=60)
-    finally:
+        assert sorted(map(_rank_of, workers)) == [0, 1]
+        if target == "torchrun":
+            launcher.send_signal(signal.SIGTERM)
+        else:
+            os.kill(next(pid for pid in workers if _rank_of(pid) == 1), signal.SIGTERM)
+        launcher.wait(timeout=60)
+        left_running = [pid for pid in workers if _alive(pid)]
+    finally:  # never leave processes behind, even when an assertion failed
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
         if launcher.poll() is None:
             launcher.kill()
-            launcher.communicate()
+            launcher.wait()
+    output = log_path.read_text()
 
-    for pid in workers:  # nothing left behind, nothing hanging
-        assert not _alive(pid), output[-3000:]
+    assert not left_running, output[-3000:]  # nothing hanging
     events = _events(out / "metrics.jsonl")
     saves = [e for e in events if e["event"] == "CheckpointSaved"]
     assert [s["reason"] for s in saves] == ["stop"], output[-3000:]
     assert events[-1]["event"] == "StateChanged"
     assert events[-1]["state"] == "stopped"
-    assert events[-1]["reason"] == "received SIGTERM"
+    assert events[-1]["reason"] == reason
     payload = load_checkpoint(out)
     assert payload["step"] == saves[0]["step"] > 0
     assert payload["distributed"]["rank_steps"] == [payload["step"]] * 2
