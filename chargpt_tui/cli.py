@@ -73,6 +73,9 @@ MaxIters = Annotated[int | None, typer.Option(help="Train until this step.",
 LrDecayIters = Annotated[int | None, typer.Option(
     help="Step where the cosine decay ends (default --max-iters; kept from the checkpoint "
     "when resuming).", rich_help_panel="Training")]
+GradAccumSteps = Annotated[int | None, typer.Option(
+    help="Micro-batches per optimizer step (a larger effective batch in the same memory).",
+    rich_help_panel="Training")]
 EvalInterval = Annotated[int | None, typer.Option(help="Evaluate and checkpoint every N steps.",
                                                   rich_help_panel="Training")]
 EvalIters = Annotated[int | None, typer.Option(help="Batches per loss estimate.",
@@ -105,8 +108,12 @@ def training_overrides(**options: Any) -> dict[str, Any]:
 def fail(message: str, code: int = 1) -> typer.Exit:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", markup=True,
-                                                soft_wrap=True)
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    # under torchrun every process may report: say which one
+    rank = (_escape(f"[rank {os.environ.get('RANK')}] ")
+            if world_size.isdigit() and int(world_size) > 1 else "")
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {rank}{message}",
+                                                markup=True, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -210,6 +217,7 @@ def train(
     learning_rate: LearningRate = None,
     max_iters: MaxIters = None,
     lr_decay_iters: LrDecayIters = None,
+    grad_accum_steps: GradAccumSteps = None,
     eval_interval: EvalInterval = None,
     eval_iters: EvalIters = None,
     seed: Seed = None,
@@ -223,25 +231,30 @@ def train(
 ) -> None:
     """Train headless with a progress bar; Ctrl+C, SIGTERM or SIGHUP save a checkpoint first.
 
-    Example: chargpt-tui train --max-iters 2000, then chargpt-tui sample --checkpoint runs/latest
+    Example: chargpt-tui train --max-iters 2000, then chargpt-tui sample --checkpoint runs/latest.
+    Several GPUs or machines: torchrun --nproc_per_node=N -m chargpt_tui train ...
     """
     overrides = training_overrides(
         n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
         attention=attention, batch_size=batch_size, learning_rate=learning_rate,
         max_iters=max_iters, lr_decay_iters=lr_decay_iters, eval_interval=eval_interval,
-        eval_iters=eval_iters, seed=seed, compile=compile)
+        eval_iters=eval_iters, seed=seed, compile=compile, grad_accum_steps=grad_accum_steps)
 
     def go() -> None:
         set_threads(threads)
+        from chargpt_tui import distributed
         from chargpt_tui.headless import download_progress, run_headless_training
         from chargpt_tui.train import prepare_run
 
-        with download_progress(enabled=not as_json) as progress:
-            setup = prepare_run(data=data, preset=preset, overrides=overrides, out=out,
-                                resume=resume, device=device, encoding=encoding,
-                                progress=progress, notice=notice)
-        result = run_headless_training(setup, as_json=as_json)
-        if as_json:
+        # under torchrun: join the process group; only rank 0 speaks (see distributed.py)
+        with distributed.launch(device) as launch:
+            with download_progress(enabled=not as_json and launch.is_main) as progress:
+                setup = launch.leader_first(lambda: prepare_run(
+                    data=data, preset=preset, overrides=overrides, out=out, resume=resume,
+                    device=launch.device, encoding=encoding, progress=progress,
+                    notice=notice if launch.is_main else None))
+            result = run_headless_training(setup, as_json=as_json)
+        if as_json and launch.is_main:
             typer.echo(json.dumps(result.to_dict()))
         if result.exit_code:
             raise typer.Exit(result.exit_code)
@@ -339,6 +352,31 @@ def tui(
     code = run_guarded(go)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def runs(
+    root: Annotated[Path, typer.Argument(help="Folder that holds the run folders.")] = Path(
+        "runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")
+                       ] = False,
+) -> None:
+    """List training runs, newest first: steps, best validation loss, size, data."""
+
+    def go() -> None:
+        from chargpt_tui.runs import list_runs, runs_table
+
+        found = list_runs(root)
+        if as_json:
+            typer.echo(json.dumps([run.to_dict() for run in found]))
+        elif not found:
+            notice(f"no runs in {root} yet — start one with: chargpt-tui train --out {root}/NAME")
+        else:
+            from rich.console import Console
+
+            Console().print(runs_table(found))
+
+    run_guarded(go)
 
 
 COMMANDS = {"train", "sample", "tui", "bench", "runs"}

@@ -116,10 +116,16 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 
 def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult:
-    """Train with a rich progress bar (or silently for ``--json``); returns the result."""
+    """Train with a rich progress bar (or silently for ``--json``); returns the result.
+
+    Under torchrun only rank 0 shows anything; the other ranks train silently.
+    """
     console = OutputConsole(stderr=as_json, highlight=False)
     bus = EventBus()
     trainer = Trainer(setup, bus)
+    if not trainer.is_main:
+        with stop_on_signals(trainer):
+            return trainer.run()
     columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn())
     progress = Progress(*columns, console=console, disable=as_json, refresh_per_second=8)
@@ -160,7 +166,8 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
     if not as_json:
         console.print(
             f"training {setup.model_config.n_layer}x{setup.model_config.n_embd} "
-            f"({setup.preset}) on {escape(setup.data_name)} · {setup.device} · "
+            f"({setup.preset}) on {escape(setup.data_name)} · {setup.device}"
+            f"{f' × {trainer.dist.world_size} processes' if trainer.dist else ''} · "
             f"{trainer.model.num_parameters() / 1e6:.2f}M parameters → {escape(str(setup.out_dir))}"
         )
     with stop_on_signals(trainer), progress:

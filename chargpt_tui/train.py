@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from chargpt_tui import distributed
 from chargpt_tui.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT_VERSION,
@@ -43,10 +44,9 @@ from chargpt_tui.events import (
 )
 from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy, iter_decay_groups
 from chargpt_tui.presets import PRESETS, resolve_preset
+from chargpt_tui.runs import METRICS_NAME
 from chargpt_tui.sampling import SamplingParams, stream_tokens
 from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
-
-METRICS_NAME = "metrics.jsonl"
 
 
 @dataclass
@@ -427,6 +427,8 @@ class MetricsWriter:
     """Appends every event of a run as one JSON line to ``metrics.jsonl`` beside the checkpoint.
 
     Flushed at most once a second (and on evals and checkpoints), so it costs training nothing.
+    Live samples arrive a character at a time; each is written once, whole, when it ends. The
+    file is enough to replay a run's panels (see :mod:`chargpt_tui.runs`).
     """
 
     def __init__(self, path: Path) -> None:
@@ -434,10 +436,17 @@ class MetricsWriter:
         self._file = path.open("a", encoding="utf-8")
         self._last_flush = 0.0
         self.failed = False
+        self._sample: list[str] = []
 
     def __call__(self, event: Any) -> None:
-        if isinstance(event, SampleChunk) or self.failed:
+        if self.failed:
             return
+        if isinstance(event, SampleChunk):
+            self._sample.append(event.text)
+            if not event.final:
+                return
+            event = SampleChunk(event.step, "".join(self._sample), final=True)
+            self._sample = []
         record = {"event": type(event).__name__, "time": time.time(), **asdict(event)}
         try:
             self._file.write(json.dumps(record) + "\n")
@@ -467,11 +476,17 @@ class Trainer:
         self.out_dir = setup.out_dir
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
         self.data = setup.data
+        self.dist = distributed.current()  # None unless launched by torchrun
+        self.is_main = self.dist is None or self.dist.is_main
+        rank = self.dist.rank if self.dist else 0
 
-        torch.manual_seed(self.tconf.seed)  # same seed → same initial weights
+        torch.manual_seed(self.tconf.seed)  # same seed → same initial weights (on every rank)
         self.model = GPTLanguageModel(self.mconf).to(self.device)
         self.optimizer = configure_optimizer(self.model, self.tconf, self.device)
-        self.data_generator = torch.Generator().manual_seed(self.tconf.seed)
+        # each rank its own batches and dropout masks; rank 0 matches a single process exactly
+        self.data_generator = torch.Generator().manual_seed(self.tconf.seed + rank)
+        if rank:
+            torch.manual_seed(self.tconf.seed + rank)
         self.step = 0
         self.best_val_loss: float | None = None
         self.last_eval: dict[str, float] | None = None
@@ -480,6 +495,8 @@ class Trainer:
         self.train_model: torch.nn.Module = self.model
         if self.tconf.compile:
             self.train_model = torch.compile(self.model)
+        if self.dist:
+            self.train_model = distributed.wrap_model(self.dist, self.train_model)
         self._weights_lock = threading.Lock()  # held while weights change (for snapshots)
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -501,11 +518,33 @@ class Trainer:
             raise CheckpointError(f"checkpoint does not fit this model: {first}") from None
         self.step = int(payload["step"])
         self.best_val_loss = payload.get("best_val_loss")
+        if self.dist:
+            self._restore_rank_rng(payload.get("distributed", {}).get("rank_rng"))
+
+    def _restore_rank_rng(self, rank_rng: list[dict[str, Any]] | None) -> None:
+        """Under torchrun, continue this rank's own random streams from the checkpoint."""
+        assert self.dist is not None
+        if rank_rng is not None and len(rank_rng) == self.dist.world_size:
+            own = rank_rng[self.dist.rank]
+            torch.set_rng_state(own["torch"])
+            self.data_generator.set_state(own["data"])
+            if "cuda" in own and self.device.type == "cuda":
+                torch.cuda.set_rng_state(own["cuda"], self.device)
+        elif self.dist.rank:  # saved by another number of processes: fresh streams, not repeats
+            seed = self.tconf.seed + self.dist.rank + 1_000_003 * self.step
+            torch.manual_seed(seed)
+            self.data_generator.manual_seed(seed)
+        elif self.step:
+            saved_by = len(rank_rng) if rank_rng else 1
+            self.setup.notices.append(
+                f"the checkpoint was saved by {saved_by} process(es), this run has "
+                f"{self.dist.world_size}: ranks after 0 start new batch streams")
 
     def checkpoint_payload(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        extra = {"distributed": self._distributed_record(rng)} if self.dist else {}
         return {
             "format_version": FORMAT_VERSION,
             "model_config": self.mconf.to_dict(),
@@ -520,10 +559,33 @@ class Trainer:
             "last_eval": self.last_eval,
             "rng": rng,
             "torch_version": str(torch.__version__),
+            **extra,
+        }
+
+    def _distributed_record(self, rng: dict[str, Any]) -> dict[str, Any]:
+        """Every rank's RNG states and step, and how far the replicas drifted apart.
+
+        A collective call: under torchrun every rank builds the payload, only rank 0 writes it.
+        """
+        assert self.dist is not None
+        states = distributed.gather_rank_states(self.dist,
+                                                {**rng, "step": torch.tensor(self.step)})
+        drift = distributed.max_parameter_drift(self.dist, self.model)
+        if drift and self.is_main:
+            self.bus.publish(Notice(f"the {self.dist.world_size} processes' weights differ by "
+                                    f"up to {drift:.3g}: a synchronisation bug", level="error"))
+        return {
+            "world_size": self.dist.world_size,
+            "rank_steps": [int(state.pop("step")) for state in states],
+            "rank_rng": states,
+            "max_parameter_drift": drift,
         }
 
     def save(self, reason: str) -> Path:
-        save_checkpoint(self.checkpoint_payload(), self.checkpoint_path)
+        payload = self.checkpoint_payload()
+        if not self.is_main:  # it took part in building the payload; rank 0 writes it
+            return self.checkpoint_path
+        save_checkpoint(payload, self.checkpoint_path)
         self.bus.publish(CheckpointSaved(self.step, str(self.checkpoint_path), reason))
         return self.checkpoint_path
 
@@ -540,9 +602,12 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
-        losses = estimate_loss(self.train_model, self.data, self.mconf.block_size,
-                               self.tconf.batch_size, self.tconf.eval_iters, self.device,
-                               self.tconf.seed)
+        if not self.is_main:  # the other ranks wait for rank 0 at the next collective call
+            return {}
+        # the unwrapped module: a forward through DDP on rank 0 alone would wait for the others
+        losses = estimate_loss(distributed.unwrap(self.train_model), self.data,
+                               self.mconf.block_size, self.tconf.batch_size,
+                               self.tconf.eval_iters, self.device, self.tconf.seed)
         self.last_eval = losses
         if self.best_val_loss is None or losses["val"] < self.best_val_loss:
             self.best_val_loss = losses["val"]
@@ -551,6 +616,8 @@ class Trainer:
 
     def live_sample(self) -> None:
         """Stream a short sample from the current weights (seeded by the step: reproducible)."""
+        if not self.is_main:
+            return
         model, step = self.snapshot()
         start = [self.setup.tokenizer.stoi.get("\n", 0)]
         params = SamplingParams(max_new_tokens=self.tconf.sample_chars, temperature=0.8,
@@ -575,13 +642,17 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = 0.0
-        for _ in range(self.tconf.grad_accum_steps):
+        last = self.tconf.grad_accum_steps - 1
+        for micro_step in range(self.tconf.grad_accum_steps):
             x, y = self._batch()
-            with autocast_context(self.device):
-                _, loss = self.train_model(x, y)
-            (loss / self.tconf.grad_accum_steps).backward()
+            with distributed.gradient_sync(self.train_model, micro_step == last):
+                with autocast_context(self.device):
+                    _, loss = self.train_model(x, y)
+                (loss / self.tconf.grad_accum_steps).backward()
             total += loss.item()
         loss_value = total / self.tconf.grad_accum_steps
+        if self.dist:  # all ranks must agree on a non-finite loss, or one stops and one waits
+            loss_value = distributed.mean_over_ranks(self.dist, loss_value)
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             return loss_value
@@ -609,6 +680,11 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train until ``max_iters``, a stop request, or a non-finite loss."""
+        if not self.is_main:  # under torchrun only rank 0 touches the run folder
+            try:
+                return self._run()
+            finally:
+                self.control._parked.set()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -629,6 +705,20 @@ class Trainer:
             unsubscribe()
             metrics.close()
 
+    def _requests(self) -> tuple[bool, bool]:
+        """(stop, save) requests; under torchrun agreed by all ranks, so all act at one step."""
+        control = self.control
+        save = control._save.is_set()
+        if save:
+            control._save.clear()
+        if self.dist is None:
+            return control.stopping, save
+        stop_code = control.exit_code if control.stopping else None
+        agreed_code, save = distributed.agree_on_requests(self.dist, stop_code, save)
+        if agreed_code is not None and not control.stopping:
+            control.stop("another process of the run was stopped", agreed_code)
+        return agreed_code is not None, save
+
     def _run(self) -> TrainResult:
         tconf, control = self.tconf, self.control
         self.bus.publish(TrainingStarted(
@@ -642,7 +732,8 @@ class Trainer:
             self.bus.publish(Notice(message))
         self.model.train()
         state, reason = "finished", ""
-        tokens_per_step = tconf.batch_size * self.mconf.block_size * tconf.grad_accum_steps
+        tokens_per_step = (tconf.batch_size * self.mconf.block_size * tconf.grad_accum_steps
+                           * (self.dist.world_size if self.dist else 1))
         train_time, trained_tokens = 0.0, 0
         step_time_ema: float | None = None
         last_loss: float | None = None
@@ -651,11 +742,11 @@ class Trainer:
             self.evaluate()
         self.bus.publish(StateChanged("training"))
         while self.step < tconf.max_iters:
-            if control.stopping:
+            stop_requested, save_requested = self._requests()
+            if stop_requested:
                 state, reason = "stopped", control.stop_reason
                 break
-            if control._save.is_set():
-                control._save.clear()
+            if save_requested:
                 self.save("requested")
                 saved_at = self.step
             if not control._running.is_set():
