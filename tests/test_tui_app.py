@@ -50,7 +50,7 @@ def current_step(app: ChargptApp) -> int:
 
 
 def log_text(app: ChargptApp) -> str:
-    return "\n".join(line.text for line in app.query_one(EventLog).lines)
+    return "\n".join(app.query_one(EventLog).entries)
 
 
 async def type_prompt(pilot: Pilot, text: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -72,11 +73,18 @@ def async_test(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., 
 
 
 def train_tiny_checkpoint(folder: Path, max_iters: int = 30) -> Path:
-    """Train a tiny model headlessly (fixed seed: same weights every time); returns ckpt.pt."""
+    """Train a tiny model headlessly (fixed seed: same weights every time); returns
+    ``folder/trained/ckpt.pt``. Paths inside it are relative to ``folder`` (the checkpoint
+    records its data path, and snapshots must not show a random temp folder)."""
     from chargpt_tui.train import Trainer
 
-    data = write_data(folder)
-    setup = tiny_factory(data, folder / "trained", max_iters=max_iters)(None, None)
-    result = Trainer(setup).run()
+    write_data(folder)
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        setup = tiny_factory(Path("play.txt"), "trained", max_iters=max_iters)(None, None)
+        result = Trainer(setup).run()
+    finally:
+        os.chdir(previous)
     assert result.checkpoint is not None
-    return Path(result.checkpoint)
+    return folder / "trained" / "ckpt.pt"

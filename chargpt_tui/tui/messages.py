@@ -62,6 +62,14 @@ class ModelReady(Message):
         self.step, self.training = step, training
 
 
+class HistoryLoaded(Message):
+    """Loss history of an opened run (from its metrics.jsonl), for the chart."""
+
+    def __init__(self, train: list[tuple[int, float]], val: list[tuple[int, float]]) -> None:
+        super().__init__()
+        self.train, self.val = train, val
+
+
 class TrainingEnded(Message):
     """The training worker returned: a result, or the one-line error that stopped it.
 

@@ -31,12 +31,12 @@ class AttentionMap(Widget):
     def __init__(self, attention: AttentionComputed, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.attention = attention
-        self.layer = 0
-        self.head = 0
+        self.layer_index = 0
+        self.head_index = 0
 
     def render(self) -> Text:
         chars = self.attention.chars
-        grid = self.attention.maps[self.layer][self.head]
+        grid = self.attention.maps[self.layer_index][self.head_index]
         label_width = 2
         fit = max(1, min(len(chars), (self.size.width - label_width) // 2,
                          self.size.height - 1))
@@ -88,16 +88,16 @@ class AttentionScreen(Screen[None]):
         view = self.query_one(AttentionMap)
         layers = len(self.attention.maps)
         heads = len(self.attention.maps[0])
-        title.update(f"[b]attention[/b] · layer {view.layer + 1}/{layers} · head "
-                     f"{view.head + 1}/{heads} · step {self.attention.step} snapshot · "
+        title.update(f"[b]attention[/b] · layer {view.layer_index + 1}/{layers} · head "
+                     f"{view.head_index + 1}/{heads} · step {self.attention.step} snapshot · "
                      f"last {len(self.attention.chars)} prompt characters")
 
     def _move(self, layer: int = 0, head: int = 0) -> None:
         if self.attention is None:
             return
         view = self.query_one(AttentionMap)
-        view.layer = (view.layer + layer) % len(self.attention.maps)
-        view.head = (view.head + head) % len(self.attention.maps[0])
+        view.layer_index = (view.layer_index + layer) % len(self.attention.maps)
+        view.head_index = (view.head_index + head) % len(self.attention.maps[0])
         view.refresh()
         self._update_title()
 

@@ -28,19 +28,18 @@ class LiveSample(Widget):
         if self.step is None:
             return Text("a sample from the live weights appears at every evaluation",
                         style="dim")
-        header = Text(f"sample @ step {self.step}{'' if self.done else ' …'}: ", style="dim")
+        header = f"step {self.step}{'' if self.done else ' …'} ▸ "
         width = max(1, self.size.width)
-        lines = (header.plain + self.body).split("\n")
-        # Keep only the lines that fit, counting wrapped lines; the newest text stays visible.
+        # Keep the newest lines that fit (counting wrapped rows) and put the header in front,
+        # so the step it came from stays visible however long the sample.
         budget, kept = max(1, self.size.height), []
-        for line in reversed(lines):
-            rows = max(1, -(-len(line) // width))
-            if budget - rows < 0 and kept:
+        for line in reversed(self.body.split("\n")):
+            rows = max(1, -(-(len(line) + len(header)) // width))
+            if rows > budget and kept:
                 break
             kept.append(line)
             budget -= rows
-        shown = "\n".join(reversed(kept))
-        text = Text(shown)
-        if shown.startswith(header.plain):
-            text.stylize("dim", 0, len(header.plain))
+        text = Text()
+        text.append(header, style="bold")
+        text.append("\n".join(reversed(kept)))
         return text

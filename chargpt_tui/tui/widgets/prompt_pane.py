@@ -81,6 +81,11 @@ class PromptPane(Vertical):
 
     # -- actions ------------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop_generation":  # listed in the footer only while there is one
+            return bool(self._generations)
+        return True
+
     def action_stop_generation(self) -> None:
         self.workers.cancel_group(self, "generate")
 
@@ -118,6 +123,7 @@ class PromptPane(Vertical):
         generation = Generation(self._next_id, entry)
         self._generations[generation.id] = generation
         self.query_one(Transcript).add_entry(entry)
+        self.refresh_bindings()
         self._generate(generation.id, text, self.settings, generation.chunks)
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -215,6 +221,7 @@ class PromptPane(Vertical):
     def on_generation_ended(self, message: messages.GenerationEnded) -> None:
         message.stop()
         generation = self._generations.pop(message.generation_id, None)
+        self.refresh_bindings()
         if generation is None:
             return
         self._drain_one(generation)

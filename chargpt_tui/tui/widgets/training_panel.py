@@ -8,6 +8,7 @@ widget that shows it means the worker dies with the widget — no teardown races
 
 from __future__ import annotations
 
+import json
 import queue
 import statistics
 import time
@@ -19,7 +20,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.worker import get_current_worker
 
-from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
 from chargpt_tui.errors import UserError
 from chargpt_tui.events import (
     CheckpointSaved,
@@ -32,7 +33,13 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
-from chargpt_tui.train import RunSetup, Trainer, model_from_checkpoint, pick_device
+from chargpt_tui.train import (
+    METRICS_NAME,
+    RunSetup,
+    Trainer,
+    model_from_checkpoint,
+    pick_device,
+)
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.formatting import count
 from chargpt_tui.tui.live_model import ModelSource
@@ -52,6 +59,29 @@ def thin(points: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]
     """Halve a long history by averaging neighbours (keeps the curve's shape, bounds memory)."""
     pairs = zip(points[0::2], points[1::2])
     return tuple((b[0], statistics.fmean((a[1], b[1]))) for a, b in pairs)
+
+
+def read_history(path: Path, up_to_step: int
+                 ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """Train and val losses a run logged (best effort: a missing or torn file gives less)."""
+    train: list[tuple[int, float]] = []
+    val: list[tuple[int, float]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return train, val
+    for line in lines:
+        try:
+            record = json.loads(line)
+            if record["step"] > up_to_step:
+                continue
+            if record["event"] == "StepDone":
+                train.append((record["step"], float(record["loss"])))
+            elif record["event"] == "EvalDone":
+                val.append((record["step"], float(record["val_loss"])))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash
+    return train, val
 
 
 class TrainingPanel(Vertical):
@@ -199,6 +229,8 @@ class TrainingPanel(Vertical):
             return
         step = int(payload["step"])
         self.source.attach_model(model, tokenizer, step)
+        self.post_message(messages.HistoryLoaded(*read_history(
+            resolve_checkpoint(self.checkpoint).parent / METRICS_NAME, step)))
         self.post_message(messages.EngineEvent(TrainingStarted(
             step=step, max_iters=int(payload.get("train_config", {}).get("max_iters", step)),
             device=str(device), parameters=model.num_parameters(),
@@ -235,6 +267,12 @@ class TrainingPanel(Vertical):
             detail=f"downloading {count(message.done)}B{total}")
         message.stop()
 
+    def on_history_loaded(self, message: messages.HistoryLoaded) -> None:
+        chart = self.query_one(LossChart)
+        chart.train_points = tuple(message.train[-MAX_TRAIN_POINTS:])
+        chart.val_points = tuple(message.val)
+        message.stop()
+
     def on_log_line(self, message: messages.LogLine) -> None:
         self.log_line(message.text, message.level)
         message.stop()
@@ -254,7 +292,8 @@ class TrainingPanel(Vertical):
                               f"parameters · {event.device} → {event.out_dir}")
         elif isinstance(event, EvalDone):
             chart = self.query_one(LossChart)
-            chart.val_points = (*chart.val_points, (event.step, event.val_loss))
+            if not chart.val_points or chart.val_points[-1][0] != event.step:
+                chart.val_points = (*chart.val_points, (event.step, event.val_loss))
             self.log_line(f"step {event.step}: train {event.train_loss:.3f} · val "
                           f"{event.val_loss:.3f} · best {event.best_val_loss:.3f}")
         elif isinstance(event, CheckpointSaved):
