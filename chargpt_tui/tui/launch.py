@@ -40,5 +40,5 @@ def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[
                                progress=progress, notice=notice)
 
         app = ChargptApp(setup_factory=setup_factory, device=device, handle_signals=True)
-    code = app.run(mouse=mouse)
-    return code or 0
+    app.run(mouse=mouse)
+    return app.return_code or 0
