@@ -211,3 +211,19 @@ async def test_chat_only_app_opens_a_checkpoint(checkpoint: Path) -> None:
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running, what="exit")
     assert app.return_code == 0
+
+
+@async_test
+async def test_f2_edits_sampling_parameters_from_the_keyboard(checkpoint: Path) -> None:
+    app = chat_app(checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.source.ready, what="model")
+        await pilot.press("f2")
+        assert app.focused is not None and app.focused.id == "field-mode"
+        await pilot.press("tab", "ctrl+u", "9", "enter")  # temperature 9 is allowed
+        assert app.prompt.settings.temperature == 9.0
+        await pilot.press("f2", "ctrl+u", *"greedy", "enter")  # not a mode: stays open
+        assert "mode must be one of" in str(app.screen.query_one("#settings-error").render())
+        await pilot.press("escape")
+        assert app.prompt.settings.mode == "sample"
+        assert app.focused is app.query_one(PromptInput)

@@ -44,6 +44,7 @@ HELP_TEXT = """\
 
 
 class HelpScreen(ModalScreen[None]):
+    AUTO_FOCUS = "#help-body"  # so ↑/↓/PgUp/PgDn scroll it on a small terminal
     BINDINGS = [Binding("escape,f1,q", "close", "close")]
 
     def compose(self) -> ComposeResult:

@@ -29,6 +29,7 @@ FLOATS = {"temperature", "top_p"}
 
 
 class SettingsScreen(ModalScreen[PromptSettings | None]):
+    AUTO_FOCUS = "#field-mode"  # the app's own AUTO_FOCUS (the prompt) is not on this screen
     BINDINGS = [Binding("escape", "cancel", "cancel")]
 
     def __init__(self, settings: PromptSettings) -> None:

@@ -295,7 +295,7 @@ class TrainingPanel(Vertical):
             if not chart.val_points or chart.val_points[-1][0] != event.step:
                 chart.val_points = (*chart.val_points, (event.step, event.val_loss))
             self.log_line(f"step {event.step}: train {event.train_loss:.3f} · val "
-                          f"{event.val_loss:.3f} · best {event.best_val_loss:.3f}")
+                          f"{event.val_loss:.3f}")
         elif isinstance(event, CheckpointSaved):
             self.log_line(f"saved {event.path} (step {event.step}, {event.reason})", "good")
         elif isinstance(event, StateChanged):

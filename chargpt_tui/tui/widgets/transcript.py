@@ -8,7 +8,7 @@ from textual.widgets import Static
 
 from chargpt_tui.tui.messages import BeamSummary
 
-BEAM_TAIL = 32  # characters of each beam listed under a beam-search answer
+BEAM_TAIL_MIN = 8  # characters of each beam listed under a beam-search answer, at least
 
 
 class TranscriptEntry(Static):
@@ -30,6 +30,7 @@ class TranscriptEntry(Static):
 
     def render_entry(self) -> Text:
         text = Text()
+        text.append("› ", style="dim")  # marks where a prompt starts, also without colours
         text.append(self.prompt, style="bold cyan")
         text.append(self.answer)
         text.append(self.tentative, style="dim italic")
@@ -39,9 +40,11 @@ class TranscriptEntry(Static):
         if self.beams:
             for rank, (beam, score) in enumerate(zip(self.beams.texts, self.beams.scores), 1):
                 # One line per beam, showing its end: that is where beams differ.
+                label = f"  beam {rank} ({score:.2f}) "
+                room = max(BEAM_TAIL_MIN, (self.size.width or 80) - len(label) - 1)
                 tail = beam.replace("\n", "⏎")
-                tail = tail if len(tail) <= BEAM_TAIL else "…" + tail[-BEAM_TAIL:]
-                text.append(f"  beam {rank} ({score:.2f}) ", style="dim")
+                tail = tail if len(tail) <= room else "…" + tail[-room:]
+                text.append(label, style="dim")
                 text.append(f"{tail}\n", style="" if rank == 1 else "dim")
         text.append(f"{self.status}", style="dim")
         return text
