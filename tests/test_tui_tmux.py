@@ -48,16 +48,24 @@ class Tmux:
                 raise AssertionError(f"timed out waiting for {what}; screen was:\n{screen}")
             time.sleep(0.2)
 
-    def pane(self, field: str) -> str:
-        return self("display-message", "-p", "-t", "app", f"#{{{field}}}").strip()
-
-    def wait_for_exit(self, timeout: float = 60.0) -> int:
+    def wait_for_exit(self, status_file: Path, timeout: float = 60.0) -> int:
+        """The app's exit status, as the shell around it wrote it. (Reading tmux's
+        pane_dead_status instead was flaky under load: tmux sometimes left the exited app a
+        zombie for many seconds before it learned the status.)"""
         deadline = time.monotonic() + timeout
-        while self.pane("pane_dead") != "1":
+        while not status_file.exists() or not status_file.read_text().strip():
             if time.monotonic() > deadline:
                 raise AssertionError(f"the app did not exit; screen was:\n{self.screen()}")
             time.sleep(0.2)
-        return int(self.pane("pane_dead_status"))
+        return int(status_file.read_text())
+
+    def app_pid(self) -> int:
+        """The app's process: the only child of the pane's shell."""
+        shell = self("display-message", "-p", "-t", "app", "#{pane_pid}").strip()
+        found = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True,
+                               timeout=10).stdout.split()
+        assert len(found) == 1, f"expected one app process under the shell, found {found}"
+        return int(found[0])
 
 
 def step_on(screen: str) -> int:
@@ -67,27 +75,30 @@ def step_on(screen: str) -> int:
 
 
 @pytest.fixture
-def app_in_tmux(tmp_path: Path) -> Iterator[tuple[Tmux, Path]]:
-    """``chargpt-tui`` training a tiny model in a 100×30 tmux window; yields (tmux, run dir)."""
+def app_in_tmux(tmp_path: Path) -> Iterator[tuple[Tmux, Path, Path]]:
+    """``chargpt-tui`` training a tiny model in a 100×30 tmux window.
+
+    Yields (tmux, run folder, file that receives the exit status)."""
     data = write_data(tmp_path)
     out = tmp_path / "run"
+    status = tmp_path / "exit-status"
     command = " ".join(shlex.quote(part) for part in (
-        "exec", "env", f"CHARGPT_TUI_CACHE={tmp_path / 'cache'}", str(CLI),
+        "env", f"CHARGPT_TUI_CACHE={tmp_path / 'cache'}", str(CLI),
         "--data", str(data), "--preset", "tiny", "--max-iters", "100000", "--out", str(out),
-        "--device", "cpu"))
+        "--device", "cpu")) + f"; echo $? > {shlex.quote(str(status))}"
     tmux = Tmux(tmp_path / "tmux.sock")
     try:
         tmux("-f", "/dev/null", "new-session", "-d", "-s", "app", "-x", "100", "-y", "30",
              command)
-        tmux("set-option", "-t", "app", "remain-on-exit", "on")  # keep the exit status
-        yield tmux, out
+        yield tmux, out, status
     finally:
         subprocess.run(["tmux", "-S", str(tmux.socket), "kill-server"], capture_output=True,
                        timeout=10)
 
 
-def test_train_pause_prompt_resize_and_quit_in_tmux(app_in_tmux: tuple[Tmux, Path]) -> None:
-    tmux, out = app_in_tmux
+def test_train_pause_prompt_resize_and_quit_in_tmux(
+        app_in_tmux: tuple[Tmux, Path, Path]) -> None:
+    tmux, out, status = app_in_tmux
     screen = tmux.wait_for(lambda s: "training" in s and STEP.search(s)
                            and step_on(s) > 20, "training to start")
     assert "prompt" in screen and "^t pause" in screen
@@ -115,17 +126,17 @@ def test_train_pause_prompt_resize_and_quit_in_tmux(app_in_tmux: tuple[Tmux, Pat
     assert "^q quit" in screen
 
     tmux("send-keys", "-t", "app", "C-q")
-    assert tmux.wait_for_exit() == 0
+    assert tmux.wait_for_exit(status) == 0
     payload = load_checkpoint(out / "ckpt.pt")
     assert payload["step"] >= paused_at
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)],
                          ids=["SIGTERM", "SIGHUP"])
-def test_signals_save_a_checkpoint_and_exit(app_in_tmux: tuple[Tmux, Path], signum: int,
-                                            code: int) -> None:
-    tmux, out = app_in_tmux
+def test_signals_save_a_checkpoint_and_exit(app_in_tmux: tuple[Tmux, Path, Path],
+                                            signum: int, code: int) -> None:
+    tmux, out, status = app_in_tmux
     tmux.wait_for(lambda s: STEP.search(s) is not None and step_on(s) > 20, "training")
-    os.kill(int(tmux.pane("pane_pid")), signum)
-    assert tmux.wait_for_exit() == code
+    os.kill(tmux.app_pid(), signum)
+    assert tmux.wait_for_exit(status) == code
     assert load_checkpoint(out / "ckpt.pt")["step"] > 20
