@@ -90,7 +90,7 @@ class AttentionScreen(Screen[None]):
         heads = len(self.attention.maps[0])
         title.update(f"[b]attention[/b] · layer {view.layer_index + 1}/{layers} · head "
                      f"{view.head_index + 1}/{heads} · step {self.attention.step} snapshot · "
-                     f"last {len(self.attention.chars)} prompt characters")
+                     f"{len(self.attention.chars)} chars")
 
     def _move(self, layer: int = 0, head: int = 0) -> None:
         if self.attention is None:

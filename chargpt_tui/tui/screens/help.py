@@ -18,10 +18,12 @@ HELP_TEXT = """\
   [b]Ctrl+T, F5[/b]    pause or resume training
   [b]Ctrl+S[/b]        save a checkpoint now
   [b]Ctrl+Q[/b]        save a checkpoint and quit
-  [b]F2[/b]            sampling parameters: temperature, top-k, top-p, beam width,
-                length, seed, n-gram guard (Tab moves, Enter applies)
+  [b]F2[/b]            sampling parameters: temperature, top-k, top-p,
+                beam width, length, seed, n-gram guard
+                (Tab moves between fields, Enter applies)
   [b]F3[/b]            switch between sampling and beam search
-  [b]F4[/b]            attention maps of the last prompt: ← → head, ↑ ↓ or [ ] layer
+  [b]F4[/b]            attention maps of the last prompt
+                (← → head, ↑ ↓ or [ ] layer)
   [b]Ctrl+P[/b]        command palette with the same actions
   [b]F1[/b]            this help (Escape closes it)
 
