@@ -104,7 +104,7 @@ def test_train_pause_prompt_resize_and_quit_in_tmux(
     assert "prompt" in screen and "^t pause" in screen
 
     tmux("send-keys", "-t", "app", "C-t")
-    screen = tmux.wait_for(lambda s: "paused" in s, "the paused state")
+    screen = tmux.wait_for(lambda s: "paused" in s and "^t resume" in s, "the paused state")
     time.sleep(0.5)
     paused_at = step_on(tmux.screen())
     time.sleep(1.0)
