@@ -245,6 +245,7 @@ class TrainerControl:
 
     def request_save(self) -> None:
         self._save.set()
+        self._running.set()  # wake a paused loop so it saves now; it parks again after
 
     def stop(self, reason: str = "stopped", exit_code: int = 0) -> None:
         """Finish at the next step boundary (saving a checkpoint). Safe from signal handlers:
@@ -749,13 +750,14 @@ class Trainer:
             if save_requested:
                 self.save("requested")
                 saved_at = self.step
+                control._update()  # back to paused/held if the save request woke the loop
             if not control._running.is_set():
                 user_pause = control.paused
                 if user_pause:
                     self.bus.publish(StateChanged("paused"))
                 control._parked.set()
                 control._running.wait()
-                if control.stopping:
+                if control.stopping or control._save.is_set():
                     continue
                 if user_pause:
                     self.bus.publish(StateChanged("training"))

@@ -1,0 +1,195 @@
+"""The chargpt-tui app: composes the training panel and the prompt pane, owns the keys.
+
+Everything heavy happens in the panels' thread workers; the app only routes messages between
+panels (they never reach into each other) and runs the quit sequence: stop training at a step
+boundary, which saves a checkpoint, then exit — asking only when that save failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from chargpt_tui.events import EvalDone, StateChanged
+from chargpt_tui.tui import messages
+from chargpt_tui.tui.live_model import ModelSource
+from chargpt_tui.tui.screens.attention import AttentionScreen
+from chargpt_tui.tui.screens.confirm_quit import ConfirmQuitScreen
+from chargpt_tui.tui.screens.help import HelpScreen
+from chargpt_tui.tui.widgets.prompt_pane import PromptPane
+from chargpt_tui.tui.widgets.training_panel import SetupFactory, TrainingPanel
+
+HERE = Path(__file__).parent
+STYLESHEETS = [
+    "app.tcss",
+    *(f"widgets/{name}.tcss" for name in (
+        "training_panel", "stats_line", "loss_chart", "live_sample", "event_log",
+        "prompt_pane", "transcript", "next_chars")),
+    *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit")),
+]
+QUIT_SAVE_TIMEOUT = 60.0  # seconds to wait for the final checkpoint before exiting anyway
+SIGNAL_EXIT_CODES = {signal.SIGTERM: 143}
+if hasattr(signal, "SIGHUP"):
+    SIGNAL_EXIT_CODES[signal.SIGHUP] = 129
+
+
+class ChargptApp(App[int]):
+    TITLE = "chargpt-tui"
+    CSS_PATH = [HERE / name for name in STYLESHEETS]
+    AUTO_FOCUS = "#prompt-input"
+    # Side by side from 100 columns; stacked (and compacted) below, e.g. on 80×24.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
+    BINDINGS = [
+        Binding("ctrl+t", "pause", "pause", priority=True, tooltip="Pause training"),
+        Binding("ctrl+t", "resume", "resume", priority=True, tooltip="Resume training"),
+        Binding("f5", "toggle_pause", "pause/resume", show=False, priority=True),
+        Binding("ctrl+s", "save", "save", priority=True, tooltip="Save a checkpoint now"),
+        Binding("ctrl+q", "quit", "quit", priority=True, tooltip="Save a checkpoint and quit"),
+        Binding("f1", "help", "help"),
+        Binding("f4", "attention", "attn", tooltip="Attention maps of the last prompt"),
+    ]
+
+    def __init__(self, *, setup_factory: SetupFactory | None = None,
+                 checkpoint: Path | None = None, device: str = "auto",
+                 show_timing: bool = True, handle_signals: bool = False) -> None:
+        super().__init__()
+        self.source = ModelSource()
+        self.handle_signals = handle_signals
+        self.last_attention: messages.AttentionComputed | None = None
+        self._quit_code: int | None = None
+        self._unsaved_error: str | None = None  # why training's last checkpoint write failed
+        # Kept as attributes: the actions need them while another screen is on top.
+        self.training = TrainingPanel(self.source, setup_factory=setup_factory,
+                                      checkpoint=checkpoint, device=device,
+                                      show_timing=show_timing, id="training")
+        self.prompt = PromptPane(self.source, show_timing=show_timing, id="prompt")
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            yield self.training
+            yield self.prompt
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.handle_signals:
+            loop = asyncio.get_running_loop()
+            for signum in SIGNAL_EXIT_CODES:
+                loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        """SIGTERM/SIGHUP: stop training (it saves a checkpoint) and exit with 128+signal."""
+        name = signal.Signals(signum).name
+        self.begin_quit(SIGNAL_EXIT_CODES[signum], f"received {name}", ask=False)
+
+    # -- key actions -------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pause", "resume", "toggle_pause", "save"):
+            panel = self.training
+            if not panel.can_control:
+                return None if action != "resume" else False  # dimmed in the footer
+            paused = panel.trainer is not None and panel.trainer.control.paused
+            if action == "pause":
+                return not paused
+            if action == "resume":
+                return paused
+        return True
+
+    def action_pause(self) -> None:
+        self.action_toggle_pause()
+
+    def action_resume(self) -> None:
+        self.action_toggle_pause()
+
+    def action_toggle_pause(self) -> None:
+        if self.training.toggle_pause() is not None:
+            self.refresh_bindings()
+
+    def action_save(self) -> None:
+        if not self.training.request_save():
+            self.notify("nothing is training; the last checkpoint is already on disk",
+                        severity="warning")
+
+    async def action_quit(self) -> None:
+        self.begin_quit(0, "quit")
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_attention(self) -> None:
+        if not isinstance(self.screen, AttentionScreen):
+            self.push_screen(AttentionScreen(self.last_attention))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        prompt = self.prompt
+        yield SystemCommand("Pause / resume training", "Ctrl+T or F5", self.action_toggle_pause)
+        yield SystemCommand("Save checkpoint", "Write ckpt.pt now (Ctrl+S)", self.action_save)
+        yield SystemCommand("Quit", "Save a checkpoint and quit (Ctrl+Q)",
+                            lambda: self.begin_quit(0, "quit"))
+        yield SystemCommand("Help", "Keys and panels (F1)", self.action_help)
+        yield SystemCommand("Attention view", "Attention maps of the last prompt (F4)",
+                            self.action_attention)
+        yield SystemCommand("Sampling parameters", "Temperature, top-k, top-p, beam width, "
+                            "length, seed (F2)", prompt.action_edit_settings)
+        yield SystemCommand("Switch sampling / beam search", "F3", prompt.action_toggle_mode)
+        yield SystemCommand("Stop generation", "Escape", prompt.action_stop_generation)
+        yield from super().get_system_commands(screen)
+
+    # -- quitting ----------------------------------------------------------------------------
+
+    def begin_quit(self, exit_code: int, reason: str, ask: bool = True) -> None:
+        """Stop training (which saves) and exit once it has; exit at once if not training."""
+        if self._quit_code is not None:
+            return  # already saving: the exit follows
+        if self.training.stop(reason, exit_code):
+            self._quit_code = exit_code
+            self.notify("saving a checkpoint, then quitting…", title="quit")
+            self.set_timer(QUIT_SAVE_TIMEOUT, lambda: self.exit(return_code=exit_code))
+        elif self._unsaved_error and ask:
+            self._confirm_quit(self._unsaved_error, exit_code)
+        else:
+            self.exit(return_code=exit_code)
+
+    def _confirm_quit(self, problem: str, exit_code: int) -> None:
+        def answer(quit_anyway: bool | None) -> None:
+            if quit_anyway:
+                self.exit(return_code=exit_code)
+
+        self.push_screen(ConfirmQuitScreen(problem), answer)
+
+    # -- messages from the panels ------------------------------------------------------------
+
+    def on_model_ready(self, message: messages.ModelReady) -> None:
+        self.prompt.refresh_next_chars()
+        self.refresh_bindings()
+
+    def on_engine_event(self, message: messages.EngineEvent) -> None:
+        if isinstance(message.event, StateChanged):
+            self.refresh_bindings()
+        elif isinstance(message.event, EvalDone):
+            self.prompt.refresh_next_chars()
+
+    def on_training_ended(self, message: messages.TrainingEnded) -> None:
+        self.refresh_bindings()
+        if message.unsaved:
+            self._unsaved_error = message.error
+        if self._quit_code is None:
+            return
+        code, self._quit_code = self._quit_code, None
+        if message.unsaved and message.error:
+            self._confirm_quit(message.error, code)
+        else:
+            self.exit(return_code=code)
+
+    def on_attention_computed(self, message: messages.AttentionComputed) -> None:
+        self.last_attention = message

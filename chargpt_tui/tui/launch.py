@@ -1,0 +1,44 @@
+"""``chargpt-tui`` / ``chargpt-tui tui``: resolve options, then run the app until it exits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chargpt_tui.errors import ConfigError
+
+
+def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[str, Any],
+               out: Path | None, resume: Path | None, device: str, threads: int | None,
+               checkpoint: Path | None, mouse: bool) -> int:
+    """Run the app; returns the exit code (0, or 129/143 after SIGHUP/SIGTERM).
+
+    Options that can be checked instantly are checked here, so a typo gives one line on the
+    terminal instead of an app that opens only to show an error. Loading (and downloading) the
+    data happens inside the app, where its progress is visible.
+    """
+    import torch
+
+    from chargpt_tui.checkpoint import resolve_checkpoint
+    from chargpt_tui.train import RunSetup, pick_device, prepare_run
+    from chargpt_tui.tui.app import ChargptApp
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError("--threads must be at least 1")
+        torch.set_num_threads(threads)
+    pick_device(device)
+    if checkpoint is not None:
+        app = ChargptApp(checkpoint=resolve_checkpoint(checkpoint), device=device,
+                         handle_signals=True)
+    else:
+        def setup_factory(progress: Callable[[int, int | None], None],
+                          notice: Callable[[str], None]) -> RunSetup:
+            return prepare_run(data=data, preset=preset, overrides=overrides, out=out,
+                               resume=resume, device=device, encoding=encoding,
+                               progress=progress, notice=notice)
+
+        app = ChargptApp(setup_factory=setup_factory, device=device, handle_signals=True)
+    app.run(mouse=mouse)
+    return app.return_code or 0

@@ -1,0 +1,126 @@
+"""Messages between the workers, the widgets and the app.
+
+Workers never touch widgets: they post these (``post_message`` is thread-safe and never blocks).
+Progress messages replace their queued predecessor (``can_replace``), so a fast training loop
+costs the UI one repaint per frame, not one per step. Generated text never travels in messages:
+it is buffered in queues and drained on a UI timer (see the widgets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from textual.message import Message
+
+from chargpt_tui.events import Event, StepDone
+from chargpt_tui.train import TrainResult
+
+
+class TrainingProgress(Message):
+    """The latest finished step; a newer one supersedes any still waiting in the queue."""
+
+    def __init__(self, step: StepDone) -> None:
+        super().__init__()
+        self.step = step
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, TrainingProgress)
+
+
+class DownloadProgress(Message):
+    """Bytes of the training text downloaded so far (total None when the server won't say)."""
+
+    def __init__(self, done: int, total: int | None) -> None:
+        super().__init__()
+        self.done, self.total = done, total
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, DownloadProgress)
+
+
+class EngineEvent(Message):
+    """Any other engine event (start, eval, checkpoint, state change, notice), in order."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class LogLine(Message):
+    """A line for the log panel from outside the engine (data loading, errors)."""
+
+    def __init__(self, text: str, level: str = "info") -> None:
+        super().__init__()
+        self.text, self.level = text, level
+
+
+class ModelReady(Message):
+    """Weights exist to prompt (a trainer was built or a checkpoint loaded)."""
+
+    def __init__(self, step: int, training: bool) -> None:
+        super().__init__()
+        self.step, self.training = step, training
+
+
+class HistoryLoaded(Message):
+    """Loss history of an opened run (from its metrics.jsonl), for the chart."""
+
+    def __init__(self, train: list[tuple[int, float]], val: list[tuple[int, float]]) -> None:
+        super().__init__()
+        self.train, self.val = train, val
+
+
+class TrainingEnded(Message):
+    """The training worker returned: a result, or the one-line error that stopped it.
+
+    ``unsaved`` marks an error after training had begun (e.g. the disk refused a checkpoint):
+    progress since the last save would be lost by quitting.
+    """
+
+    def __init__(self, result: TrainResult | None, error: str | None = None,
+                 unsaved: bool = False) -> None:
+        super().__init__()
+        self.result, self.error, self.unsaved = result, error, unsaved
+
+
+@dataclass
+class BeamSummary:
+    texts: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+
+class GenerationStarted(Message):
+    """A prompt is being answered from the snapshot of ``step``; ``warnings`` about the prompt."""
+
+    def __init__(self, generation_id: int, step: int, warnings: list[str]) -> None:
+        super().__init__()
+        self.generation_id, self.step, self.warnings = generation_id, step, warnings
+
+
+class GenerationEnded(Message):
+    """A generation finished or was stopped; chars/s and (beam mode) the final beams."""
+
+    def __init__(self, generation_id: int, chars: int, seconds: float, stopped: bool,
+                 beams: BeamSummary | None = None, error: str | None = None) -> None:
+        super().__init__()
+        self.generation_id, self.chars, self.seconds = generation_id, chars, seconds
+        self.stopped, self.beams, self.error = stopped, beams, error
+
+
+class AttentionComputed(Message):
+    """Attention maps of the last prompt: per layer a (heads, T, T) nested list of floats."""
+
+    def __init__(self, chars: str, maps: list[list[list[list[float]]]], step: int) -> None:
+        super().__init__()
+        self.chars, self.maps, self.step = chars, maps, step
+
+
+class NextCharsComputed(Message):
+    """The most likely next characters after the text typed so far, with probabilities."""
+
+    def __init__(self, text: str, candidates: list[tuple[str, float]], step: int) -> None:
+        super().__init__()
+        self.text, self.candidates, self.step = text, candidates, step
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, NextCharsComputed)

@@ -1,0 +1,42 @@
+"""The prompt pane's sampling settings: what the user edits, and the engine params they give."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from chargpt_tui.sampling import SamplingParams
+
+MODES = ("sample", "beam")
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    mode: str = "sample"
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    beam_width: int = 4
+    length: int = 200
+    seed: int | None = None
+    no_repeat_ngram: int = 0  # beam search's guard against loops (0 = off)
+
+    def params(self) -> SamplingParams:
+        """Engine parameters; raises ConfigError (one line) when a value cannot work."""
+        beam = self.mode == "beam"
+        return SamplingParams(
+            max_new_tokens=self.length, temperature=self.temperature, top_k=self.top_k,
+            top_p=self.top_p, seed=self.seed, beam_width=self.beam_width if beam else 1,
+            no_repeat_ngram=self.no_repeat_ngram if beam else 0)
+
+    def toggled(self) -> PromptSettings:
+        return replace(self, mode="beam" if self.mode == "sample" else "sample")
+
+    def describe(self) -> str:
+        def show(value: object) -> str:
+            return "–" if value is None else str(value)
+
+        if self.mode == "beam":
+            guard = f"{self.no_repeat_ngram}-gram guard" if self.no_repeat_ngram else "no guard"
+            return f"beam · width {self.beam_width} · len {self.length} · {guard}"
+        return (f"sample · T {self.temperature:g} · top-k {show(self.top_k)} · top-p "
+                f"{show(self.top_p)} · len {self.length} · seed {show(self.seed)}")

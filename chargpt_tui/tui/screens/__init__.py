@@ -1,0 +1,1 @@
+"""Screens pushed over the main view: help, sampling parameters, attention, quit confirmation."""

@@ -1,0 +1,60 @@
+"""F1: every key and what each panel shows."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+HELP_TEXT = """\
+[b]chargpt-tui[/b] trains a character-level GPT; prompt it while it learns.
+
+[b]Keys[/b] (all of them work while you type)
+  [b]Enter[/b]         generate a continuation of the prompt
+  [b]↑ ↓[/b]           recall earlier prompts
+  [b]Escape[/b]        stop the answer being generated
+  [b]Ctrl+T, F5[/b]    pause or resume training
+  [b]Ctrl+S[/b]        save a checkpoint now
+  [b]Ctrl+Q[/b]        save a checkpoint and quit
+  [b]F2[/b]            sampling parameters: temperature, top-k, top-p,
+                beam width, length, seed, n-gram guard
+                (Tab moves between fields, Enter applies)
+  [b]F3[/b]            switch between sampling and beam search
+  [b]F4[/b]            attention maps of the last prompt
+                (← → head, ↑ ↓ or [ ] layer)
+  [b]Ctrl+P[/b]        command palette with the same actions
+  [b]F1[/b]            this help (Escape closes it)
+
+[b]Training[/b] (left, or top on small terminals)
+  The stats line: state, step done / steps planned, speed in tokens
+  (characters) per second, learning rate, training time, time left,
+  device and model size.
+  The chart: training loss (cyan, averaged per column) and validation loss
+  (yellow, at each evaluation) on one axis. Lower is better; a gap opening
+  between them means the model starts memorising its training text.
+  Below: a short sample from the current weights at every evaluation, and
+  the log of evaluations, saved checkpoints, warnings and errors.
+
+[b]Prompt[/b] (right, or bottom)
+  Each answer comes from a snapshot of the weights taken when you press
+  Enter; the line under it names the step. Training waits while an answer
+  is generated, then carries on by itself.
+  Beam search shows the part all beams agree on as it grows (the dimmed
+  rest may still change), then every beam with its score: the summed
+  log-probability, closer to 0 is likelier.
+  [b]next[/b]: the characters the model finds likeliest after what you typed.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    AUTO_FOCUS = "#help-body"  # so ↑/↓/PgUp/PgDn scroll it on a small terminal
+    BINDINGS = [Binding("escape,f1,q", "close", "close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-body"):
+            yield Static(HELP_TEXT)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,266 @@
+"""The prompt pane: a chat-style transcript, the next-character view and the prompt line.
+
+Each prompt is answered by a thread worker (group ``generate``; a new prompt or Escape cancels
+the old one) from a snapshot of the current weights. While it runs, training is parked
+(``ModelSource.hold_training``): on a small CPU the two would otherwise split the cores and both
+crawl. Generated characters go into a per-generation queue that a 30 Hz timer drains.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass, field
+
+import torch
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.reactive import reactive
+from textual.timer import Timer
+from textual.widgets import Input, Static
+from textual.worker import get_current_worker
+
+from chargpt_tui.errors import UserError
+from chargpt_tui.sampling import beam_search, prepare_prompt, stream_text
+from chargpt_tui.tui import messages
+from chargpt_tui.tui.live_model import ModelSource
+from chargpt_tui.tui.prompt_settings import PromptSettings
+from chargpt_tui.tui.widgets.next_chars import NextChars
+from chargpt_tui.tui.widgets.prompt_input import PromptInput
+from chargpt_tui.tui.widgets.transcript import Transcript, TranscriptEntry
+
+DRAIN_INTERVAL = 1 / 30
+PEEK_DEBOUNCE = 0.15  # seconds of no typing before the next-character view updates
+NEXT_CHAR_COUNT = 8
+ATTENTION_CHARS = 64  # the attention view cannot show more columns than this anyway
+
+
+@dataclass
+class Generation:
+    """UI-side bookkeeping of one answer; the worker only ever sees ``chunks``."""
+
+    id: int
+    entry: TranscriptEntry
+    chunks: queue.SimpleQueue[tuple[str, str]] = field(default_factory=queue.SimpleQueue)
+    step: int | None = None
+
+
+class PromptPane(Vertical):
+    BINDINGS = [
+        Binding("escape", "stop_generation", "stop", tooltip="Stop the answer being generated"),
+        Binding("f2", "edit_settings", "params", tooltip="Edit sampling parameters"),
+        Binding("f3", "toggle_mode", "mode", tooltip="Switch sampling and beam search"),
+    ]
+
+    settings: reactive[PromptSettings] = reactive(PromptSettings)
+
+    def __init__(self, source: ModelSource, *, show_timing: bool = True,
+                 id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.source = source
+        self.show_timing = show_timing
+        self._generations: dict[int, Generation] = {}
+        self._next_id = 0
+        self._peek_timer: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Transcript(id="transcript")
+        yield NextChars(id="next-chars")
+        yield Static(id="settings-line")
+        yield PromptInput(id="prompt-input", placeholder="prompt · Enter generates · ↑↓ history")
+
+    def on_mount(self) -> None:
+        self.border_title = "prompt"
+        self.set_interval(DRAIN_INTERVAL, self._drain)
+
+    def watch_settings(self, settings: PromptSettings) -> None:
+        self.query_one("#settings-line", Static).update(
+            f"[dim]{settings.describe()} · F2 edit · F3 mode[/]")
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop_generation":  # listed in the footer only while there is one
+            return bool(self._generations)
+        return True
+
+    def action_stop_generation(self) -> None:
+        self.workers.cancel_group(self, "generate")
+
+    def action_toggle_mode(self) -> None:
+        self.settings = self.settings.toggled()
+
+    def action_edit_settings(self) -> None:
+        from chargpt_tui.tui.screens.settings import SettingsScreen
+
+        def apply(settings: PromptSettings | None) -> None:
+            if settings is not None:
+                self.settings = settings
+
+        self.app.push_screen(SettingsScreen(self.settings), apply)
+
+    def refresh_next_chars(self) -> None:
+        """New weights (model ready, or a new evaluation): update what the model expects."""
+        self._peek(self.query_one(PromptInput).value)
+
+    # -- prompts ------------------------------------------------------------------------------
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        prompt_input = self.query_one(PromptInput)
+        text = event.value
+        prompt_input.remember(text)
+        prompt_input.value = ""
+        try:
+            self.settings.params()
+        except UserError as error:
+            self.notify(str(error), title="sampling parameters", severity="error")
+            return
+        self._next_id += 1
+        entry = TranscriptEntry(text, self.settings.describe(), show_timing=self.show_timing)
+        generation = Generation(self._next_id, entry)
+        self._generations[generation.id] = generation
+        self.query_one(Transcript).add_entry(entry)
+        self.refresh_bindings()
+        self._generate(generation.id, text, self.settings, generation.chunks)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if self._peek_timer is not None:
+            self._peek_timer.stop()
+        value = event.value
+        self._peek_timer = self.set_timer(PEEK_DEBOUNCE, lambda: self._peek(value))
+
+    @work(thread=True, exclusive=True, group="generate", exit_on_error=False,
+          description="answering a prompt")
+    def _generate(self, generation_id: int, text: str, settings: PromptSettings,
+                  chunks: queue.SimpleQueue[tuple[str, str]]) -> None:
+        worker = get_current_worker()
+        snapshot = self.source.snapshot()
+        if snapshot is None:
+            self.post_message(messages.GenerationEnded(
+                generation_id, 0, 0.0, stopped=True,
+                error="no model yet — wait a moment until training has started"))
+            return
+        model, tokenizer = snapshot.model, snapshot.tokenizer
+        block_size = model.config.block_size
+        prompt = prepare_prompt(tokenizer, text, block_size)
+        self.post_message(messages.GenerationStarted(generation_id, snapshot.step,
+                                                     prompt.warnings()))
+        params = settings.params()
+        produced, beams = 0, None
+        with self.source.hold_training():
+            started = time.perf_counter()
+            window = prompt.ids[-min(block_size, ATTENTION_CHARS):]
+            maps = model.attention_maps(torch.tensor([window], device=_device(model)))
+            self.post_message(messages.AttentionComputed(
+                tokenizer.decode(window), [layer.float().cpu().tolist() for layer in maps],
+                snapshot.step))
+            if params.beam_width > 1:
+                shown, state = 0, None
+                for state in beam_search(model, prompt.ids, params):
+                    if worker.is_cancelled:
+                        break
+                    chunks.put(("stable", tokenizer.decode(state.best[shown:state.stable])))
+                    shown = state.stable
+                    chunks.put(("tentative", tokenizer.decode(state.best[state.stable:])))
+                if state is not None:
+                    live = [(s, score) for s, score in zip(state.sequences, state.scores)
+                            if score > float("-inf")]
+                    beams = messages.BeamSummary([tokenizer.decode(s) for s, _ in live],
+                                                 [score for _, score in live])
+                    produced = len(state.best)
+            else:
+                for char in stream_text(model, tokenizer, prompt, params):
+                    if worker.is_cancelled:
+                        break
+                    chunks.put(("text", char))
+                    produced += 1
+            seconds = time.perf_counter() - started
+        self.post_message(messages.GenerationEnded(generation_id, produced, seconds,
+                                                   stopped=worker.is_cancelled, beams=beams))
+
+    @work(thread=True, exclusive=True, group="peek", exit_on_error=False,
+          description="next-character view")
+    def _peek(self, text: str) -> None:
+        snapshot = self.source.snapshot()
+        if snapshot is None:
+            return
+        model, tokenizer = snapshot.model, snapshot.tokenizer
+        prompt = prepare_prompt(tokenizer, text, model.config.block_size)
+        window = prompt.ids[-model.config.block_size:]
+        with self.source.hold_training(), torch.inference_mode():
+            logits, _ = model(torch.tensor([window], device=_device(model)))
+        probs = logits[0, -1].float().softmax(-1)
+        top = probs.topk(min(NEXT_CHAR_COUNT, probs.numel()))
+        candidates = [(tokenizer.vocab[i], p) for p, i in zip(top.values.tolist(),
+                                                               top.indices.tolist())]
+        self.post_message(messages.NextCharsComputed(text, candidates, snapshot.step))
+
+    # -- messages from the workers (UI thread) ------------------------------------------------
+
+    def on_next_chars_computed(self, message: messages.NextCharsComputed) -> None:
+        message.stop()
+        view = self.query_one(NextChars)
+        view.candidates = tuple(message.candidates)
+        view.step = message.step
+
+    def on_generation_started(self, message: messages.GenerationStarted) -> None:
+        message.stop()
+        generation = self._generations.get(message.generation_id)
+        if generation is None:
+            return
+        generation.step = message.step
+        generation.entry.warnings = message.warnings
+        generation.entry.set_status(f"step {message.step} snapshot · generating… (Esc stops)")
+        for warning in message.warnings:
+            self.notify(warning, title="prompt", severity="warning")
+
+    def on_generation_ended(self, message: messages.GenerationEnded) -> None:
+        message.stop()
+        generation = self._generations.pop(message.generation_id, None)
+        self.refresh_bindings()
+        if generation is None:
+            return
+        self._drain_one(generation)
+        entry = generation.entry
+        if message.error:
+            entry.set_status(message.error)
+            return
+        if message.beams is not None:
+            entry.answer, entry.tentative = message.beams.texts[0], ""
+            entry.beams = message.beams
+        parts = [f"step {generation.step} snapshot", entry.settings, f"{message.chars} chars"]
+        if self.show_timing and message.seconds > 0:
+            parts.append(f"{message.chars / message.seconds:,.0f} chars/s")
+        if message.stopped:
+            parts.append("stopped")
+        entry.set_status(" · ".join(parts))
+        self.query_one(Transcript).scroll_end(animate=False)
+
+    def _drain(self) -> None:
+        for generation in list(self._generations.values()):
+            if self._drain_one(generation):
+                self.query_one(Transcript).scroll_end(animate=False)
+
+    def _drain_one(self, generation: Generation) -> bool:
+        entry, changed = generation.entry, False
+        while True:
+            try:
+                kind, text = generation.chunks.get_nowait()
+            except queue.Empty:
+                break
+            changed = True
+            if kind == "tentative":
+                entry.tentative = text
+            else:
+                entry.answer += text
+        if changed:
+            entry.refresh_text()
+        return changed
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

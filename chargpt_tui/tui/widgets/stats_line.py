@@ -1,0 +1,84 @@
+"""The one-glance training status: step, speed, learning rate, time, device, size, state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from rich.text import Text
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from chargpt_tui.tui.formatting import count, duration
+
+STATE_STYLES = {"training": "bold green", "paused": "bold yellow", "finished": "bold cyan",
+                "stopped": "bold magenta", "failed": "bold red", "chat only": "bold cyan",
+                "loading": "bold", "stopping": "bold magenta"}
+
+
+@dataclass(frozen=True)
+class Stats:
+    state: str = "loading"
+    step: int = 0
+    max_iters: int = 0
+    tokens_per_second: float | None = None
+    lr: float | None = None
+    elapsed: float | None = None
+    eta: float | None = None
+    device: str = "–"
+    parameters: int | None = None
+    detail: str = ""  # e.g. download progress or why training stopped
+
+    def with_(self, **changes: object) -> Stats:
+        return replace(self, **changes)
+
+
+class StatsLine(Widget):
+    """Always shows every field (``–`` until known) so the layout never jumps."""
+
+    stats: reactive[Stats] = reactive(Stats)
+
+    def __init__(self, *, show_timing: bool = True, id: str | None = None) -> None:
+        super().__init__(id=id)
+        # Snapshot tests turn wall-clock figures off: they differ on every run.
+        self.show_timing = show_timing
+
+    def parts(self) -> list[Text]:
+        s, timed = self.stats, self.show_timing
+        state = Text(s.state, style=STATE_STYLES.get(s.state, "bold"))
+        if s.detail:
+            state.append(f" ({s.detail})", style="dim")
+        fields = [
+            ("step ", f"{s.step}/{s.max_iters}" if s.max_iters else f"{s.step}"),
+            ("", f"{count(s.tokens_per_second)} tok/s"
+             if timed and s.tokens_per_second is not None else "– tok/s"),
+            ("lr ", f"{s.lr:.2e}" if s.lr is not None else "–"),
+            ("elapsed ", duration(s.elapsed) if timed else "–"),
+            ("ETA ", duration(s.eta) if timed and s.state == "training" else "–"),
+            ("", s.device),
+            ("", f"{count(s.parameters)} params" if s.parameters is not None else "– params"),
+        ]
+        return [state, *(Text.assemble((label, "dim"), value) for label, value in fields)]
+
+    def lines(self, width: int) -> list[Text]:
+        """Pack the fields into lines, never breaking one (a wrapped "ETA 0:4/5" misleads)."""
+        lines: list[Text] = []
+        for part in self.parts():
+            if lines and lines[-1].cell_len + 3 + part.cell_len <= width:
+                lines[-1].append(" · ", style="dim")
+                lines[-1].append_text(part)
+            else:
+                lines.append(part.copy())
+        return lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self.lines(width))
+
+    def render(self) -> Text:
+        return Text("\n").join(self.lines(self.size.width))
+
+    def watch_stats(self, old: Stats, new: Stats) -> None:
+        # Re-measure only when the line count can change (not on every step).
+        width = self.size.width
+        if width and len(self.lines(width)) != self.size.height:
+            self.refresh(layout=True)

@@ -1,0 +1,352 @@
+"""The training panel: owns the training worker and shows what the engine's events say.
+
+The worker runs the engine's :class:`~chargpt_tui.train.Trainer` on a thread. It never touches a
+widget: engine events become messages posted to this panel (progress messages coalesce), and
+live-sample characters go through a queue that a 30 Hz timer drains. Keeping the worker on the
+widget that shows it means the worker dies with the widget — no teardown races.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.worker import get_current_worker
+
+from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
+from chargpt_tui.errors import UserError
+from chargpt_tui.events import (
+    CheckpointSaved,
+    EvalDone,
+    Event,
+    EventBus,
+    Notice,
+    SampleChunk,
+    StateChanged,
+    StepDone,
+    TrainingStarted,
+)
+from chargpt_tui.train import (
+    METRICS_NAME,
+    RunSetup,
+    Trainer,
+    model_from_checkpoint,
+    pick_device,
+)
+from chargpt_tui.tui import messages
+from chargpt_tui.tui.formatting import count
+from chargpt_tui.tui.live_model import ModelSource
+from chargpt_tui.tui.widgets.event_log import EventLog
+from chargpt_tui.tui.widgets.live_sample import LiveSample
+from chargpt_tui.tui.widgets.loss_chart import LossChart
+from chargpt_tui.tui.widgets.stats_line import Stats, StatsLine
+
+SetupFactory = Callable[[Callable[[int, int | None], None], Callable[[str], None]], RunSetup]
+LIVE_SAMPLE_CHARS = 160
+DRAIN_INTERVAL = 1 / 30
+PROGRESS_RATE = 20  # stats-line updates per second at most
+MAX_TRAIN_POINTS = 4000  # older points are thinned: the chart only has ~100 columns anyway
+
+
+def thin(points: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
+    """Halve a long history by averaging neighbours (keeps the curve's shape, bounds memory)."""
+    pairs = zip(points[0::2], points[1::2])
+    return tuple((b[0], statistics.fmean((a[1], b[1]))) for a, b in pairs)
+
+
+def read_history(path: Path, up_to_step: int
+                 ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """Train and val losses a run logged (best effort: a missing or torn file gives less)."""
+    train: list[tuple[int, float]] = []
+    val: list[tuple[int, float]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return train, val
+    for line in lines:
+        try:
+            record = json.loads(line)
+            if record["step"] > up_to_step:
+                continue
+            if record["event"] == "StepDone":
+                train.append((record["step"], float(record["loss"])))
+            elif record["event"] == "EvalDone":
+                val.append((record["step"], float(record["val_loss"])))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash
+    return train, val
+
+
+class TrainingPanel(Vertical):
+    """Stats line, loss chart, live sample and log for one run (or one opened checkpoint)."""
+
+    def __init__(self, source: ModelSource, *, setup_factory: SetupFactory | None = None,
+                 checkpoint: Path | None = None, device: str = "auto",
+                 show_timing: bool = True, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.source = source
+        self.setup_factory = setup_factory
+        self.checkpoint = checkpoint
+        self.device = device
+        self.show_timing = show_timing
+        self.trainer: Trainer | None = None
+        self.running = False  # the worker is inside Trainer.run
+        self._samples: queue.SimpleQueue[SampleChunk] = queue.SimpleQueue()
+        self._losses: queue.SimpleQueue[tuple[int, float]] = queue.SimpleQueue()
+        self._last_progress = 0.0  # training thread only
+        self._unposted: StepDone | None = None  # training thread only
+
+    def compose(self) -> ComposeResult:
+        yield StatsLine(show_timing=self.show_timing, id="stats")
+        yield LossChart(id="loss-chart")
+        yield LiveSample(id="live-sample")
+        yield EventLog(id="event-log")
+
+    def on_mount(self) -> None:
+        self.border_title = "training"
+        self.set_interval(DRAIN_INTERVAL, self._drain)
+        if self.checkpoint is not None:
+            self.open_checkpoint()
+        elif self.setup_factory is not None:
+            self.train()
+
+    def on_unmount(self) -> None:
+        # The worker is cancelled with this widget, but the trainer only looks at its control.
+        if self.trainer is not None:
+            self.trainer.control.stop("app closed")
+
+    # -- controls (called by the app's key bindings) ------------------------------------------
+
+    @property
+    def can_control(self) -> bool:
+        return self.trainer is not None and self.running and not self.trainer.control.stopping
+
+    def toggle_pause(self) -> bool | None:
+        """Pause or resume; returns True when now paused, None when nothing is training."""
+        if not self.can_control:
+            return None
+        assert self.trainer is not None
+        paused = self.trainer.control.toggle_pause()
+        self.query_one(StatsLine).stats = self.stats.with_(
+            state="paused" if paused else "training")
+        return paused
+
+    def request_save(self) -> bool:
+        if not self.can_control:
+            return False
+        assert self.trainer is not None
+        self.trainer.control.request_save()
+        self.log_line("saving a checkpoint…")
+        return True
+
+    def stop(self, reason: str, exit_code: int = 0) -> bool:
+        """Ask training to stop at the next step (it saves first); False if not training."""
+        if self.trainer is None or not self.running:
+            return False
+        self.trainer.control.stop(reason, exit_code)
+        self.query_one(StatsLine).stats = self.stats.with_(state="stopping")
+        return True
+
+    # -- workers ------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="train", exit_on_error=False,
+          description="training")
+    def train(self) -> None:
+        assert self.setup_factory is not None
+        worker = get_current_worker()
+        self.post_message(messages.LogLine("loading the training text…"))
+        try:
+            setup = self.setup_factory(
+                lambda done, total: self.post_message(messages.DownloadProgress(done, total)),
+                lambda text: self.post_message(messages.LogLine(text, "warning")))
+            if not setup.train_config.sample_interval:
+                # Live samples at every evaluation: often enough to watch the model learn,
+                # rare enough to cost training little.
+                setup.train_config.sample_interval = setup.train_config.eval_interval
+                setup.train_config.sample_chars = LIVE_SAMPLE_CHARS
+            bus = EventBus()
+            trainer = Trainer(setup, bus)
+        except UserError as error:
+            self.post_message(messages.TrainingEnded(None, str(error)))
+            return
+        if worker.is_cancelled:
+            return
+        bus.subscribe(self._forward)
+        self.trainer = trainer
+        self.source.attach_trainer(trainer)
+        self.running = True
+        self.post_message(messages.ModelReady(trainer.step, training=True))
+        try:
+            result = trainer.run()
+        except UserError as error:  # e.g. the disk refused a checkpoint
+            self.post_message(messages.TrainingEnded(None, str(error), unsaved=True))
+            return
+        finally:
+            self.running = False
+        self.post_message(messages.TrainingEnded(result))
+
+    def _forward(self, event: Event) -> None:
+        """Runs on the training thread for every event: hand it over, never block.
+
+        A tiny model takes hundreds of steps a second: every loss goes into a queue (the chart
+        averages them all), but the stats line gets at most ``PROGRESS_RATE`` messages a second,
+        plus the latest step before any other event, so a pause or an eval shows the exact step.
+        """
+        if isinstance(event, SampleChunk):
+            self._samples.put(event)
+            return
+        if isinstance(event, StepDone):
+            self._losses.put((event.step, event.loss))
+            now = time.monotonic()
+            if now - self._last_progress < 1 / PROGRESS_RATE:
+                self._unposted = event
+                return
+            self._last_progress, self._unposted = now, None
+            self.post_message(messages.TrainingProgress(event))
+            return
+        if self._unposted is not None:
+            self.post_message(messages.TrainingProgress(self._unposted))
+            self._unposted = None
+        self.post_message(messages.EngineEvent(event))
+
+    @work(thread=True, exclusive=True, group="train", exit_on_error=False,
+          description="opening checkpoint")
+    def open_checkpoint(self) -> None:
+        assert self.checkpoint is not None
+        try:
+            device = pick_device(self.device)
+            payload = load_checkpoint(self.checkpoint, map_location=device)
+            model, tokenizer = model_from_checkpoint(payload, device)
+        except UserError as error:
+            self.post_message(messages.TrainingEnded(None, str(error)))
+            return
+        step = int(payload["step"])
+        self.source.attach_model(model, tokenizer, step)
+        self.post_message(messages.HistoryLoaded(*read_history(
+            resolve_checkpoint(self.checkpoint).parent / METRICS_NAME, step)))
+        self.post_message(messages.EngineEvent(TrainingStarted(
+            step=step, max_iters=int(payload.get("train_config", {}).get("max_iters", step)),
+            device=str(device), parameters=model.num_parameters(),
+            data=str(payload.get("data", "?")), out_dir=str(self.checkpoint), config={})))
+        last_eval = payload.get("last_eval") or {}
+        if last_eval:
+            self.post_message(messages.EngineEvent(EvalDone(
+                step, last_eval["train"], last_eval["val"],
+                payload.get("best_val_loss") or last_eval["val"])))
+        self.post_message(messages.EngineEvent(StateChanged("chat only")))
+        self.post_message(messages.ModelReady(step, training=False))
+
+    # -- message handlers (UI thread) ---------------------------------------------------------
+
+    @property
+    def stats(self) -> Stats:
+        return self.query_one(StatsLine).stats
+
+    def log_line(self, text: str, level: str = "info") -> None:
+        self.query_one(EventLog).add(text, level)
+
+    def on_training_progress(self, message: messages.TrainingProgress) -> None:
+        step = message.step
+        stats = self.stats
+        self.query_one(StatsLine).stats = stats.with_(
+            step=step.step, max_iters=step.max_iters, lr=step.lr,
+            tokens_per_second=step.tokens_per_second, elapsed=step.elapsed, eta=step.eta,
+            detail="")
+        message.stop()
+
+    def on_download_progress(self, message: messages.DownloadProgress) -> None:
+        total = f" of {count(message.total)}B" if message.total else ""
+        self.query_one(StatsLine).stats = self.stats.with_(
+            detail=f"downloading {count(message.done)}B{total}")
+        message.stop()
+
+    def on_history_loaded(self, message: messages.HistoryLoaded) -> None:
+        chart = self.query_one(LossChart)
+        chart.train_points = tuple(message.train[-MAX_TRAIN_POINTS:])
+        chart.val_points = tuple(message.val)
+        message.stop()
+
+    def on_log_line(self, message: messages.LogLine) -> None:
+        self.log_line(message.text, message.level)
+        message.stop()
+
+    def on_engine_event(self, message: messages.EngineEvent) -> None:
+        event = message.event
+        stats_line = self.query_one(StatsLine)
+        if isinstance(event, TrainingStarted):
+            stats_line.stats = stats_line.stats.with_(
+                step=event.step, max_iters=event.max_iters, device=event.device,
+                parameters=event.parameters, detail="")
+            if self.checkpoint is not None:
+                self.log_line(f"opened {event.out_dir} (step {event.step}, trained on "
+                              f"{event.data}) · {event.device}")
+            else:
+                self.log_line(f"training on {event.data} · {count(event.parameters)} "
+                              f"parameters · {event.device} → {event.out_dir}")
+        elif isinstance(event, EvalDone):
+            chart = self.query_one(LossChart)
+            if not chart.val_points or chart.val_points[-1][0] != event.step:
+                chart.val_points = (*chart.val_points, (event.step, event.val_loss))
+            self.log_line(f"step {event.step}: train {event.train_loss:.3f} · val "
+                          f"{event.val_loss:.3f}")
+        elif isinstance(event, CheckpointSaved):
+            self.log_line(f"saved {event.path} (step {event.step}, {event.reason})", "good")
+        elif isinstance(event, StateChanged):
+            stats_line.stats = stats_line.stats.with_(state=event.state, detail=event.reason)
+            if event.state in ("stopped", "failed", "finished"):
+                level = "error" if event.state == "failed" else "info"
+                self.log_line(f"training {event.state}"
+                              + (f": {event.reason}" if event.reason else ""), level)
+        elif isinstance(event, Notice):
+            self.log_line(event.message, event.level)
+
+    def on_training_ended(self, message: messages.TrainingEnded) -> None:
+        if message.error:
+            self.log_line(message.error, "error")
+            self.query_one(StatsLine).stats = self.stats.with_(state="failed")
+            self.notify(message.error, title="training", severity="error", timeout=10)
+        # Bubbles on to the app, which may be waiting for it to quit.
+
+    def _drain(self) -> None:
+        self._drain_losses()
+        self._drain_samples()
+
+    def _drain_losses(self) -> None:
+        fresh: list[tuple[int, float]] = []
+        while True:
+            try:
+                fresh.append(self._losses.get_nowait())
+            except queue.Empty:
+                break
+        if fresh:
+            chart = self.query_one(LossChart)
+            points = (*chart.train_points, *fresh)
+            while len(points) > MAX_TRAIN_POINTS:
+                points = thin(points)
+            chart.train_points = points
+
+    def _drain_samples(self) -> None:
+        view = self.query_one(LiveSample)
+        pieces: list[str] = []
+        done = False
+        while True:
+            try:
+                chunk = self._samples.get_nowait()
+            except queue.Empty:
+                break
+            if view.step != chunk.step:
+                if pieces:
+                    view.extend("".join(pieces), done)
+                pieces = []
+                view.start(chunk.step)
+            pieces.append(chunk.text)
+            done = chunk.final
+        if pieces:
+            view.extend("".join(pieces), done)

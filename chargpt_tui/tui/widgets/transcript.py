@@ -1,0 +1,65 @@
+"""The chat transcript: each prompt with its continuation streaming in underneath."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from chargpt_tui.tui.messages import BeamSummary
+
+BEAM_TAIL_MIN = 8  # characters of each beam listed under a beam-search answer, at least
+
+
+class TranscriptEntry(Static):
+    """One prompt and its answer; the answer grows as the generation worker produces it."""
+
+    def __init__(self, prompt: str, settings: str, *, show_timing: bool = True) -> None:
+        super().__init__()
+        self.prompt = prompt
+        self.settings = settings
+        self.show_timing = show_timing
+        self.answer = ""  # sampling: all text; beam search: the prefix every beam shares
+        self.tentative = ""  # beam search: the current best beam beyond the stable prefix
+        self.status = "waiting for the model…"
+        self.warnings: list[str] = []
+        self.beams: BeamSummary | None = None
+
+    def on_mount(self) -> None:
+        self.update(self.render_entry())
+
+    def render_entry(self) -> Text:
+        text = Text()
+        text.append("› ", style="dim")  # marks where a prompt starts, also without colours
+        text.append(self.prompt, style="bold cyan")
+        text.append(self.answer)
+        text.append(self.tentative, style="dim italic")
+        text.append("\n")
+        for warning in self.warnings:
+            text.append(f"⚠ {warning}\n", style="yellow")
+        if self.beams:
+            for rank, (beam, score) in enumerate(zip(self.beams.texts, self.beams.scores), 1):
+                # One line per beam, showing its end: that is where beams differ.
+                label = f"  beam {rank} ({score:.2f}) "
+                room = max(BEAM_TAIL_MIN, (self.size.width or 80) - len(label) - 1)
+                tail = beam.replace("\n", "⏎")
+                tail = tail if len(tail) <= room else "…" + tail[-room:]
+                text.append(label, style="dim")
+                text.append(f"{tail}\n", style="" if rank == 1 else "dim")
+        text.append(f"{self.status}", style="dim")
+        return text
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+        self.update(self.render_entry())
+
+    def refresh_text(self) -> None:
+        self.update(self.render_entry())
+
+
+class Transcript(VerticalScroll):
+    can_focus = False  # keys stay with the prompt input
+
+    def add_entry(self, entry: TranscriptEntry) -> None:
+        self.mount(entry)
+        self.scroll_end(animate=False)

@@ -1,0 +1,229 @@
+"""Pilot tests of the app: training, pause/resume, prompting in both modes, save and quit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from tui_support import (
+    TINY,
+    async_test,
+    tiny_factory,
+    train_tiny_checkpoint,
+    wait_until,
+    write_data,
+)
+
+from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.tui.app import ChargptApp
+from chargpt_tui.tui.widgets.event_log import EventLog
+from chargpt_tui.tui.widgets.prompt_input import PromptInput
+from chargpt_tui.tui.widgets.transcript import TranscriptEntry
+
+SIZE = (100, 30)
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+def chat_app(checkpoint: Path) -> ChargptApp:
+    return ChargptApp(checkpoint=checkpoint, device="cpu")
+
+
+def make_app(tmp_path: Path, **overrides: object) -> ChargptApp:
+    data = write_data(tmp_path)
+    return ChargptApp(setup_factory=tiny_factory(data, tmp_path / "run", **overrides),
+                      device="cpu")
+
+
+def current_step(app: ChargptApp) -> int:
+    return app.training.stats.step
+
+
+def log_text(app: ChargptApp) -> str:
+    return "\n".join(app.query_one(EventLog).entries)
+
+
+async def type_prompt(pilot: Pilot, text: str) -> None:
+    """Fill the prompt and press Enter. (Each simulated key waits for the process to go idle,
+    up to 1 s, which it never does while training: so text is set, only Enter is pressed.)"""
+    pilot.app.query_one(PromptInput).value = text
+    await pilot.press("enter")
+
+
+@async_test
+async def test_training_advances_and_ctrl_t_pauses_and_resumes(tmp_path: Path) -> None:
+    app = make_app(tmp_path, eval_interval=25)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: current_step(app) >= 5, what="training steps")
+        assert app.focused is app.query_one(PromptInput)
+        await pilot.press("ctrl+t")
+        await wait_until(pilot, lambda: app.training.stats.state == "paused", what="pause")
+        await pilot.pause(0.3)  # a step in flight when pausing may still land
+        paused_at = current_step(app)
+        await pilot.pause(0.5)
+        assert current_step(app) == paused_at
+        assert app.training.trainer is not None and app.training.trainer.step == paused_at
+        await pilot.press("ctrl+t")
+        await wait_until(pilot, lambda: current_step(app) > paused_at + 3, what="resume")
+        assert app.training.stats.state == "training"
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.training.stats.state == "paused", what="F5 pause")
+
+
+@async_test
+async def test_prompt_streams_a_continuation_in_both_modes(tmp_path: Path) -> None:
+    app = make_app(tmp_path, eval_interval=25)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: current_step(app) >= 10, what="training")
+        app.prompt.settings = replace(app.prompt.settings, length=40, seed=1)
+        await type_prompt(pilot, "ROMEO:")
+        entries = app.query(TranscriptEntry)
+        await wait_until(pilot, lambda: "chars" in entries.last().status, what="sampled text")
+        sampled = app.query(TranscriptEntry).last()
+        assert sampled.prompt == "ROMEO:"
+        assert len(sampled.answer) == 40
+        assert "snapshot" in sampled.status and "stopped" not in sampled.status
+        assert app.last_attention is not None and app.last_attention.chars == "ROMEO:"
+        await pilot.press("f3")  # beam search
+        assert app.prompt.settings.mode == "beam"
+        await type_prompt(pilot, "KING")
+        await wait_until(pilot, lambda: len(app.query(TranscriptEntry)) == 2
+                         and app.query(TranscriptEntry).last().beams is not None,
+                         what="beam search result")
+        beamed = app.query(TranscriptEntry).last()
+        assert beamed.beams is not None
+        assert len(beamed.beams.texts) == app.prompt.settings.beam_width
+        assert beamed.beams.scores == sorted(beamed.beams.scores, reverse=True)
+        assert beamed.answer == beamed.beams.texts[0] and len(beamed.answer) == 40
+        # Training carried on after being held for the answers.
+        held_at = current_step(app)
+        await wait_until(pilot, lambda: current_step(app) > held_at, what="training again")
+
+
+@async_test
+async def test_escape_stops_a_generation(checkpoint: Path) -> None:
+    app = chat_app(checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.source.ready, what="model")
+        app.prompt.settings = replace(app.prompt.settings, length=1_000_000)
+        await type_prompt(pilot, "QUEEN:")
+        entry = app.query(TranscriptEntry).last()
+        await wait_until(pilot, lambda: len(entry.answer) > 20, what="streamed text")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "stopped" in entry.status, what="stop")
+        assert 20 < len(entry.answer) < 1_000_000
+        stopped_length = len(entry.answer)
+        await pilot.pause(0.3)
+        assert len(entry.answer) == stopped_length
+
+
+@async_test
+async def test_up_and_down_recall_earlier_prompts(checkpoint: Path) -> None:
+    app = chat_app(checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.source.ready, what="model")
+        app.prompt.settings = replace(app.prompt.settings, length=5)
+        await type_prompt(pilot, "first")
+        await type_prompt(pilot, "second")
+        prompt_input = app.query_one(PromptInput)
+        await pilot.press("x", "up")
+        assert prompt_input.value == "second"
+        await pilot.press("up")
+        assert prompt_input.value == "first"
+        await pilot.press("down", "down")
+        assert prompt_input.value == "x"
+
+
+@async_test
+async def test_unknown_characters_are_reported(checkpoint: Path) -> None:
+    app = chat_app(checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.source.ready, what="model")
+        app.prompt.settings = replace(app.prompt.settings, length=5)
+        await type_prompt(pilot, "KING~")
+        entry = app.query(TranscriptEntry).last()
+        await wait_until(pilot, lambda: "chars" in entry.status, what="answer")
+        assert any("~" in warning for warning in entry.warnings)
+
+
+@async_test
+async def test_ctrl_s_writes_a_loadable_checkpoint_even_while_paused(tmp_path: Path) -> None:
+    app = make_app(tmp_path, eval_interval=100_000)  # no eval saves: only ours
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: current_step(app) >= 3, what="training")
+        await pilot.press("ctrl+t")
+        await wait_until(pilot, lambda: app.training.stats.state == "paused", what="pause")
+        assert not ckpt.exists()
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, ckpt.exists, what="checkpoint")
+        payload = load_checkpoint(ckpt)
+        assert payload["step"] >= 3
+        assert payload["model_config"]["n_embd"] == TINY["n_embd"]
+        await wait_until(pilot, lambda: "requested" in log_text(app), what="log line")
+        assert str(ckpt) in log_text(app)
+        assert app.training.stats.state == "paused"
+
+
+@async_test
+async def test_ctrl_q_saves_and_exits(tmp_path: Path) -> None:
+    app = make_app(tmp_path, eval_interval=100_000)
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: current_step(app) >= 3, what="training")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, what="exit")
+    assert app.return_code == 0
+    payload = load_checkpoint(ckpt)
+    assert payload["step"] >= 3
+
+
+@async_test
+async def test_bad_data_shows_one_line_in_the_log(tmp_path: Path) -> None:
+    app = ChargptApp(setup_factory=tiny_factory(tmp_path / "missing.txt", tmp_path / "run"),
+                     device="cpu")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "data file not found" in log_text(app), what="error")
+        assert app.training.stats.state == "failed"
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, what="exit")
+
+
+@async_test
+async def test_chat_only_app_opens_a_checkpoint(checkpoint: Path) -> None:
+    app = chat_app(checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="open")
+        assert app.training.stats.step == 30
+        assert str(checkpoint) in log_text(app)
+        await pilot.press("ctrl+t")  # nothing to pause: no crash, no state change
+        assert app.training.stats.state == "chat only"
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, what="exit")
+    assert app.return_code == 0
+
+
+@async_test
+async def test_f2_edits_sampling_parameters_from_the_keyboard(checkpoint: Path) -> None:
+    app = chat_app(checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.source.ready, what="model")
+        await pilot.press("f2")
+        assert app.focused is not None and app.focused.id == "field-mode"
+        await pilot.press("tab", "ctrl+u", "9", "enter")  # temperature 9 is allowed
+        assert app.prompt.settings.temperature == 9.0
+        await pilot.press("f2", "ctrl+u", *"greedy", "enter")  # not a mode: stays open
+        assert "mode must be one of" in str(app.screen.query_one("#settings-error").render())
+        await pilot.press("escape")
+        assert app.prompt.settings.mode == "sample"
+        assert app.focused is app.query_one(PromptInput)

@@ -1,0 +1,102 @@
+"""Snapshot tests of deterministic states (fixed seeds, finished work, no wall-clock figures).
+
+Baselines live in tests/__snapshots__/; regenerate with ``pytest --snapshot-update`` and look at
+the SVGs before committing them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from tui_support import tiny_factory, train_tiny_checkpoint, wait_until, write_data
+
+from chargpt_tui.tui.app import ChargptApp
+from chargpt_tui.tui.prompt_settings import PromptSettings
+from chargpt_tui.tui.widgets.live_sample import LiveSample
+from chargpt_tui.tui.widgets.next_chars import NextChars
+from chargpt_tui.tui.widgets.prompt_input import PromptInput
+from chargpt_tui.tui.widgets.transcript import TranscriptEntry
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("snap"))
+
+
+@pytest.fixture
+def in_run_folder(trained: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work next to the checkpoint so paths on screen are short and the same on every run."""
+    root = trained.parent.parent
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("CHARGPT_TUI_CACHE", str(root / "cache"))
+    return trained.relative_to(root)
+
+
+def chat_app(checkpoint: Path) -> ChargptApp:
+    return ChargptApp(checkpoint=checkpoint, device="cpu", show_timing=False)
+
+
+async def settle_chat(pilot: Pilot) -> None:
+    app = pilot.app
+    app.query_one(PromptInput).cursor_blink = False
+    await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="checkpoint")
+    await wait_until(pilot, lambda: bool(app.query_one(NextChars).candidates), what="next chars")
+
+
+async def answer_prompt(pilot: Pilot, text: str) -> None:
+    app = pilot.app
+    await pilot.press(*text, "enter")
+    await wait_until(pilot, lambda: "chars" in app.query(TranscriptEntry).last().status,
+                     what="answer")
+    await wait_until(pilot, lambda: app.last_attention is not None, what="attention")
+
+
+def test_chat_only_app(snap_compare, in_run_folder: Path) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        await settle_chat(pilot)
+        pilot.app.prompt.settings = PromptSettings(seed=3, length=60)
+        await answer_prompt(pilot, "ROMEO:")
+        await pilot.press(*"KI")  # the next-character view follows the typed text
+        await wait_until(pilot, lambda: pilot.app.query_one(NextChars).candidates
+                         and pilot.app.prompt.query_one(PromptInput).value == "KI", what="KI")
+        await pilot.pause(0.5)
+
+    assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_help_screen(snap_compare, in_run_folder: Path) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        await settle_chat(pilot)
+        await pilot.press("f1")
+
+    assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_attention_view(snap_compare, in_run_folder: Path) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        await settle_chat(pilot)
+        await answer_prompt(pilot, "JULIET: thou art")
+        await pilot.press("f4", "right", "down")  # layer 1 has one head: wraps to head 2
+
+    assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(100, 30), (80, 24)], ids=["100x30", "80x24"])
+def test_finished_run(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      size: tuple[int, int]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
+    write_data(tmp_path)
+    app = ChargptApp(setup_factory=tiny_factory(Path("play.txt"), "run", max_iters=30),
+                     device="cpu", show_timing=False)
+
+    async def run_before(pilot: Pilot) -> None:
+        app.query_one(PromptInput).cursor_blink = False
+        await wait_until(pilot, lambda: app.training.stats.state == "finished", what="finish")
+        sample = app.query_one(LiveSample)
+        await wait_until(pilot, lambda: sample.step == 30 and sample.done, what="last sample")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -1,0 +1,142 @@
+"""End to end in a real terminal: the installed ``chargpt-tui`` inside tmux, driven by keys.
+
+Catches what ``run_test()`` cannot: focus in a real terminal, keys through tmux's legacy
+encoding, resizing, and the process exit code and checkpoint after quitting or a signal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tui_support import write_data
+
+from chargpt_tui.checkpoint import load_checkpoint
+
+CLI = Path(sys.executable).parent / "chargpt-tui"
+STEP = re.compile(r"step (\d+)/100000")
+
+
+class Tmux:
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+
+    def __call__(self, *args: str) -> str:
+        done = subprocess.run(["tmux", "-S", str(self.socket), *args], capture_output=True,
+                              text=True, timeout=10, check=True)
+        return done.stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "app")
+
+    def wait_for(self, predicate: Callable[[str], bool], what: str, timeout: float = 60.0
+                 ) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if predicate(screen):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; screen was:\n{screen}")
+            time.sleep(0.2)
+
+    def wait_for_exit(self, status_file: Path, timeout: float = 60.0) -> int:
+        """The app's exit status, as the shell around it wrote it. (Reading tmux's
+        pane_dead_status instead was flaky under load: tmux sometimes left the exited app a
+        zombie for many seconds before it learned the status.)"""
+        deadline = time.monotonic() + timeout
+        while not status_file.exists() or not status_file.read_text().strip():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the app did not exit; screen was:\n{self.screen()}")
+            time.sleep(0.2)
+        return int(status_file.read_text())
+
+    def app_pid(self) -> int:
+        """The app's process: the only child of the pane's shell."""
+        shell = self("display-message", "-p", "-t", "app", "#{pane_pid}").strip()
+        found = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True,
+                               timeout=10).stdout.split()
+        assert len(found) == 1, f"expected one app process under the shell, found {found}"
+        return int(found[0])
+
+
+def step_on(screen: str) -> int:
+    match = STEP.search(screen)
+    assert match, f"no step counter on screen:\n{screen}"
+    return int(match.group(1))
+
+
+@pytest.fixture
+def app_in_tmux(tmp_path: Path) -> Iterator[tuple[Tmux, Path, Path]]:
+    """``chargpt-tui`` training a tiny model in a 100×30 tmux window.
+
+    Yields (tmux, run folder, file that receives the exit status)."""
+    data = write_data(tmp_path)
+    out = tmp_path / "run"
+    status = tmp_path / "exit-status"
+    command = " ".join(shlex.quote(part) for part in (
+        "env", f"CHARGPT_TUI_CACHE={tmp_path / 'cache'}", str(CLI),
+        "--data", str(data), "--preset", "tiny", "--max-iters", "100000", "--out", str(out),
+        "--device", "cpu")) + f"; echo $? > {shlex.quote(str(status))}"
+    tmux = Tmux(tmp_path / "tmux.sock")
+    try:
+        tmux("-f", "/dev/null", "new-session", "-d", "-s", "app", "-x", "100", "-y", "30",
+             command)
+        yield tmux, out, status
+    finally:
+        subprocess.run(["tmux", "-S", str(tmux.socket), "kill-server"], capture_output=True,
+                       timeout=10)
+
+
+def test_train_pause_prompt_resize_and_quit_in_tmux(
+        app_in_tmux: tuple[Tmux, Path, Path]) -> None:
+    tmux, out, status = app_in_tmux
+    screen = tmux.wait_for(lambda s: "training" in s and STEP.search(s)
+                           and step_on(s) > 20, "training to start")
+    assert "prompt" in screen and "^t pause" in screen
+
+    tmux("send-keys", "-t", "app", "C-t")
+    screen = tmux.wait_for(lambda s: "paused" in s and "^t resume" in s, "the paused state")
+    time.sleep(0.5)
+    paused_at = step_on(tmux.screen())
+    time.sleep(1.0)
+    assert step_on(tmux.screen()) == paused_at
+
+    tmux("send-keys", "-t", "app", "C-t")
+    tmux.wait_for(lambda s: step_on(s) > paused_at and "paused" not in s, "training to resume")
+
+    # Typed text must reach the prompt (focus) and the answer must stream in under it.
+    tmux("send-keys", "-t", "app", "-l", "ROMEO:")
+    tmux.wait_for(lambda s: "ROMEO:" in s, "the typed prompt")
+    tmux("send-keys", "-t", "app", "Enter")
+    tmux.wait_for(lambda s: re.search(r"step \d+ snapshot", s) is not None, "an answer")
+
+    tmux("resize-window", "-t", "app", "-x", "80", "-y", "24")
+    screen = tmux.wait_for(lambda s: len(s.splitlines()) <= 24 and "prompt" in s
+                           and "training" in s, "the 80×24 layout")
+    assert max(len(line) for line in screen.splitlines()) <= 80
+    assert "^q quit" in screen
+
+    tmux("send-keys", "-t", "app", "C-q")
+    assert tmux.wait_for_exit(status) == 0
+    payload = load_checkpoint(out / "ckpt.pt")
+    assert payload["step"] >= paused_at
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+                         ids=["SIGTERM", "SIGHUP"])
+def test_signals_save_a_checkpoint_and_exit(app_in_tmux: tuple[Tmux, Path, Path],
+                                            signum: int, code: int) -> None:
+    tmux, out, status = app_in_tmux
+    tmux.wait_for(lambda s: STEP.search(s) is not None and step_on(s) > 20, "training")
+    os.kill(tmux.app_pid(), signum)
+    assert tmux.wait_for_exit(status) == code
+    assert load_checkpoint(out / "ckpt.pt")["step"] > 20

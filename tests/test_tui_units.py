@@ -1,0 +1,67 @@
+"""Unit tests of the TUI's pure parts: chart maths, formatting, settings, stylesheets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chargpt_tui.errors import ConfigError
+from chargpt_tui.tui.app import HERE, STYLESHEETS
+from chargpt_tui.tui.formatting import count, duration, visible_char
+from chargpt_tui.tui.prompt_settings import PromptSettings
+from chargpt_tui.tui.screens.attention import shade
+from chargpt_tui.tui.widgets.loss_chart import bucket_means, line_dots
+from chargpt_tui.tui.widgets.next_chars import bar
+from chargpt_tui.tui.widgets.training_panel import read_history, thin
+
+
+def test_bucket_means_average_rather_than_take_the_max() -> None:
+    points = [(0, 1.0), (1, 3.0), (2, 10.0), (3, 2.0)]
+    assert bucket_means(points, 0, 3, 2) == [2.0, 6.0]
+    assert bucket_means(points, 0, 3, 8)[1] is None  # columns without steps stay empty
+
+
+def test_line_dots_join_sparse_points_into_a_line() -> None:
+    dots = set(line_dots([(0, 0.0), (4, 8.0)]))
+    assert {x for x, _ in dots} == {0, 1, 2, 3, 4}
+    assert {y for _, y in dots} == set(range(9))  # no vertical gaps
+
+
+def test_thin_halves_a_history_by_averaging_neighbours() -> None:
+    assert thin(((0, 1.0), (1, 3.0), (2, 5.0), (3, 7.0))) == ((1, 2.0), (3, 6.0))
+
+
+def test_read_history_skips_torn_lines_and_later_steps(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(
+        '{"event": "StepDone", "step": 1, "loss": 2.5}\n'
+        '{"event": "EvalDone", "step": 1, "val_loss": 2.7, "train_loss": 2.4}\n'
+        '{"event": "StepDone", "step": 2, "loss"\n'
+        '{"event": "StepDone", "step": 9, "loss": 1.0}\n', encoding="utf-8")
+    assert read_history(metrics, up_to_step=5) == ([(1, 2.5)], [(1, 2.7)])
+    assert read_history(tmp_path / "missing.jsonl", 5) == ([], [])
+
+
+def test_formatting() -> None:
+    assert duration(75) == "1:15" and duration(3725) == "1:02:05" and duration(None) == "–"
+    assert count(25_400) == "25.4k" and count(10_650_000) == "10.65M" and count(12) == "12"
+    assert visible_char("\n") == "⏎" and visible_char(" ") == "␣" and visible_char("a") == "a"
+    assert bar(1.0) == "█████" and bar(0.0) == "     " and bar(0.5).startswith("██▌")
+    assert shade(0.9) == "█" and shade(0.0) == " "
+
+
+def test_prompt_settings_map_to_engine_parameters() -> None:
+    settings = PromptSettings(beam_width=3, no_repeat_ngram=5)
+    assert settings.params().beam_width == 1 and settings.params().no_repeat_ngram == 0
+    beam = settings.toggled()
+    assert beam.mode == "beam" and beam.params().beam_width == 3
+    assert beam.params().no_repeat_ngram == 5
+    assert "beam" in beam.describe() and "T 0.8" in settings.describe()
+    with pytest.raises(ConfigError):
+        PromptSettings(top_p=1.5).params()
+
+
+def test_every_stylesheet_is_loaded_and_exists() -> None:
+    shipped = {p.relative_to(HERE).as_posix() for p in HERE.rglob("*.tcss")}
+    assert shipped == set(STYLESHEETS)

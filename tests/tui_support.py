@@ -1,0 +1,90 @@
+"""Shared helpers for the TUI tests: tiny data, tiny runs, and polling with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import random
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from chargpt_tui.train import RunSetup, prepare_run
+
+NAMES = ("ROMEO", "JULIET", "KING", "QUEEN", "NURSE")
+WORDS = ("the", "king", "queen", "lord", "my", "thy", "thou", "art", "love", "death", "night",
+         "day", "sweet", "heart", "good", "shall", "will", "come", "go", "speak", "hear")
+# A model small enough that tens of steps take well under a second on 2 shared cores.
+TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, dropout=0.0,
+            learning_rate=3e-3, warmup_iters=2, eval_interval=10, eval_iters=2)
+
+
+def pseudo_shakespeare(lines: int = 400, seed: int = 0) -> str:
+    """Deterministic play-like text: speaker lines and short sentences (never the real corpus)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(lines):
+        out.append(rng.choice(NAMES) + ":")
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9)))
+        out.append(words.capitalize() + rng.choice(".,!?"))
+        out.append("")
+    return "\n".join(out)
+
+
+def write_data(folder: Path) -> Path:
+    path = folder / "play.txt"
+    path.write_text(pseudo_shakespeare(), encoding="utf-8")
+    return path
+
+
+def tiny_factory(data: Path, out: Path | str, **overrides: Any
+                 ) -> Callable[[Any, Any], RunSetup]:
+    """A setup factory for ``ChargptApp``: a tiny model on tiny local data."""
+    settings = {**TINY, "max_iters": 100_000, **overrides}
+
+    def factory(progress: Any, notice: Any) -> RunSetup:
+        return prepare_run(data=str(data), preset="tiny", overrides=settings, out=out,
+                           device="cpu", progress=progress, notice=notice)
+
+    return factory
+
+
+async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float = 20.0,
+                     what: str = "condition") -> None:
+    """Poll ``predicate`` while letting the app run; fail with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await pilot.pause(0.05)
+    await asyncio.sleep(0)
+
+
+def async_test(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a fresh event loop (no pytest async plugin needed)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+def train_tiny_checkpoint(folder: Path, max_iters: int = 30) -> Path:
+    """Train a tiny model headlessly (fixed seed: same weights every time); returns
+    ``folder/trained/ckpt.pt``. Paths inside it are relative to ``folder`` (the checkpoint
+    records its data path, and snapshots must not show a random temp folder)."""
+    from chargpt_tui.train import Trainer
+
+    write_data(folder)
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        setup = tiny_factory(Path("play.txt"), "trained", max_iters=max_iters)(None, None)
+        result = Trainer(setup).run()
+    finally:
+        os.chdir(previous)
+    assert result.checkpoint is not None
+    return folder / "trained" / "ckpt.pt"
