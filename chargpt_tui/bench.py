@@ -721,9 +721,10 @@ def bench_answer_while_training(ctx: BenchContext) -> CaseResult:
         f"training windows of {window:g} s; torch uses {torch.get_num_threads()} intra-op "
         "threads per computation")
     result.notes.append(
-        "torch's thread pool is process-wide: two computations at once each still use every "
-        f"thread, so they fight for the cores (training fell to {training_naive.median:.2f}× "
-        "here without a hold); with the hold only one runs at a time and keeps all threads")
+        f"without a hold both computations ask for {torch.get_num_threads()} threads at once "
+        f"and oversubscribe the cores (training fell to {training_naive.median:.2f}×); "
+        "torch.set_num_threads is process-wide, so rather than shrink both, the hold runs one "
+        "at a time, each with every thread")
     return result
 
 
