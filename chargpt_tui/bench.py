@@ -589,11 +589,15 @@ def sampling_params(chars: int) -> SamplingParams:
 
 
 def time_to_first_char(training: BackgroundTraining, tokenizer: CharTokenizer,
-                       prompt_text: str) -> float:
+                       prompt_text: str) -> tuple[float, float]:
     """The app's path from Enter to the first character: park training at its next step
-    boundary, snapshot the weights, prefill the prompt, sample one character."""
+    boundary, snapshot the weights, prefill the prompt, sample one character.
+
+    Returns (seconds to the first character, seconds of it spent waiting for training to
+    park)."""
     start = time.perf_counter()
     with training.control.hold(wait=HOLD_WAIT_SECONDS):
+        parked = time.perf_counter()
         model, _step = training.trainer.snapshot()
         prompt = prepare_prompt(tokenizer, prompt_text, model.config.block_size)
         tokens = stream_tokens(model, prompt.ids, sampling_params(100))
@@ -601,7 +605,7 @@ def time_to_first_char(training: BackgroundTraining, tokenizer: CharTokenizer,
         sync(training.trainer.device)
         elapsed = time.perf_counter() - start
         tokens.close()
-    return elapsed
+    return elapsed, parked - start
 
 
 def bench_first_char(ctx: BenchContext) -> CaseResult:
@@ -616,15 +620,19 @@ def bench_first_char(ctx: BenchContext) -> CaseResult:
         step_seconds = (training.step_times[-1] - training.step_times[0]) / max(
             1, len(training.step_times) - 1)
 
+        waits: list[float] = []
+
         def idle() -> float:
             training.pause_and_settle()
-            return 1000 * time_to_first_char(training, ctx.tokenizer, prompt_text)
+            return 1000 * time_to_first_char(training, ctx.tokenizer, prompt_text)[0]
 
         def while_training() -> float:
             training.control.resume()
             # Land the prompt at a random point inside a training step, as a user would.
             time.sleep(2 * step_seconds + rng.uniform(0, step_seconds))
-            return 1000 * time_to_first_char(training, ctx.tokenizer, prompt_text)
+            seconds, waited = time_to_first_char(training, ctx.tokenizer, prompt_text)
+            waits.append(1000 * waited)
+            return 1000 * seconds
 
         samples = alternate([Variant("idle (training paused)", idle),
                              Variant("while training (hold)", while_training)], plan.repeats)
@@ -633,6 +641,8 @@ def bench_first_char(ctx: BenchContext) -> CaseResult:
         key = "ttfc_idle" if label.startswith("idle") else "ttfc_training"
         result.targets.append(Target(key, f"first character ≤ 50 ms, {label}", 50.0, False,
                                      "ms", measurement.median))
+    result.add("  of which waiting for the step to end", "ms", waits[-plan.repeats:],
+               f"worst {max(waits[-plan.repeats:]):.1f} ms")
     cropped = max(0, plan.prompt_chars - shape.block_size)
     result.notes.append(f"model: {shape.name} preset ({shape.n_layer} layers, {shape.n_embd} "
                         f"wide); the prompt's first {cropped} characters fall outside block "
