@@ -379,6 +379,38 @@ def runs(
     run_guarded(go)
 
 
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="A shorter run (about 2 minutes on 2 CPU cores); it says what it "
+        "shrinks.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of "
+                                          "tables.")] = False,
+    device: Device = "auto",
+    threads: Threads = None,
+    tiny: Annotated[bool, typer.Option("--tiny", hidden=True,
+                                       help="Test-sized shapes (for the test suite).")] = False,
+) -> None:
+    """Measure training, sampling, beam search, first-character latency and start-up side by
+    side in one process, with pass/fail against the project's targets."""
+
+    def go() -> None:
+        set_threads(threads)
+        from rich.console import Console
+
+        from chargpt_tui.bench import print_report, run_bench
+
+        progress = Console(stderr=True, highlight=False)
+        report = run_bench(mode="tiny" if tiny else "quick" if quick else "full", device=device,
+                           log=lambda message: progress.print(f"[dim]bench:[/] {message}"))
+        if as_json:
+            typer.echo(json.dumps(report))
+        else:
+            print_report(report)
+
+    run_guarded(go)
+
+
 COMMANDS = {"train", "sample", "tui", "bench", "runs"}
 
 

@@ -203,10 +203,27 @@ class KVCache:
             layer.length = 0
 
     def reorder(self, parents: torch.Tensor) -> None:
-        """Beam search: row ``i`` of the cache becomes a copy of row ``parents[i]``."""
+        """Beam search: row ``i`` of the cache becomes a copy of row ``parents[i]``.
+
+        ``parents`` may change the number of rows (the first step turns the prompt's one row
+        into ``beam_width``). After that, only rows whose parent is another row are copied, and
+        only their filled positions: a beam that extends itself keeps its keys and values.
+        """
+        rows = self.layers[0].k.size(0)
+        if len(parents) != rows:
+            for layer in self.layers:
+                layer.k = layer.k.index_select(0, parents)
+                layer.v = layer.v.index_select(0, parents)
+            return
+        moved = (parents != torch.arange(rows, device=parents.device)).nonzero().flatten()
+        if len(moved) == 0:
+            return
+        sources = parents[moved]
         for layer in self.layers:
-            layer.k = layer.k.index_select(0, parents)
-            layer.v = layer.v.index_select(0, parents)
+            filled = slice(0, layer.length)
+            # The right-hand side is gathered into a new tensor first, so rows may swap.
+            layer.k[moved, :, filled] = layer.k[sources, :, filled]
+            layer.v[moved, :, filled] = layer.v[sources, :, filled]
 
 
 # --------------------------------------------------------------------------------------------

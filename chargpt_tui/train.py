@@ -139,6 +139,14 @@ def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def use_tf32_matmuls() -> None:
+    """On CUDA, let float32 matmuls and convolutions use TF32 tensor cores (Ampere and newer):
+    several times the fp32 speed at a 10-bit mantissa, which training does not notice. It
+    speeds up what bf16 autocast leaves in fp32, and sampling, whose snapshot runs in fp32."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 def configure_optimizer(model: GPTLanguageModel, config: TrainConfig,
                         device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only (see :func:`iter_decay_groups`)."""
@@ -473,6 +481,8 @@ class Trainer:
         self.bus = bus or EventBus()
         self.control = TrainerControl()
         self.device = setup.device
+        if self.device.type == "cuda":
+            use_tf32_matmuls()
         self.mconf, self.tconf = setup.model_config, setup.train_config
         self.out_dir = setup.out_dir
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
@@ -665,9 +675,11 @@ class Trainer:
         self.step += 1
         return loss_value
 
-    def _first_step_with_compile_fallback(self) -> float:
+    def _with_compile_fallback(self, work: Callable[[], Any]) -> Any:
+        """Run the first work of the compiled model (the first evaluation or step): if
+        torch.compile fails there, say so and redo it eagerly."""
         try:
-            return self.train_step()
+            return work()
         except (KeyboardInterrupt, UserError):
             raise
         except Exception as error:  # noqa: BLE001 - any compiler failure means "run eager"
@@ -677,7 +689,7 @@ class Trainer:
                                     "training without it"))
             self.train_model = self.model
             self.optimizer.zero_grad(set_to_none=True)
-            return self.train_step()
+            return work()
 
     def run(self) -> TrainResult:
         """Train until ``max_iters``, a stop request, or a non-finite loss."""
@@ -740,7 +752,7 @@ class Trainer:
         last_loss: float | None = None
         saved_at = -1
         if self.step == 0 and self.step < tconf.max_iters:
-            self.evaluate()
+            self._with_compile_fallback(self.evaluate)
         self.bus.publish(StateChanged("training"))
         while self.step < tconf.max_iters:
             stop_requested, save_requested = self._requests()
@@ -762,8 +774,12 @@ class Trainer:
                 if user_pause:
                     self.bus.publish(StateChanged("training"))
             control._parked.clear()
+            if not control._running.is_set():
+                # A hold began while we woke up. Checked only after clearing _parked, so a hold
+                # either sees this and parks us first or waits for the step: never both at once.
+                continue
             started = time.perf_counter()
-            loss = (self._first_step_with_compile_fallback() if trained_tokens == 0
+            loss = (self._with_compile_fallback(self.train_step) if trained_tokens == 0
                     else self.train_step())
             if not math.isfinite(loss):
                 state = "failed"

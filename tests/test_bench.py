@@ -1,0 +1,133 @@
+"""`chargpt-tui bench`: runs end to end (tiny mode) and reports every case and target.
+
+No timing is asserted here — speed targets live in the bench's own output. These tests check
+that the bench measures what it claims: every case, every target, numbers that are numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from rich.console import Console
+from typer.testing import CliRunner
+
+from chargpt_tui.bench import (
+    CASES,
+    Measurement,
+    Variant,
+    alternate,
+    flops_per_token,
+    known_peak_flops,
+    print_report,
+)
+from chargpt_tui.cli import app
+from chargpt_tui.model import GPTConfig, GPTLanguageModel
+
+EXPECTED_TARGETS = {
+    "fused_vs_heads_cpu", "kv_cache_inside_block", "kv_cache_past_block", "beam4_cost",
+    "ttfc_idle", "ttfc_training", "answer_while_training", "training_recovers", "help_startup",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_report() -> dict:
+    result = CliRunner().invoke(app, ["bench", "--tiny", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_bench_reports_every_case_with_numeric_medians_and_spreads(tiny_report: dict) -> None:
+    assert set(tiny_report["cases"]) == set(CASES)
+    assert [case["number"] for case in tiny_report["cases"].values()] == [
+        "1", "2", "3", "4", "6", "7"]
+    for key, case in tiny_report["cases"].items():
+        assert case["rows"], key
+        for row in case["rows"]:
+            values = (row["median"], row["spread"], row["min"], row["max"])
+            assert all(isinstance(v, float) and math.isfinite(v) for v in values), row
+            assert row["min"] <= row["median"] <= row["max"]
+            assert row["spread"] >= 0
+            assert len(row["samples"]) == 2, row  # tiny mode: 2 alternated repeats each
+    training = tiny_report["cases"]["training"]
+    labels = {row["label"] for row in training["rows"]}
+    assert {"tiny-cpu: fused eager", "tiny-cpu: heads eager", "tiny-cpu: fused / heads",
+            "tiny-gpu: fused eager", "tiny-gpu: heads eager"} <= labels
+    # Compile is not measured in tiny mode, and the report says so instead of hiding it.
+    assert any("fused compiled" in skipped and "tiny" in skipped
+               for skipped in training["skipped"])
+    assert all(row["mfu"] is None for row in training["rows"] if row["unit"] == "tokens/s")
+
+
+def test_bench_reports_every_target_with_a_verdict(tiny_report: dict) -> None:
+    targets = {t["key"]: t for t in tiny_report["targets"]}
+    assert set(targets) == EXPECTED_TARGETS
+    for target in targets.values():
+        assert isinstance(target["value"], float) and math.isfinite(target["value"]), target
+        assert target["passed"] is (target["value"] >= target["goal"]
+                                    if target["comparison"] == ">=" else
+                                    target["value"] <= target["goal"])
+
+
+def test_bench_reports_the_machine(tiny_report: dict) -> None:
+    machine = tiny_report["machine"]
+    assert machine["device"] == "cpu"
+    assert machine["torch"] == str(torch.__version__)
+    assert machine["threads"] == torch.get_num_threads()
+    assert tiny_report["notes"]  # tiny mode says its numbers mean nothing
+
+
+def test_bench_table_shows_every_case_and_verdict(tiny_report: dict) -> None:
+    console = Console(record=True, width=160)
+    print_report(tiny_report, console)
+    text = console.export_text()
+    for case in tiny_report["cases"].values():
+        assert case["title"] in text
+    assert text.count("PASS") + text.count("FAIL") == len(EXPECTED_TARGETS)
+    assert "skipped" in text
+
+
+@pytest.mark.parametrize("options", [["--device", "nonsense"], ["--threads", "0"]])
+def test_bench_bad_options_fail_in_one_line(options: list[str]) -> None:
+    result = CliRunner().invoke(app, ["bench", "--tiny", *options])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_alternate_warms_up_then_reverses_the_order_each_repeat() -> None:
+    calls: list[str] = []
+
+    def variant(name: str) -> Variant:
+        return Variant(name, lambda: calls.append(name) or float(len(calls)),
+                       lambda: calls.append(f"warm {name}"))
+
+    samples = alternate([variant("a"), variant("b"), variant("c")], repeats=3)
+    assert calls == ["warm a", "warm b", "warm c", "a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert samples == {"a": [4.0, 9.0, 10.0], "b": [5.0, 8.0, 11.0], "c": [6.0, 7.0, 12.0]}
+
+
+def test_measurement_median_and_spread() -> None:
+    measurement = Measurement("chars/s", [90.0, 100.0, 130.0])
+    assert measurement.median == 100.0
+    assert measurement.spread == pytest.approx(0.2)  # (130 - 90) / 2 / 100
+    assert Measurement("s", [2.0]).spread == 0.0
+
+
+def test_flops_per_token_counts_every_matmul_weight_of_the_real_model() -> None:
+    config = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
+    model = GPTLanguageModel(config)
+    matmul_weights = sum(m.weight.numel() for m in model.modules()
+                         if isinstance(m, torch.nn.Linear))
+    attention = 12 * 6 * 6 * 64 * 256
+    assert flops_per_token(config) == 6 * matmul_weights + attention
+
+
+@pytest.mark.parametrize(("name", "peak"), [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A10", 125e12), ("NVIDIA A10G", None),
+    ("NVIDIA L4", 121e12), ("NVIDIA L40S", 362e12), ("Tesla T4", None),
+])
+def test_known_gpu_peaks_match_by_name(name: str, peak: float | None) -> None:
+    assert known_peak_flops(name) == peak
