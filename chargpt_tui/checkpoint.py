@@ -22,19 +22,25 @@ import torch
 from chargpt_tui.errors import CheckpointError, UserError
 
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "ckpt.pt"
+CHECKPOINT_NAME = "ckpt.pt"  # the latest state: weights, optimizer, RNG — what --resume uses
+BEST_NAME = "best.pt"  # weights with the lowest validation loss so far — what sampling prefers
 REQUIRED_KEYS = ("format_version", "model_config", "vocab", "model", "step")
 FIELD_TYPES = {"model_config": dict, "vocab": str, "model": dict, "step": int}
 OPTIONAL_FIELD_TYPES = {"train_config": dict, "optimizer": dict, "rng": dict, "data": str,
                         "preset": str}
 
 
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint file, or a run folder holding ``ckpt.pt``."""
+def resolve_checkpoint(path: str | os.PathLike[str], prefer_best: bool = False) -> Path:
+    """A checkpoint file, or a run folder holding ``ckpt.pt`` (or ``best.pt`` if preferred).
+
+    Sampling prefers ``best.pt``: small corpora overfit, and the last weights are then not the
+    best ones. Resuming needs ``ckpt.pt``, the only file with the optimizer state.
+    """
     candidate = Path(path).expanduser()
     try:
         if candidate.is_dir():
-            candidate = candidate / CHECKPOINT_NAME
+            best = candidate / BEST_NAME
+            candidate = best if prefer_best and best.is_file() else candidate / CHECKPOINT_NAME
         found = candidate.is_file()
     except OSError as error:  # e.g. a folder on the way that we may not enter
         raise CheckpointError(f"cannot look at {path}: {error.strerror or error}",
@@ -100,10 +106,10 @@ def clean_stale_temp_files(folder: Path, name: str = CHECKPOINT_NAME) -> list[Pa
     return removed
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+                    prefer_best: bool = False) -> dict[str, Any]:
     """Load and sanity-check a checkpoint with ``weights_only=True`` (never the unsafe loader)."""
-    file = resolve_checkpoint(path)
+    file = resolve_checkpoint(path, prefer_best)
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

@@ -27,7 +27,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
@@ -189,6 +189,7 @@ def run_sample(checkpoint: Path, prompt_text: str, params: SamplingParams, *, de
                as_json: bool, notice: Callable[[str], None]) -> None:
     """Stream a continuation to stdout (plain) or print one JSON object (``--json``)."""
     torch_device = pick_device(device)
+    checkpoint = resolve_checkpoint(checkpoint, prefer_best=True)
     payload = load_checkpoint(checkpoint, map_location=torch_device)
     model, tokenizer = model_from_checkpoint(payload, torch_device)
     prompt = prepare_prompt(tokenizer, prompt_text, model.config.block_size)

@@ -23,6 +23,7 @@ import torch
 
 from chargpt_tui import distributed
 from chargpt_tui.checkpoint import (
+    BEST_NAME,
     CHECKPOINT_NAME,
     FORMAT_VERSION,
     clean_stale_temp_files,
@@ -551,11 +552,8 @@ class Trainer:
                 f"the checkpoint was saved by {saved_by} process(es), this run has "
                 f"{self.dist.world_size}: ranks after 0 start new batch streams")
 
-    def checkpoint_payload(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        extra = {"distributed": self._distributed_record(rng)} if self.dist else {}
+    def weights_payload(self) -> dict[str, Any]:
+        """What sampling needs: weights, shape, vocabulary, step and losses (no collectives)."""
         return {
             "format_version": FORMAT_VERSION,
             "model_config": self.mconf.to_dict(),
@@ -564,14 +562,20 @@ class Trainer:
             "vocab": self.setup.tokenizer.vocab,
             "data": self.setup.data_name,
             "model": self.model.state_dict(),  # the uncompiled module: no "_orig_mod." prefixes
-            "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "best_val_loss": self.best_val_loss,
             "last_eval": self.last_eval,
-            "rng": rng,
             "torch_version": str(torch.__version__),
-            **extra,
         }
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """Everything to resume exactly: weights plus optimizer state and RNG states."""
+        rng = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        extra = {"distributed": self._distributed_record(rng)} if self.dist else {}
+        return {**self.weights_payload(), "optimizer": self.optimizer.state_dict(), "rng": rng,
+                **extra}
 
     def _distributed_record(self, rng: dict[str, Any]) -> dict[str, Any]:
         """Every rank's RNG states and step, and how far the replicas drifted apart.
@@ -600,6 +604,11 @@ class Trainer:
         self.bus.publish(CheckpointSaved(self.step, str(self.checkpoint_path), reason))
         return self.checkpoint_path
 
+    def save_best(self) -> None:
+        """Keep the weights with the lowest validation loss in ``best.pt`` (no optimizer state:
+        it is for sampling; ``ckpt.pt`` stays the file to resume from)."""
+        save_checkpoint(self.weights_payload(), self.out_dir / BEST_NAME)
+
     # -- snapshots for sampling while training -------------------------------------------------
 
     def snapshot(self) -> tuple[GPTLanguageModel, int]:
@@ -622,6 +631,7 @@ class Trainer:
         self.last_eval = losses
         if self.best_val_loss is None or losses["val"] < self.best_val_loss:
             self.best_val_loss = losses["val"]
+            self.save_best()
         self.bus.publish(EvalDone(self.step, losses["train"], losses["val"], self.best_val_loss))
         return losses
 

@@ -30,7 +30,7 @@ def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[
         torch.set_num_threads(threads)
     pick_device(device)
     if checkpoint is not None:
-        app = ChargptApp(checkpoint=resolve_checkpoint(checkpoint), device=device,
+        app = ChargptApp(checkpoint=resolve_checkpoint(checkpoint, prefer_best=True), device=device,
                          handle_signals=True)
     else:
         def setup_factory(progress: Callable[[int, int | None], None],
