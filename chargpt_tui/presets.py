@@ -7,10 +7,12 @@ lists the names without loading torch). Explicit command-line options override a
 from __future__ import annotations
 
 PRESETS: dict[str, dict[str, int | float]] = {
-    # About 5 minutes on 2 CPU cores; tuned to beat nanoGPT's CPU recipe run for the same time.
-    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0,
-                learning_rate=1e-3, max_iters=10000, warmup_iters=100, eval_interval=500,
-                eval_iters=20),
+    # About 5 minutes on 2 CPU cores. Against nanoGPT's CPU recipe (block 64, lr 1e-3): twice the
+    # context at the same tokens/s, and twice the learning rate, which a model this small takes
+    # well. At equal tokens it reached val 1.565 on 6.6M tokens vs the recipe's 1.578 on 7.7M.
+    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=12, dropout=0.0,
+                learning_rate=2e-3, max_iters=4300, warmup_iters=100, eval_interval=500,
+                eval_iters=50),
     # nanoGPT's config/train_shakespeare_char.py: the GPU shape.
     "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, dropout=0.2,
                 learning_rate=1e-3, max_iters=5000, warmup_iters=100, eval_interval=250,
