@@ -970,7 +970,7 @@ def bench_startup(ctx: BenchContext) -> CaseResult:
 
     def run_help() -> float:
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
         return time.perf_counter() - start
 
     def run_first_paint() -> float:
@@ -987,7 +987,10 @@ def bench_startup(ctx: BenchContext) -> CaseResult:
         try:
             run()  # warm-up: the disk cache, .pyc files
         except (OSError, subprocess.SubprocessError, ValueError) as error:
-            result.skipped.append(f"{why} could not run ({first_line(error)})")
+            # A failed child's own last words say more than "exit status 1".
+            said = getattr(error, "stderr", None) or ""
+            reason = said.strip().splitlines()[-1][:160] if said.strip() else first_line(error)
+            result.skipped.append(f"{why} could not run ({reason})")
             continue
         variants.append(Variant(label, run, warm_up=lambda: None))
     samples = alternate(variants, ctx.plan.help_runs)
