@@ -12,12 +12,14 @@ Cases (issue 4):
 2. sampling throughput — the KV cache vs re-running the context every step;
 3. beam search — widths 4 and 8 vs greedy on the same cache;
 4. time to the first character of an answer — idle and while training runs in a thread;
+5. UI cost — training with the Textual app running headless (live panels, prompts typed every
+   few seconds) vs the engine alone;
 6. answering a prompt while training runs — with and without ``TrainerControl.hold``;
-7. start-up — wall time of ``chargpt-tui --help``.
+7. start-up — wall time of ``chargpt-tui --help``, and (7b) from process start to the app's
+   first paint.
 
-Cases that need the Textual app (5: UI cost, 7b: first paint) are not registered here: the
-engine never imports Textual. Add them to :data:`CASES` as functions of a
-:class:`BenchContext` returning a :class:`CaseResult`, like the ones below.
+The engine never imports Textual, and neither does this module at import time: case 5 imports
+the app inside its function, and 7b runs it in a fresh process.
 
 Speed does not depend on what the text says, so the bench trains on pseudo-random text over
 Tiny Shakespeare's 65-character alphabet and samples from untrained weights: no download, no
@@ -26,6 +28,8 @@ checkpoint, the same work for every run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 import platform
@@ -208,7 +212,9 @@ class BenchPlan:
     answer_chars: int  # characters answered per prompt in case 6
     prompt_chars: int  # the prompt's length for time to first character
     window_seconds: float  # training windows before and after a prompt (case 6)
-    help_runs: int
+    ui_window_seconds: float  # training measured per repeat with and without the app (case 5)
+    ui_prompt_every: float  # seconds between prompts typed into the app (case 5)
+    help_runs: int  # fresh processes each for `--help` and the app's first paint (case 7)
     compile_skip: str  # why torch.compile is not measured ("" = measure it)
     notes: tuple[str, ...] = ()
 
@@ -219,14 +225,16 @@ def make_plan(mode: str, device: torch.device) -> BenchPlan:
     cpu, gpu = preset_shape("cpu"), preset_shape("gpu")
     plan = BenchPlan(mode=mode, cpu=cpu, gpu=gpu, repeats=5, train_seconds=2.0,
                      sample_lengths=(250, 1000), beam_chars=250, answer_chars=300,
-                     prompt_chars=100, window_seconds=2.0, help_runs=7, compile_skip="")
+                     prompt_chars=100, window_seconds=2.0, ui_window_seconds=10.0,
+                     ui_prompt_every=3.0, help_runs=7, compile_skip="")
     if mode == "full":
         return plan
     if mode == "tiny":  # for the test suite: every code path in seconds, numbers meaningless
         return replace(
             plan, cpu=Shape("tiny-cpu", 1, 2, 16, 16, 4), gpu=Shape("tiny-gpu", 2, 2, 32, 32, 4),
             repeats=2, train_seconds=0.0, sample_lengths=(24, 48), beam_chars=12,
-            answer_chars=40, prompt_chars=100, window_seconds=0.1, help_runs=2,
+            answer_chars=40, prompt_chars=100, window_seconds=0.1, ui_window_seconds=0.8,
+            ui_prompt_every=0.3, help_runs=2,
             compile_skip="not measured in the test-only tiny mode",
             notes=("tiny mode: test-sized shapes, the numbers mean nothing",))
     notes = []
@@ -242,7 +250,8 @@ def make_plan(mode: str, device: torch.device) -> BenchPlan:
                         "cores; run without --quick to measure it")
     return replace(plan, gpu=replace(gpu, batch_size=gpu_batch), repeats=3, train_seconds=0.5,
                    sample_lengths=(250, past_block), beam_chars=150, answer_chars=200,
-                   window_seconds=1.0, help_runs=5, compile_skip=compile_skip,
+                   window_seconds=1.0, ui_window_seconds=5.0, ui_prompt_every=2.0,
+                   help_runs=5, compile_skip=compile_skip,
                    notes=tuple(notes))
 
 
@@ -739,7 +748,205 @@ def bench_answer_while_training(ctx: BenchContext) -> CaseResult:
 
 
 # --------------------------------------------------------------------------------------------
+# Case 5: what the running TUI costs training.
+
+
+@dataclass
+class TrainingWindow:
+    """The training steps seen during one measured window, and when training was held.
+
+    A step's time runs from the previous step's end to its own, so it includes everything the
+    training thread does between steps (publishing events to the app's subscriber included).
+    """
+
+    step_times: list[float]  # perf_counter() when each step finished
+    start: float
+    end: float
+    tokens_per_step: int
+    holds: list[list[float]] = field(default_factory=list)  # [start, end] of each hold
+
+    def _steps(self) -> list[tuple[float, float]]:
+        times = [t for t in self.step_times if self.start <= t <= self.end]
+        return list(zip(times, times[1:]))
+
+    def _touches_hold(self, begin: float, end: float) -> bool:
+        return any(hold_start < end and begin < hold_end for hold_start, hold_end in self.holds)
+
+    def steady_rate(self) -> float:
+        """Tokens/s over the steps that no hold touched (a hold parks training on purpose)."""
+        free = [(a, b) for a, b in self._steps() if not self._touches_hold(a, b)]
+        seconds = sum(b - a for a, b in free)
+        return len(free) * self.tokens_per_step / seconds if seconds else 0.0
+
+    def overall_rate(self) -> float:
+        """Tokens/s over the whole window, prompts included."""
+        steps = sum(self.start < t <= self.end for t in self.step_times)
+        return steps * self.tokens_per_step / (self.end - self.start)
+
+    def held_share(self) -> float:
+        """The share of the window's wall time during which some hold was in force."""
+        spans = sorted((max(a, self.start), min(b, self.end)) for a, b in self.holds)
+        held, covered_to = 0.0, self.start
+        for begin, end in spans:
+            begin = max(begin, covered_to)
+            if end > begin:
+                held += end - begin
+                covered_to = end
+        return held / (self.end - self.start)
+
+
+def record_holds(source: Any, holds: list[list[float]]) -> None:
+    """Record the span of every ``hold_training`` of the app's model source (prompts and the
+    next-character view both park training through it). Only this instance is wrapped: the
+    app's own code path runs unchanged, it is just timed."""
+    original = source.hold_training
+
+    @contextlib.contextmanager
+    def timed_hold() -> Iterator[None]:
+        span = [time.perf_counter(), math.inf]  # open until it ends: counts if still running
+        holds.append(span)
+        try:
+            with original():
+                yield
+        finally:
+            span[1] = time.perf_counter()
+
+    source.hold_training = timed_hold
+
+
+async def wait_for(predicate: Callable[[], object], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench: timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def app_training_window(ctx: BenchContext, shape: Shape, prompt_text: str
+                              ) -> tuple[TrainingWindow, int]:
+    """Run the real app headless (120×40, every panel live) training ``shape``; type a prompt
+    every ``ui_prompt_every`` seconds through the prompt line. Returns the window and how many
+    prompts were typed."""
+    from chargpt_tui.tui.app import ChargptApp
+    from chargpt_tui.tui.widgets.prompt_input import PromptInput
+
+    seconds, prompt_every = ctx.plan.ui_window_seconds, ctx.plan.ui_prompt_every
+    app = ChargptApp(setup_factory=lambda _progress, _notice: ctx.run_setup(shape),
+                     show_timing=False)
+    holds: list[list[float]] = []
+    record_holds(app.source, holds)
+    step_times: list[float] = []
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, StepDone):
+            step_times.append(time.perf_counter())
+
+    prompts = 0
+    async with app.run_test(headless=True, size=(120, 40)):
+        await wait_for(lambda: app.training.trainer is not None, "the app's trainer")
+        assert app.training.trainer is not None
+        app.training.trainer.bus.subscribe(on_event)
+        await wait_for(lambda: len(step_times) >= 3, "the app's first training steps")
+        prompt_line = app.query_one(PromptInput)
+        start = time.perf_counter()
+        next_prompt, end = start + prompt_every / 2, start + seconds
+        while (now := time.perf_counter()) < end:
+            if now >= next_prompt:
+                prompt_line.value = prompt_text  # as if typed: the next-character view updates
+                app.simulate_key("enter")  # the key event a terminal sends; nothing waits on it
+                prompts += 1
+                next_prompt += prompt_every
+            await asyncio.sleep(max(0.0, min(next_prompt, end) - time.perf_counter()))
+        end = time.perf_counter()
+    # Closing the app stops training at a step boundary; let it, so the next measurement
+    # does not share the cores with it.
+    await wait_for(lambda: not app.training.running, "the app's training to stop")
+    return TrainingWindow(step_times, start, end, shape.batch_size * shape.block_size,
+                          holds), prompts
+
+
+def bench_ui_cost(ctx: BenchContext) -> CaseResult:
+    plan = ctx.plan
+    shape, seconds = plan.cpu, plan.ui_window_seconds
+    result = CaseResult("ui_cost", "5", "UI cost: training with the app running")
+    prompt_text = "".join(random.Random(2).choices(ALPHABET, k=plan.prompt_chars))
+    ctx.log(f"training for {seconds:g} s windows with and without the app running headless")
+    windows: dict[str, list[TrainingWindow]] = {"engine": [], "app": []}
+    prompts: list[int] = []
+
+    def engine_alone() -> float:
+        with BackgroundTraining(ctx, shape) as training:
+            start = time.perf_counter()
+            time.sleep(seconds)
+            window = TrainingWindow(list(training.step_times), start, time.perf_counter(),
+                                    training.tokens_per_step)
+        windows["engine"].append(window)
+        return window.steady_rate()
+
+    def with_app() -> float:
+        window, typed = asyncio.run(app_training_window(ctx, shape, prompt_text))
+        windows["app"].append(window)
+        prompts.append(typed)
+        return window.steady_rate()
+
+    # Each repeat starts a fresh trainer (and app): the warm-up pays for importing Textual.
+    samples = alternate([Variant("engine alone (no app)", engine_alone),
+                         Variant("with the app, outside prompts", with_app)], plan.repeats)
+    app_windows = windows["app"][-plan.repeats:]
+    for label, rates in samples.items():
+        result.add(label, "tokens/s", rates)
+    ratio = result.add("with the app / engine alone (outside prompts)", "x", paired_ratios(
+        samples["with the app, outside prompts"], samples["engine alone (no app)"]))
+    result.add("with the app, whole window (prompts included)", "tokens/s",
+               [w.overall_rate() for w in app_windows])
+    result.add("training lost to prompts (1 − whole / outside)", "share",
+               [1 - w.overall_rate() / w.steady_rate() if w.steady_rate() else 0.0
+                for w in app_windows],
+               "training is parked while a prompt is answered, by design")
+    typed = prompts[-plan.repeats:]
+    result.add("  time training was held", "share", [w.held_share() for w in app_windows],
+               f"{statistics.median(typed):g} prompt(s) per window", prompts=typed)
+    result.targets.append(Target("ui_cost", "the running TUI costs training ≤ 5 % (app / "
+                                 "engine alone ≥ 0.95×, outside prompts)", 0.95, True, "x",
+                                 ratio.median))
+    if ratio.median > 1.05:
+        # Drawing the UI cannot speed training up: the machine's scheduling is what varied.
+        result.notes.append(
+            f"training ran {ratio.median:.2f}× faster with the app than without: on a busy or "
+            "shared CPU, how torch's threads get scheduled swamps the UI's cost; rerun on a "
+            "quiet machine before trusting this verdict")
+    result.notes.append(
+        f"model: {shape.name} preset; each repeat trains a fresh run for a {seconds:g} s "
+        f"window; the app runs headless at 120×40 with every panel live and gets a "
+        f"{plan.prompt_chars}-character prompt typed every {plan.ui_prompt_every:g} s")
+    result.notes.append(
+        "answering a prompt parks training on purpose (the app's CPU-sharing design), so the "
+        "UI's cost is measured on the steps no hold touched; what prompts take from training "
+        "is reported apart. Evaluations and live samples are off on both sides: engine work "
+        "the app only shows")
+    return result
+
+
+# --------------------------------------------------------------------------------------------
 # Case 7: start-up.
+
+# Run in a fresh interpreter, so imports count. Textual posts ``Ready`` to the app once the
+# first frame has been laid out and written (headless here: written to nowhere). It prints
+# time.monotonic() after the imports and at that first paint: the clock is system-wide, so
+# the parent subtracts the moment it started the process.
+FIRST_PAINT_SCRIPT = """\
+import sys, time
+from pathlib import Path
+from chargpt_tui.tui.app import ChargptApp
+imported = time.monotonic()
+
+class FirstPaint(ChargptApp):
+    def on_ready(self) -> None:
+        print(imported, time.monotonic(), flush=True)
+        self.exit()
+
+FirstPaint(checkpoint=Path(sys.argv[1]), device="cpu").run(headless=True, size=(120, 40))
+"""
 
 
 def help_command() -> list[str]:
@@ -750,37 +957,77 @@ def help_command() -> list[str]:
     return [sys.executable, "-m", "chargpt_tui", "--help"]
 
 
+def chat_checkpoint(ctx: BenchContext, shape: Shape) -> Path:
+    """A checkpoint of one training step at ``shape``, for the app to open in chat-only mode."""
+    setup = ctx.run_setup(shape)
+    setup.train_config = replace(setup.train_config, max_iters=1)
+    checkpoint = Trainer(setup).run().checkpoint
+    assert checkpoint is not None, "a finished run always saves"
+    return Path(checkpoint)
+
+
 def bench_startup(ctx: BenchContext) -> CaseResult:
     result = CaseResult("startup", "7", "Start-up")
     command = help_command()
-    ctx.log("timing `chargpt-tui --help`")
+    ctx.log("timing `chargpt-tui --help` and the app's first paint")
+    paint_command = [sys.executable, "-c", FIRST_PAINT_SCRIPT,
+                     str(chat_checkpoint(ctx, ctx.plan.cpu))]
+    import_seconds: list[float] = []
 
     def run_help() -> float:
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
         return time.perf_counter() - start
 
-    try:
-        run_help()  # warm-up: the disk cache, .pyc files
-    except (OSError, subprocess.SubprocessError) as error:
-        result.skipped.append(f"chargpt-tui --help could not run ({first_line(error)})")
+    def run_first_paint() -> float:
+        start = time.monotonic()
+        done = subprocess.run(paint_command, check=True, capture_output=True, text=True,
+                              timeout=120)
+        imported, painted = (float(word) for word in done.stdout.split()[-2:])
+        import_seconds.append(imported - start)
+        return painted - start
+
+    variants = []
+    for label, run, why in (("chargpt-tui --help", run_help, "chargpt-tui --help"),
+                            ("app first paint (7b)", run_first_paint, "the app")):
+        try:
+            run()  # warm-up: the disk cache, .pyc files
+        except (OSError, subprocess.SubprocessError, ValueError) as error:
+            # A failed child's own last words say more than "exit status 1".
+            said = getattr(error, "stderr", None) or ""
+            reason = said.strip().splitlines()[-1][:160] if said.strip() else first_line(error)
+            result.skipped.append(f"{why} could not run ({reason})")
+            continue
+        variants.append(Variant(label, run, warm_up=lambda: None))
+    samples = alternate(variants, ctx.plan.help_runs)
+    if "chargpt-tui --help" in samples:
+        measurement = result.add("chargpt-tui --help", "s", samples["chargpt-tui --help"])
+        result.targets.append(Target("help_startup", "`chargpt-tui --help` ≤ 0.5 s", 0.5, False,
+                                     "s", measurement.median))
+    else:
         result.targets.append(Target("help_startup", "`chargpt-tui --help` ≤ 0.5 s", 0.5, False,
                                      "s", reason="could not run the command"))
-        return result
-    times = [run_help() for _ in range(ctx.plan.help_runs)]
-    measurement = result.add("chargpt-tui --help", "s", times)
-    result.targets.append(Target("help_startup", "`chargpt-tui --help` ≤ 0.5 s", 0.5, False, "s",
-                                 measurement.median))
+    if "app first paint (7b)" in samples:
+        result.add("app first paint (7b): process start → first frame", "s",
+                   samples["app first paint (7b)"], "chat-only mode, headless 120×40")
+        result.add("  of which Python start-up and imports", "s",
+                   import_seconds[-ctx.plan.help_runs:])
     result.notes.append(f"command: {' '.join(command)} (a fresh process each time)")
+    result.notes.append(
+        "7b: a fresh `python -c` per run builds the app as `chargpt-tui --checkpoint` does "
+        "(opening a one-step checkpoint of the CPU shape, which loads in a worker after the "
+        "paint) and runs it headless; the first paint is Textual's Ready event, sent once the "
+        "first frame is written. Alternated with --help")
     return result
 
 
-# Every case, in the order they run. Cases that need the Textual app are added by the app.
+# Every case, in the order they run.
 CASES: dict[str, Case] = {
     "training": bench_training,
     "sampling": bench_sampling,
     "beam_search": bench_beam,
     "first_char": bench_first_char,
+    "ui_cost": bench_ui_cost,
     "answer_while_training": bench_answer_while_training,
     "startup": bench_startup,
 }
@@ -841,6 +1088,8 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:.1f} ms"
     if unit == "s":
         return f"{value:.3f} s"
+    if unit == "share":
+        return f"{value:.1%}"
     return f"{value:g} {unit}"
 
 

@@ -391,8 +391,12 @@ def bench(
     tiny: Annotated[bool, typer.Option("--tiny", hidden=True,
                                        help="Test-sized shapes (for the test suite).")] = False,
 ) -> None:
-    """Measure training, sampling, beam search, first-character latency and start-up side by
-    side in one process, with pass/fail against the project's targets."""
+    """Measure the project's speed claims side by side, with pass/fail against its targets.
+
+    Times training, sampling, beam search, first-character latency, the app's cost and start-up.
+
+    Variants alternate in one process; each target is checked on a ratio from the same run.
+    """
 
     def go() -> None:
         set_threads(threads)

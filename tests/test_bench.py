@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from typer.testing import CliRunner
 from chargpt_tui.bench import (
     CASES,
     Measurement,
+    TrainingWindow,
     Variant,
     alternate,
     flops_per_token,
@@ -28,7 +31,8 @@ from chargpt_tui.model import GPTConfig, GPTLanguageModel
 
 EXPECTED_TARGETS = {
     "fused_vs_heads_cpu", "kv_cache_inside_block", "kv_cache_past_block", "beam4_cost",
-    "ttfc_idle", "ttfc_training", "answer_while_training", "training_recovers", "help_startup",
+    "ttfc_idle", "ttfc_training", "ui_cost", "answer_while_training", "training_recovers",
+    "help_startup",
 }
 
 
@@ -42,7 +46,7 @@ def tiny_report() -> dict:
 def test_bench_reports_every_case_with_numeric_medians_and_spreads(tiny_report: dict) -> None:
     assert set(tiny_report["cases"]) == set(CASES)
     assert [case["number"] for case in tiny_report["cases"].values()] == [
-        "1", "2", "3", "4", "6", "7"]
+        "1", "2", "3", "4", "5", "6", "7"]
     for key, case in tiny_report["cases"].items():
         assert case["rows"], key
         for row in case["rows"]:
@@ -59,6 +63,52 @@ def test_bench_reports_every_case_with_numeric_medians_and_spreads(tiny_report: 
     assert any("fused compiled" in skipped and "tiny" in skipped
                for skipped in training["skipped"])
     assert all(row["mfu"] is None for row in training["rows"] if row["unit"] == "tokens/s")
+
+
+def test_ui_cost_runs_the_app_with_prompts_and_compares_it_to_the_engine(
+        tiny_report: dict) -> None:
+    rows = {row["label"]: row for row in tiny_report["cases"]["ui_cost"]["rows"]}
+    engine = rows["engine alone (no app)"]
+    with_app = rows["with the app, outside prompts"]
+    ratio = rows["with the app / engine alone (outside prompts)"]
+    assert engine["unit"] == with_app["unit"] == "tokens/s"
+    assert engine["median"] > 0 and with_app["median"] > 0
+    assert ratio["samples"] == pytest.approx(
+        [a / e for a, e in zip(with_app["samples"], engine["samples"])])
+    # Prompts went through the app's prompt line and parked training while they were answered.
+    held = rows["  time training was held"]
+    assert all(count >= 1 for count in held["prompts"])
+    assert all(0 < share < 1 for share in held["samples"])
+    lost = rows["training lost to prompts (1 − whole / outside)"]
+    assert all(share < 1 for share in lost["samples"])
+    target = next(t for t in tiny_report["targets"] if t["key"] == "ui_cost")
+    assert target["value"] == ratio["median"] and target["goal"] == 0.95
+
+
+def test_startup_reports_the_app_first_paint_next_to_help(tiny_report: dict) -> None:
+    rows = {row["label"]: row for row in tiny_report["cases"]["startup"]["rows"]}
+    help_row = rows["chargpt-tui --help"]
+    paint = rows["app first paint (7b): process start → first frame"]
+    imports = rows["  of which Python start-up and imports"]
+    assert help_row["unit"] == paint["unit"] == imports["unit"] == "s"
+    assert all(0 < i < p for i, p in zip(imports["samples"], paint["samples"]))
+    assert not tiny_report["cases"]["startup"]["skipped"]
+
+
+def test_bench_module_does_not_import_textual() -> None:
+    check = ("import sys, chargpt_tui.bench; "
+             "sys.exit('textual' in sys.modules or 'chargpt_tui.tui.app' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", check], timeout=60).returncode == 0
+
+
+def test_training_window_skips_held_steps_and_merges_overlapping_holds() -> None:
+    # Steps end every second from t=0 to t=10; training is held over [3.5, 5.5] and [5, 6].
+    window = TrainingWindow([float(t) for t in range(11)], start=0.0, end=10.0,
+                            tokens_per_step=100, holds=[[3.5, 5.5], [5.0, 6.0]])
+    # Steps (3,4], (4,5], (5,6] touch a hold: the other 7 took 1 s each.
+    assert window.steady_rate() == pytest.approx(100.0)
+    assert window.overall_rate() == pytest.approx(10 * 100 / 10)
+    assert window.held_share() == pytest.approx(2.5 / 10)
 
 
 def test_bench_reports_every_target_with_a_verdict(tiny_report: dict) -> None:
