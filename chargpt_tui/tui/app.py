@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from chargpt_tui.events import EvalDone, StateChanged
+from chargpt_tui.headless import SIGNAL_EXIT_CODES
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.screens.attention import AttentionScreen
@@ -36,9 +37,6 @@ STYLESHEETS = [
     *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit")),
 ]
 QUIT_SAVE_TIMEOUT = 60.0  # seconds to wait for the final checkpoint before exiting anyway
-SIGNAL_EXIT_CODES = {signal.SIGTERM: 143}
-if hasattr(signal, "SIGHUP"):
-    SIGNAL_EXIT_CODES[signal.SIGHUP] = 129
 
 
 class ChargptApp(App[int]):
@@ -86,7 +84,10 @@ class ChargptApp(App[int]):
                 loop.add_signal_handler(signum, self._on_signal, signum)
 
     def _on_signal(self, signum: int) -> None:
-        """SIGTERM/SIGHUP: stop training (it saves a checkpoint) and exit with 128+signal."""
+        """SIGINT/SIGTERM/SIGHUP: stop training (it saves a checkpoint), exit with 128+signal.
+
+        Ctrl+C typed in the app is a key (the terminal is in raw mode), not SIGINT: this
+        handles SIGINT sent by another process, e.g. ``kill -INT`` or a job scheduler."""
         name = signal.Signals(signum).name
         self.begin_quit(SIGNAL_EXIT_CODES[signum], f"received {name}", ask=False)
 

@@ -12,7 +12,7 @@ from chargpt_tui.errors import ConfigError
 def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[str, Any],
                out: Path | None, resume: Path | None, device: str, threads: int | None,
                checkpoint: Path | None, mouse: bool) -> int:
-    """Run the app; returns the exit code (0, or 129/143 after SIGHUP/SIGTERM).
+    """Run the app; returns the exit code (0, or 130/143/129 after SIGINT/SIGTERM/SIGHUP).
 
     Options that can be checked instantly are checked here, so a typo gives one line on the
     terminal instead of an app that opens only to show an error. Loading (and downloading) the
