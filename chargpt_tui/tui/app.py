@@ -16,7 +16,6 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from chargpt_tui.events import EvalDone, StateChanged
 from chargpt_tui.headless import SIGNAL_EXIT_CODES
@@ -25,6 +24,7 @@ from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.screens.attention import AttentionScreen
 from chargpt_tui.tui.screens.confirm_quit import ConfirmQuitScreen
 from chargpt_tui.tui.screens.help import HelpScreen
+from chargpt_tui.tui.widgets.footer import Footer
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
 from chargpt_tui.tui.widgets.training_panel import SetupFactory, TrainingPanel
 

@@ -81,9 +81,14 @@ class PromptPane(Vertical):
 
     # -- actions ------------------------------------------------------------------------------
 
+    @property
+    def generating(self) -> bool:
+        """An answer is being generated (or its worker has not reported its end yet)."""
+        return bool(self._generations)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop_generation":  # listed in the footer only while there is one
-            return bool(self._generations)
+            return self.generating
         return True
 
     def action_stop_generation(self) -> None:
