@@ -72,7 +72,7 @@ def async_test(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., 
     return run
 
 
-def train_tiny_checkpoint(folder: Path, max_iters: int = 30) -> Path:
+def train_tiny_checkpoint(folder: Path, max_iters: int = 30, **overrides: Any) -> Path:
     """Train a tiny model headlessly (fixed seed: same weights every time); returns
     ``folder/trained/ckpt.pt``. Paths inside it are relative to ``folder`` (the checkpoint
     records its data path, and snapshots must not show a random temp folder)."""
@@ -82,7 +82,8 @@ def train_tiny_checkpoint(folder: Path, max_iters: int = 30) -> Path:
     previous = Path.cwd()
     os.chdir(folder)
     try:
-        setup = tiny_factory(Path("play.txt"), "trained", max_iters=max_iters)(None, None)
+        setup = tiny_factory(Path("play.txt"), "trained", max_iters=max_iters,
+                             **overrides)(None, None)
         result = Trainer(setup).run()
     finally:
         os.chdir(previous)

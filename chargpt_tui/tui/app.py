@@ -57,8 +57,9 @@ class ChargptApp(App[int]):
     ]
 
     def __init__(self, *, setup_factory: SetupFactory | None = None,
-                 checkpoint: Path | None = None, device: str = "auto",
-                 show_timing: bool = True, handle_signals: bool = False) -> None:
+                 checkpoint: Path | None = None, follow: Path | None = None,
+                 device: str = "auto", show_timing: bool = True,
+                 handle_signals: bool = False) -> None:
         super().__init__()
         self.source = ModelSource()
         self.handle_signals = handle_signals
@@ -67,7 +68,7 @@ class ChargptApp(App[int]):
         self._unsaved_error: str | None = None  # why training's last checkpoint write failed
         # Kept as attributes: the actions need them while another screen is on top.
         self.training = TrainingPanel(self.source, setup_factory=setup_factory,
-                                      checkpoint=checkpoint, device=device,
+                                      checkpoint=checkpoint, follow=follow, device=device,
                                       show_timing=show_timing, id="training")
         self.prompt = PromptPane(self.source, show_timing=show_timing, id="prompt")
 
@@ -171,8 +172,12 @@ class ChargptApp(App[int]):
     # -- messages from the panels ------------------------------------------------------------
 
     def on_model_ready(self, message: messages.ModelReady) -> None:
+        self.prompt.show_unavailable(None)
         self.prompt.refresh_next_chars()
         self.refresh_bindings()
+
+    def on_model_unavailable(self, message: messages.ModelUnavailable) -> None:
+        self.prompt.show_unavailable(message.reason)
 
     def on_engine_event(self, message: messages.EngineEvent) -> None:
         if isinstance(message.event, StateChanged):

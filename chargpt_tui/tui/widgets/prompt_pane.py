@@ -64,6 +64,7 @@ class PromptPane(Vertical):
         self._generations: dict[int, Generation] = {}
         self._next_id = 0
         self._peek_timer: Timer | None = None
+        self.unavailable: str | None = None  # why there is no model to prompt, when there isn't
 
     def compose(self) -> ComposeResult:
         yield Transcript(id="transcript")
@@ -106,6 +107,11 @@ class PromptPane(Vertical):
 
         self.app.push_screen(SettingsScreen(self.settings), apply)
 
+    def show_unavailable(self, reason: str | None) -> None:
+        """Say under the prompt why it cannot be answered yet (None: it can)."""
+        self.unavailable = reason
+        self.border_subtitle = reason or ""
+
     def refresh_next_chars(self) -> None:
         """New weights (model ready, or a new evaluation): update what the model expects."""
         self._peek(self.query_one(PromptInput).value)
@@ -147,7 +153,8 @@ class PromptPane(Vertical):
         if snapshot is None:
             self.post_message(messages.GenerationEnded(
                 generation_id, 0, 0.0, stopped=True,
-                error="no model yet — wait a moment until training has started"))
+                error=self.unavailable or "no model yet — wait a moment until training has "
+                                          "started"))
             return
         model, tokenizer = snapshot.model, snapshot.tokenizer
         block_size = model.config.block_size
