@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -81,3 +84,19 @@ async def test_follows_a_headless_run_while_it_trains(tmp_path: Path) -> None:
     assert sorted(path.name for path in out.iterdir()) == files
     assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == modified
     assert load_checkpoint(out / "ckpt.pt")["step"] == trainer.step
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ([], "no such run folder"),
+    (["--data", "play.txt"], "leave out --data"),
+], ids=["missing-folder", "with-data"])
+def test_bad_follow_options_give_one_line(tmp_path: Path, extra: list[str],
+                                          expected: str) -> None:
+    folder = tmp_path / ("missing" if not extra else "")
+    done = subprocess.run(
+        [sys.executable, "-m", "chargpt_tui", "--follow", str(folder), *extra],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "CHARGPT_TUI_FORCE_TUI": "1"})  # past the "needs a terminal" check
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "--follow" in lines[0], done.stderr
