@@ -144,9 +144,10 @@ def test_signals_save_a_checkpoint_and_exit(app_in_tmux: tuple[Tmux, Path, Path]
     assert tmux.wait_for_exit(status) == code
     payload = load_checkpoint(out / "ckpt.pt")
     assert payload["step"] > 20
-    # The run's log says why it stopped, and that the last save was that stop, at that step.
+    # The run's log says why it stopped, and that the checkpoint holds the step it stopped at
+    # (saved for the stop, or just before by an evaluation at that same step).
     events = read_metrics(out / "metrics.jsonl")
     saves = [e for e in events if isinstance(e, CheckpointSaved)]
-    assert (saves[-1].reason, saves[-1].step) == ("stop", payload["step"])
+    assert saves[-1].step == payload["step"] and saves[-1].reason in ("stop", "eval")
     stopped = [e for e in events if isinstance(e, StateChanged) and e.state == "stopped"]
     assert stopped and stopped[-1].reason == f"received {signal.Signals(signum).name}"
