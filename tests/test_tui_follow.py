@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tui_support import async_test, tiny_factory, wait_until, write_data
+from tui_support import async_test, press_quickly, tiny_factory, wait_until, write_data
 
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.train import Trainer
@@ -58,15 +58,17 @@ async def test_follows_a_headless_run_while_it_trains(tmp_path: Path) -> None:
             # Nothing to pause or save here: the keys are dimmed and do nothing.
             assert app.check_action("pause", ()) is None
             assert app.check_action("save", ()) is None
-            await pilot.press("ctrl+t")
-            assert not trainer.control.paused
+            await press_quickly(pilot, "ctrl+t")
+            await pilot.pause(0.2)
+            assert not trainer.control.paused and app.training.stats.state == "following"
 
             # Prompts are answered from the run's checkpoint once it has saved one.
             await wait_until(pilot, lambda: app.source.ready, what="the run's checkpoint")
             assert app.prompt.border_subtitle == ""
             app.prompt.settings = replace(app.prompt.settings, length=20, seed=1)
             app.query_one(PromptInput).value = "ROMEO:"
-            await pilot.press("enter")
+            await press_quickly(pilot, "enter", "\r")
+            await wait_until(pilot, lambda: len(app.query(TranscriptEntry)) == 1, what="prompt")
             entry = app.query(TranscriptEntry).last()
             await wait_until(pilot, lambda: "chars" in entry.status, what="an answer")
             assert len(entry.answer) == 20 and "snapshot" in entry.status

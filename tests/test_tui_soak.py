@@ -16,11 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from textual import events
 from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.worker import Worker, WorkerState
-from tui_support import tiny_factory, wait_until, write_data
+from tui_support import press_quickly, tiny_factory, wait_until, write_data
 
 from chargpt_tui.tui.app import ChargptApp
 from chargpt_tui.tui.widgets.event_log import EventLog
@@ -68,13 +67,6 @@ def last_entry(app: ChargptApp) -> TranscriptEntry:
 
 def finished(entry: TranscriptEntry) -> bool:
     return " chars" in entry.status or "stopped" in entry.status
-
-
-async def press_quickly(pilot: Pilot, key: str, char: str) -> None:
-    """Press a key without ``Pilot.press``'s wait for the process to go idle (up to 1 s a
-    key, which it never is while training): 48 rounds would take minutes."""
-    pilot.app.post_message(events.Key(key, char))
-    await pilot.pause(0.02)
 
 
 async def submit(pilot: Pilot, text: str) -> TranscriptEntry:

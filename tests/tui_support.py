@@ -11,6 +11,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from textual import events
+
 from chargpt_tui.train import RunSetup, prepare_run
 
 NAMES = ("ROMEO", "JULIET", "KING", "QUEEN", "NURSE")
@@ -60,6 +62,13 @@ async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float =
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await pilot.pause(0.05)
     await asyncio.sleep(0)
+
+
+async def press_quickly(pilot: Any, key: str, char: str | None = None) -> None:
+    """Press a key without ``Pilot.press``'s wait for the process to go idle (up to 1 s a
+    key, which it never is while a model trains in the process)."""
+    pilot.app.post_message(events.Key(key, char))
+    await pilot.pause(0.02)
 
 
 def async_test(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:

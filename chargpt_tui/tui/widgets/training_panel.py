@@ -21,7 +21,6 @@ from pathlib import Path
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.timer import Timer
 from textual.worker import get_current_worker
 
 from chargpt_tui.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
@@ -58,8 +57,9 @@ LIVE_SAMPLE_CHARS = 160
 DRAIN_INTERVAL = 1 / 30
 PROGRESS_RATE = 20  # stats-line updates per second at most
 MAX_TRAIN_POINTS = 4000  # older points are thinned: the chart only has ~100 columns anyway
-# A followed run's checkpoint is reloaded this long after its last CheckpointSaved: replaying a
-# long history announces many saves at once, and only the newest file exists anyway.
+# A followed run's checkpoint is reloaded this long after a CheckpointSaved, once for all the
+# saves announced meanwhile: replaying a long history announces many at once, a tiny model
+# saves several a second, and only the newest file exists anyway.
 RELOAD_DELAY = 0.3
 
 
@@ -112,7 +112,7 @@ class TrainingPanel(Vertical):
         # (step, loss), or (step, None) when a run (re)starts at ``step``: older points from
         # that step on belong to a history it rewound (a resume after a crash).
         self._losses: queue.SimpleQueue[tuple[int, float | None]] = queue.SimpleQueue()
-        self._reload_timer: Timer | None = None
+        self._reload_pending = False
         self._last_progress = 0.0  # training thread only
         self._unposted: StepDone | None = None  # training thread only
 
@@ -246,6 +246,10 @@ class TrainingPanel(Vertical):
         for event in follow_metrics(self.follow, worker.cancelled_event):
             self._forward(event)
 
+    def _reload_followed_checkpoint(self) -> None:
+        self._reload_pending = False
+        self.load_followed_checkpoint()
+
     @work(thread=True, exclusive=True, group="reload", exit_on_error=False,
           description="loading the followed run's checkpoint")
     def load_followed_checkpoint(self) -> None:
@@ -353,10 +357,9 @@ class TrainingPanel(Vertical):
                           f"{event.val_loss:.3f}")
         elif isinstance(event, CheckpointSaved):
             self.log_line(f"saved {event.path} (step {event.step}, {event.reason})", "good")
-            if self.follow is not None:
-                if self._reload_timer is not None:
-                    self._reload_timer.stop()
-                self._reload_timer = self.set_timer(RELOAD_DELAY, self.load_followed_checkpoint)
+            if self.follow is not None and not self._reload_pending:
+                self._reload_pending = True
+                self.set_timer(RELOAD_DELAY, self._reload_followed_checkpoint)
         elif isinstance(event, StateChanged):
             if self.follow is not None:  # the run's own state, next to ours
                 detail = f"run {event.state}" + (f": {event.reason}" if event.reason else "")
