@@ -16,6 +16,7 @@ from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.train import Trainer
 from chargpt_tui.tui.app import ChargptApp
 from chargpt_tui.tui.widgets.event_log import EventLog
+from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
 from chargpt_tui.tui.widgets.transcript import TranscriptEntry
 
@@ -44,6 +45,7 @@ async def test_follows_a_headless_run_while_it_trains(tmp_path: Path) -> None:
         await wait_until(pilot, lambda: "no checkpoint" in str(app.prompt.border_subtitle),
                          what="the prompt pane to say there is no checkpoint yet")
         assert app.training.stats.state == "following"
+        assert "logged no live samples" in str(app.query_one(LiveSample).render())
         training.start()
         try:
             await wait_until(pilot, lambda: app.training.stats.step >= 5, what="first steps")

@@ -119,7 +119,11 @@ class TrainingPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield StatsLine(show_timing=self.show_timing, id="stats")
         yield LossChart(id="loss-chart")
-        yield LiveSample(id="live-sample")
+        if self.follow is None:
+            yield LiveSample(id="live-sample")
+        else:  # only a run configured to sample (the app's own runs do) logs samples
+            yield LiveSample(id="live-sample",
+                             placeholder="this run has logged no live samples (yet)")
         yield EventLog(id="event-log")
 
     def on_mount(self) -> None:
