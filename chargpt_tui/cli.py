@@ -327,6 +327,10 @@ def tui(
     resume: Resume = None,
     checkpoint: Annotated[Path | None, typer.Option(
         help="Open a trained checkpoint to chat with, without training.")] = None,
+    follow: Annotated[Path | None, typer.Option(
+        metavar="RUN_DIR",
+        help="Watch a run trained elsewhere (`chargpt-tui train`, rank 0 of a distributed "
+        "run) through its metrics.jsonl, and prompt its latest checkpoint. Read only.")] = None,
     mouse: Annotated[bool, typer.Option(
         "--mouse/--no-mouse", help="--no-mouse keeps your terminal's own text selection.")
     ] = True,
@@ -347,7 +351,7 @@ def tui(
 
         return launch_tui(data=data, encoding=encoding, preset=preset, overrides=overrides,
                           out=out, resume=resume, device=device, threads=threads,
-                          checkpoint=checkpoint, mouse=mouse)
+                          checkpoint=checkpoint, mouse=mouse, follow=follow)
 
     code = run_guarded(go)
     if code:

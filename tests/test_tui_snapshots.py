@@ -100,3 +100,27 @@ def test_finished_run(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@pytest.fixture(scope="module")
+def run_with_samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run whose log holds live samples, as a headless run with them on."""
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("follow"), sample_interval=10,
+                                 sample_chars=80).parent
+
+
+def test_following_a_finished_run(snap_compare, run_with_samples: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(run_with_samples.parent)
+    app = ChargptApp(follow=Path(run_with_samples.name), device="cpu", show_timing=False)
+
+    async def run_before(pilot: Pilot) -> None:
+        app.query_one(PromptInput).cursor_blink = False
+        await wait_until(pilot, lambda: "run finished" in app.training.stats.detail,
+                         what="the whole log")
+        sample = app.query_one(LiveSample)
+        await wait_until(pilot, lambda: sample.step == 30 and sample.done, what="last sample")
+        await wait_until(pilot, lambda: app.query_one(NextChars).step == 30, what="checkpoint")
+        await pilot.pause(0.5)
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)

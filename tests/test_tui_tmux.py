@@ -20,6 +20,8 @@ import pytest
 from tui_support import write_data
 
 from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.events import CheckpointSaved, StateChanged
+from chargpt_tui.runs import read_metrics
 
 CLI = Path(sys.executable).parent / "chargpt-tui"
 STEP = re.compile(r"step (\d+)/100000")
@@ -131,12 +133,21 @@ def test_train_pause_prompt_resize_and_quit_in_tmux(
     assert payload["step"] >= paused_at
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)],
-                         ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize(("signum", "code"), [
+    (signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_signals_save_a_checkpoint_and_exit(app_in_tmux: tuple[Tmux, Path, Path],
                                             signum: int, code: int) -> None:
     tmux, out, status = app_in_tmux
     tmux.wait_for(lambda s: STEP.search(s) is not None and step_on(s) > 20, "training")
     os.kill(tmux.app_pid(), signum)
     assert tmux.wait_for_exit(status) == code
-    assert load_checkpoint(out / "ckpt.pt")["step"] > 20
+    payload = load_checkpoint(out / "ckpt.pt")
+    assert payload["step"] > 20
+    # The run's log says why it stopped, and that the checkpoint holds the step it stopped at
+    # (saved for the stop, or just before by an evaluation at that same step).
+    events = read_metrics(out / "metrics.jsonl")
+    saves = [e for e in events if isinstance(e, CheckpointSaved)]
+    assert saves[-1].step == payload["step"] and saves[-1].reason in ("stop", "eval")
+    stopped = [e for e in events if isinstance(e, StateChanged) and e.state == "stopped"]
+    assert stopped and stopped[-1].reason == f"received {signal.Signals(signum).name}"

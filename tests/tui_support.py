@@ -11,6 +11,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from textual import events
+
 from chargpt_tui.train import RunSetup, prepare_run
 
 NAMES = ("ROMEO", "JULIET", "KING", "QUEEN", "NURSE")
@@ -62,6 +64,13 @@ async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float =
     await asyncio.sleep(0)
 
 
+async def press_quickly(pilot: Any, key: str, char: str | None = None) -> None:
+    """Press a key without ``Pilot.press``'s wait for the process to go idle (up to 1 s a
+    key, which it never is while a model trains in the process)."""
+    pilot.app.post_message(events.Key(key, char))
+    await pilot.pause(0.02)
+
+
 def async_test(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     """Run an async test on a fresh event loop (no pytest async plugin needed)."""
 
@@ -72,7 +81,7 @@ def async_test(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., 
     return run
 
 
-def train_tiny_checkpoint(folder: Path, max_iters: int = 30) -> Path:
+def train_tiny_checkpoint(folder: Path, max_iters: int = 30, **overrides: Any) -> Path:
     """Train a tiny model headlessly (fixed seed: same weights every time); returns
     ``folder/trained/ckpt.pt``. Paths inside it are relative to ``folder`` (the checkpoint
     records its data path, and snapshots must not show a random temp folder)."""
@@ -82,7 +91,8 @@ def train_tiny_checkpoint(folder: Path, max_iters: int = 30) -> Path:
     previous = Path.cwd()
     os.chdir(folder)
     try:
-        setup = tiny_factory(Path("play.txt"), "trained", max_iters=max_iters)(None, None)
+        setup = tiny_factory(Path("play.txt"), "trained", max_iters=max_iters,
+                             **overrides)(None, None)
         result = Trainer(setup).run()
     finally:
         os.chdir(previous)

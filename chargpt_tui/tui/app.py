@@ -16,14 +16,15 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from chargpt_tui.events import EvalDone, StateChanged
+from chargpt_tui.headless import SIGNAL_EXIT_CODES
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.screens.attention import AttentionScreen
 from chargpt_tui.tui.screens.confirm_quit import ConfirmQuitScreen
 from chargpt_tui.tui.screens.help import HelpScreen
+from chargpt_tui.tui.widgets.footer import Footer
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
 from chargpt_tui.tui.widgets.training_panel import SetupFactory, TrainingPanel
 
@@ -36,9 +37,6 @@ STYLESHEETS = [
     *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit")),
 ]
 QUIT_SAVE_TIMEOUT = 60.0  # seconds to wait for the final checkpoint before exiting anyway
-SIGNAL_EXIT_CODES = {signal.SIGTERM: 143}
-if hasattr(signal, "SIGHUP"):
-    SIGNAL_EXIT_CODES[signal.SIGHUP] = 129
 
 
 class ChargptApp(App[int]):
@@ -59,8 +57,9 @@ class ChargptApp(App[int]):
     ]
 
     def __init__(self, *, setup_factory: SetupFactory | None = None,
-                 checkpoint: Path | None = None, device: str = "auto",
-                 show_timing: bool = True, handle_signals: bool = False) -> None:
+                 checkpoint: Path | None = None, follow: Path | None = None,
+                 device: str = "auto", show_timing: bool = True,
+                 handle_signals: bool = False) -> None:
         super().__init__()
         self.source = ModelSource()
         self.handle_signals = handle_signals
@@ -69,7 +68,7 @@ class ChargptApp(App[int]):
         self._unsaved_error: str | None = None  # why training's last checkpoint write failed
         # Kept as attributes: the actions need them while another screen is on top.
         self.training = TrainingPanel(self.source, setup_factory=setup_factory,
-                                      checkpoint=checkpoint, device=device,
+                                      checkpoint=checkpoint, follow=follow, device=device,
                                       show_timing=show_timing, id="training")
         self.prompt = PromptPane(self.source, show_timing=show_timing, id="prompt")
 
@@ -86,7 +85,10 @@ class ChargptApp(App[int]):
                 loop.add_signal_handler(signum, self._on_signal, signum)
 
     def _on_signal(self, signum: int) -> None:
-        """SIGTERM/SIGHUP: stop training (it saves a checkpoint) and exit with 128+signal."""
+        """SIGINT/SIGTERM/SIGHUP: stop training (it saves a checkpoint), exit with 128+signal.
+
+        Ctrl+C typed in the app is a key (the terminal is in raw mode), not SIGINT: this
+        handles SIGINT sent by another process, e.g. ``kill -INT`` or a job scheduler."""
         name = signal.Signals(signum).name
         self.begin_quit(SIGNAL_EXIT_CODES[signum], f"received {name}", ask=False)
 
@@ -170,8 +172,12 @@ class ChargptApp(App[int]):
     # -- messages from the panels ------------------------------------------------------------
 
     def on_model_ready(self, message: messages.ModelReady) -> None:
+        self.prompt.show_unavailable(None)
         self.prompt.refresh_next_chars()
         self.refresh_bindings()
+
+    def on_model_unavailable(self, message: messages.ModelUnavailable) -> None:
+        self.prompt.show_unavailable(message.reason)
 
     def on_engine_event(self, message: messages.EngineEvent) -> None:
         if isinstance(message.event, StateChanged):

@@ -11,8 +11,8 @@ from chargpt_tui.errors import ConfigError
 
 def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[str, Any],
                out: Path | None, resume: Path | None, device: str, threads: int | None,
-               checkpoint: Path | None, mouse: bool) -> int:
-    """Run the app; returns the exit code (0, or 129/143 after SIGHUP/SIGTERM).
+               checkpoint: Path | None, mouse: bool, follow: Path | None = None) -> int:
+    """Run the app; returns the exit code (0, or 130/143/129 after SIGINT/SIGTERM/SIGHUP).
 
     Options that can be checked instantly are checked here, so a typo gives one line on the
     terminal instead of an app that opens only to show an error. Loading (and downloading) the
@@ -24,13 +24,24 @@ def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[
     from chargpt_tui.train import RunSetup, pick_device, prepare_run
     from chargpt_tui.tui.app import ChargptApp
 
+    if follow is not None:
+        if checkpoint is not None or resume is not None or data is not None:
+            raise ConfigError("--follow watches a run trained elsewhere: leave out --data, "
+                              "--resume and --checkpoint")
+        if not follow.is_dir():
+            raise ConfigError(f"--follow {follow}: no such run folder",
+                              "give the --out folder of a running `chargpt-tui train`, "
+                              "e.g. runs/latest")
     if threads is not None:
         if threads < 1:
             raise ConfigError("--threads must be at least 1")
         torch.set_num_threads(threads)
     pick_device(device)
-    if checkpoint is not None:
-        app = ChargptApp(checkpoint=resolve_checkpoint(checkpoint, prefer_best=True), device=device,
+    if follow is not None:
+        app = ChargptApp(follow=follow, device=device, handle_signals=True)
+    elif checkpoint is not None:
+        app = ChargptApp(checkpoint=resolve_checkpoint(checkpoint, prefer_best=True),
+                         device=device,
                          handle_signals=True)
     else:
         def setup_factory(progress: Callable[[int, int | None], None],

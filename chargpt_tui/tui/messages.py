@@ -62,6 +62,14 @@ class ModelReady(Message):
         self.step, self.training = step, training
 
 
+class ModelUnavailable(Message):
+    """No weights to prompt, and why (e.g. a followed run has not saved a checkpoint yet)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
 class HistoryLoaded(Message):
     """Loss history of an opened run (from its metrics.jsonl), for the chart."""
 

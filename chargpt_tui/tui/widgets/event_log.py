@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from rich.text import Text
 from textual.widgets import RichLog
 
+MAX_LINES = 500
 LEVEL_STYLES = {"info": "", "good": "green", "warning": "yellow", "error": "bold red"}
 
 
@@ -13,9 +16,10 @@ class EventLog(RichLog):
     can_focus = False
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, max_lines=500, wrap=True, min_width=1, markup=False,
+        super().__init__(id=id, max_lines=MAX_LINES, wrap=True, min_width=1, markup=False,
                          highlight=False)
-        self.entries: list[str] = []  # what was logged, unwrapped (wrapping depends on width)
+        # What was logged, unwrapped (wrapping depends on width); as bounded as the view.
+        self.entries: deque[str] = deque(maxlen=MAX_LINES)
 
     def add(self, line: str, level: str = "info") -> None:
         prefix = {"warning": "warning: ", "error": "error: "}.get(level, "")

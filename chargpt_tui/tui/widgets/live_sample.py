@@ -9,8 +9,11 @@ from textual.widget import Widget
 class LiveSample(Widget):
     """Shows the tail of the current sample that fits the widget (newest text at the bottom)."""
 
-    def __init__(self, *, id: str | None = None) -> None:
+    PLACEHOLDER = "a sample from the live weights appears at every evaluation"
+
+    def __init__(self, *, placeholder: str = PLACEHOLDER, id: str | None = None) -> None:
         super().__init__(id=id)
+        self.placeholder = placeholder
         self.step: int | None = None
         self.body = ""
         self.done = False
@@ -26,8 +29,7 @@ class LiveSample(Widget):
 
     def render(self) -> Text:
         if self.step is None:
-            return Text("a sample from the live weights appears at every evaluation",
-                        style="dim")
+            return Text(self.placeholder, style="dim")
         header = f"step {self.step}{'' if self.done else ' …'} ▸ "
         width = max(1, self.size.width)
         # Keep the newest lines that fit (counting wrapped rows) and put the header in front,

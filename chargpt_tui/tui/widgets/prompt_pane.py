@@ -64,6 +64,7 @@ class PromptPane(Vertical):
         self._generations: dict[int, Generation] = {}
         self._next_id = 0
         self._peek_timer: Timer | None = None
+        self.unavailable: str | None = None  # why there is no model to prompt, when there isn't
 
     def compose(self) -> ComposeResult:
         yield Transcript(id="transcript")
@@ -81,9 +82,14 @@ class PromptPane(Vertical):
 
     # -- actions ------------------------------------------------------------------------------
 
+    @property
+    def generating(self) -> bool:
+        """An answer is being generated (or its worker has not reported its end yet)."""
+        return bool(self._generations)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop_generation":  # listed in the footer only while there is one
-            return bool(self._generations)
+            return self.generating
         return True
 
     def action_stop_generation(self) -> None:
@@ -100,6 +106,11 @@ class PromptPane(Vertical):
                 self.settings = settings
 
         self.app.push_screen(SettingsScreen(self.settings), apply)
+
+    def show_unavailable(self, reason: str | None) -> None:
+        """Say under the prompt why it cannot be answered yet (None: it can)."""
+        self.unavailable = reason
+        self.border_subtitle = reason or ""
 
     def refresh_next_chars(self) -> None:
         """New weights (model ready, or a new evaluation): update what the model expects."""
@@ -142,7 +153,8 @@ class PromptPane(Vertical):
         if snapshot is None:
             self.post_message(messages.GenerationEnded(
                 generation_id, 0, 0.0, stopped=True,
-                error="no model yet — wait a moment until training has started"))
+                error=self.unavailable or "no model yet — wait a moment until training has "
+                                          "started"))
             return
         model, tokenizer = snapshot.model, snapshot.tokenizer
         block_size = model.config.block_size

@@ -13,7 +13,8 @@ from chargpt_tui.tui.formatting import count, duration
 
 STATE_STYLES = {"training": "bold green", "paused": "bold yellow", "finished": "bold cyan",
                 "stopped": "bold magenta", "failed": "bold red", "chat only": "bold cyan",
-                "loading": "bold", "stopping": "bold magenta"}
+                "loading": "bold", "stopping": "bold magenta",
+                "following": "bold blue"}
 
 
 @dataclass(frozen=True)

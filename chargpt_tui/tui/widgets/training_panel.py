@@ -1,5 +1,8 @@
 """The training panel: owns the training worker and shows what the engine's events say.
 
+It shows one of three things: a run it trains itself, a checkpoint opened for chat only, or a
+run it follows (``--follow``): someone else's training, read from its ``metrics.jsonl``.
+
 The worker runs the engine's :class:`~chargpt_tui.train.Trainer` on a thread. It never touches a
 widget: engine events become messages posted to this panel (progress messages coalesce), and
 live-sample characters go through a queue that a 30 Hz timer drains. Keeping the worker on the
@@ -20,7 +23,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.worker import get_current_worker
 
-from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
+from chargpt_tui.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
 from chargpt_tui.errors import UserError
 from chargpt_tui.events import (
     CheckpointSaved,
@@ -33,6 +36,7 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
+from chargpt_tui.runs import follow_metrics
 from chargpt_tui.train import (
     METRICS_NAME,
     RunSetup,
@@ -53,6 +57,10 @@ LIVE_SAMPLE_CHARS = 160
 DRAIN_INTERVAL = 1 / 30
 PROGRESS_RATE = 20  # stats-line updates per second at most
 MAX_TRAIN_POINTS = 4000  # older points are thinned: the chart only has ~100 columns anyway
+# A followed run's checkpoint is reloaded this long after a CheckpointSaved, once for all the
+# saves announced meanwhile: replaying a long history announces many at once, a tiny model
+# saves several a second, and only the newest file exists anyway.
+RELOAD_DELAY = 0.3
 
 
 def thin(points: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
@@ -85,28 +93,37 @@ def read_history(path: Path, up_to_step: int
 
 
 class TrainingPanel(Vertical):
-    """Stats line, loss chart, live sample and log for one run (or one opened checkpoint)."""
+    """Stats line, loss chart, live sample and log for one run (trained here or followed), or
+    for one opened checkpoint."""
 
     def __init__(self, source: ModelSource, *, setup_factory: SetupFactory | None = None,
-                 checkpoint: Path | None = None, device: str = "auto",
-                 show_timing: bool = True, id: str | None = None) -> None:
+                 checkpoint: Path | None = None, follow: Path | None = None,
+                 device: str = "auto", show_timing: bool = True, id: str | None = None) -> None:
         super().__init__(id=id)
         self.source = source
         self.setup_factory = setup_factory
         self.checkpoint = checkpoint
+        self.follow = follow  # the folder of a run trained elsewhere
         self.device = device
         self.show_timing = show_timing
         self.trainer: Trainer | None = None
         self.running = False  # the worker is inside Trainer.run
         self._samples: queue.SimpleQueue[SampleChunk] = queue.SimpleQueue()
-        self._losses: queue.SimpleQueue[tuple[int, float]] = queue.SimpleQueue()
+        # (step, loss), or (step, None) when a run (re)starts at ``step``: older points from
+        # that step on belong to a history it rewound (a resume after a crash).
+        self._losses: queue.SimpleQueue[tuple[int, float | None]] = queue.SimpleQueue()
+        self._reload_pending = False
         self._last_progress = 0.0  # training thread only
         self._unposted: StepDone | None = None  # training thread only
 
     def compose(self) -> ComposeResult:
         yield StatsLine(show_timing=self.show_timing, id="stats")
         yield LossChart(id="loss-chart")
-        yield LiveSample(id="live-sample")
+        if self.follow is None:
+            yield LiveSample(id="live-sample")
+        else:  # only a run configured to sample (the app's own runs do) logs samples
+            yield LiveSample(id="live-sample",
+                             placeholder="this run has logged no live samples (yet)")
         yield EventLog(id="event-log")
 
     def on_mount(self) -> None:
@@ -114,6 +131,11 @@ class TrainingPanel(Vertical):
         self.set_interval(DRAIN_INTERVAL, self._drain)
         if self.checkpoint is not None:
             self.open_checkpoint()
+        elif self.follow is not None:
+            self.query_one(StatsLine).stats = self.stats.with_(
+                state="following", detail=f"waiting for {self.follow / METRICS_NAME}")
+            self.follow_run()
+            self.load_followed_checkpoint()
         elif self.setup_factory is not None:
             self.train()
 
@@ -202,6 +224,8 @@ class TrainingPanel(Vertical):
         if isinstance(event, SampleChunk):
             self._samples.put(event)
             return
+        if isinstance(event, TrainingStarted):
+            self._losses.put((event.step, None))
         if isinstance(event, StepDone):
             self._losses.put((event.step, event.loss))
             now = time.monotonic()
@@ -215,6 +239,38 @@ class TrainingPanel(Vertical):
             self.post_message(messages.TrainingProgress(self._unposted))
             self._unposted = None
         self.post_message(messages.EngineEvent(event))
+
+    @work(thread=True, exclusive=True, group="train", exit_on_error=False,
+          description="following a run")
+    def follow_run(self) -> None:
+        """Feed a run's logged events, old and new, through the same path as live training.
+        Read only: nothing here writes to the followed folder."""
+        assert self.follow is not None
+        worker = get_current_worker()
+        for event in follow_metrics(self.follow, worker.cancelled_event):
+            self._forward(event)
+
+    def _reload_followed_checkpoint(self) -> None:
+        self._reload_pending = False
+        self.load_followed_checkpoint()
+
+    @work(thread=True, exclusive=True, group="reload", exit_on_error=False,
+          description="loading the followed run's checkpoint")
+    def load_followed_checkpoint(self) -> None:
+        assert self.follow is not None
+        path = self.follow / CHECKPOINT_NAME
+        try:
+            device = pick_device(self.device)
+            payload = load_checkpoint(path, map_location=device)
+            model, tokenizer = model_from_checkpoint(payload, device)
+        except UserError as error:
+            reason = (f"no checkpoint in {self.follow} yet: prompts work once the run saves one"
+                      if not path.exists() else str(error))
+            self.post_message(messages.ModelUnavailable(reason))
+            return
+        step = int(payload["step"])
+        self.source.attach_model(model, tokenizer, step)
+        self.post_message(messages.ModelReady(step, training=False))
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False,
           description="opening checkpoint")
@@ -258,7 +314,8 @@ class TrainingPanel(Vertical):
         self.query_one(StatsLine).stats = stats.with_(
             step=step.step, max_iters=step.max_iters, lr=step.lr,
             tokens_per_second=step.tokens_per_second, elapsed=step.elapsed, eta=step.eta,
-            detail="")
+            # Training clears the download progress; a followed run keeps its own state.
+            detail=stats.detail if self.follow is not None else "")
         message.stop()
 
     def on_download_progress(self, message: messages.DownloadProgress) -> None:
@@ -287,6 +344,12 @@ class TrainingPanel(Vertical):
             if self.checkpoint is not None:
                 self.log_line(f"opened {event.out_dir} (step {event.step}, trained on "
                               f"{event.data}) · {event.device}")
+            elif self.follow is not None:
+                chart = self.query_one(LossChart)  # a resumed run may rewind its history
+                chart.val_points = tuple(p for p in chart.val_points if p[0] < event.step)
+                self.log_line(f"following {self.follow}: {event.data} · "
+                              f"{count(event.parameters)} parameters · {event.device} · "
+                              f"from step {event.step}")
             else:
                 self.log_line(f"training on {event.data} · {count(event.parameters)} "
                               f"parameters · {event.device} → {event.out_dir}")
@@ -298,8 +361,15 @@ class TrainingPanel(Vertical):
                           f"{event.val_loss:.3f}")
         elif isinstance(event, CheckpointSaved):
             self.log_line(f"saved {event.path} (step {event.step}, {event.reason})", "good")
+            if self.follow is not None and not self._reload_pending:
+                self._reload_pending = True
+                self.set_timer(RELOAD_DELAY, self._reload_followed_checkpoint)
         elif isinstance(event, StateChanged):
-            stats_line.stats = stats_line.stats.with_(state=event.state, detail=event.reason)
+            if self.follow is not None:  # the run's own state, next to ours
+                detail = f"run {event.state}" + (f": {event.reason}" if event.reason else "")
+                stats_line.stats = stats_line.stats.with_(state="following", detail=detail)
+            else:
+                stats_line.stats = stats_line.stats.with_(state=event.state, detail=event.reason)
             if event.state in ("stopped", "failed", "finished"):
                 level = "error" if event.state == "failed" else "info"
                 self.log_line(f"training {event.state}"
@@ -319,18 +389,23 @@ class TrainingPanel(Vertical):
         self._drain_samples()
 
     def _drain_losses(self) -> None:
-        fresh: list[tuple[int, float]] = []
+        if self._losses.empty():
+            return
+        chart = self.query_one(LossChart)
+        points = list(chart.train_points)
         while True:
             try:
-                fresh.append(self._losses.get_nowait())
+                step, loss = self._losses.get_nowait()
             except queue.Empty:
                 break
-        if fresh:
-            chart = self.query_one(LossChart)
-            points = (*chart.train_points, *fresh)
-            while len(points) > MAX_TRAIN_POINTS:
-                points = thin(points)
-            chart.train_points = points
+            if loss is None:
+                points = [point for point in points if point[0] < step]
+            else:
+                points.append((step, loss))
+        thinned = tuple(points)
+        while len(thinned) > MAX_TRAIN_POINTS:
+            thinned = thin(thinned)
+        chart.train_points = thinned
 
     def _drain_samples(self) -> None:
         view = self.query_one(LiveSample)

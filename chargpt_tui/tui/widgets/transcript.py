@@ -9,6 +9,9 @@ from textual.widgets import Static
 from chargpt_tui.tui.messages import BeamSummary
 
 BEAM_TAIL_MIN = 8  # characters of each beam listed under a beam-search answer, at least
+# Older answers are dropped beyond this: each entry is a widget with its own render caches,
+# so an all-day session would otherwise grow without end.
+MAX_ENTRIES = 50
 
 
 class TranscriptEntry(Static):
@@ -61,5 +64,10 @@ class Transcript(VerticalScroll):
     can_focus = False  # keys stay with the prompt input
 
     def add_entry(self, entry: TranscriptEntry) -> None:
+        """Append an answer; the oldest go once there are too many (only the newest can still
+        be generating: a new prompt cancels the one before)."""
         self.mount(entry)
+        entries = self.query(TranscriptEntry)
+        if len(entries) > MAX_ENTRIES:
+            self.remove_children(list(entries)[:len(entries) - MAX_ENTRIES])
         self.scroll_end(animate=False)
