@@ -151,3 +151,31 @@ def test_signals_save_a_checkpoint_and_exit(app_in_tmux: tuple[Tmux, Path, Path]
     assert saves[-1].step == payload["step"] and saves[-1].reason in ("stop", "eval")
     stopped = [e for e in events if isinstance(e, StateChanged) and e.state == "stopped"]
     assert stopped and stopped[-1].reason == f"received {signal.Signals(signum).name}"
+
+
+def process_gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody has reaped yet (its parent shell died too)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def test_a_closed_terminal_saves_and_ends_the_app(app_in_tmux: tuple[Tmux, Path, Path]) -> None:
+    """An SSH drop: the terminal itself goes away (tmux's server dies, hanging up the pane).
+    The app must save, and must not linger blocked on writes to the dead terminal."""
+    tmux, out, _ = app_in_tmux
+    tmux.wait_for(lambda s: STEP.search(s) is not None and step_on(s) > 20, "training")
+    pid = tmux.app_pid()
+    tmux("kill-server")
+    deadline = time.monotonic() + 60
+    while not process_gone(pid):
+        assert time.monotonic() < deadline, "the app is still running after its terminal closed"
+        time.sleep(0.2)
+    payload = load_checkpoint(out / "ckpt.pt")
+    events = read_metrics(out / "metrics.jsonl")
+    stopped = [e for e in events if isinstance(e, StateChanged) and e.state == "stopped"]
+    assert stopped and stopped[-1].reason == "received SIGHUP"
+    saves = [e for e in events if isinstance(e, CheckpointSaved)]
+    assert saves[-1].step == payload["step"] > 20

@@ -8,7 +8,10 @@ boundary, which saves a checkpoint, then exit — asking only when that save fai
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,6 +40,7 @@ STYLESHEETS = [
     *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit")),
 ]
 QUIT_SAVE_TIMEOUT = 60.0  # seconds to wait for the final checkpoint before exiting anyway
+SIGNAL_EXIT_GRACE = 5.0  # seconds a signalled app gets to exit normally after its last save
 
 
 class ChargptApp(App[int]):
@@ -90,7 +94,24 @@ class ChargptApp(App[int]):
         Ctrl+C typed in the app is a key (the terminal is in raw mode), not SIGINT: this
         handles SIGINT sent by another process, e.g. ``kill -INT`` or a job scheduler."""
         name = signal.Signals(signum).name
-        self.begin_quit(SIGNAL_EXIT_CODES[signum], f"received {name}", ask=False)
+        code = SIGNAL_EXIT_CODES[signum]
+        self.begin_quit(code, f"received {name}", ask=False)
+        threading.Thread(target=self._exit_when_saved, args=(code,), daemon=True,
+                         name="exit-after-signal").start()
+
+    def _exit_when_saved(self, code: int) -> None:
+        """Make sure a signalled app ends, even when its terminal is gone.
+
+        After an SSH drop (SIGHUP with the terminal closed), Textual's shutdown was seen to
+        block for ever writing the terminal-restore sequence to the dead terminal. Once training
+        has stopped and saved (or the save timeout passed), the orderly exit gets a grace
+        period; then the process ends with the signal's exit code. Nothing is lost by then.
+        """
+        deadline = time.monotonic() + QUIT_SAVE_TIMEOUT
+        while self.training.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(SIGNAL_EXIT_GRACE)
+        os._exit(code)
 
     # -- key actions -------------------------------------------------------------------------
 
