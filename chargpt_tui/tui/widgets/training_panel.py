@@ -54,8 +54,9 @@ from chargpt_tui.tui.widgets.stats_line import Stats, StatsLine
 
 SetupFactory = Callable[[Callable[[int, int | None], None], Callable[[str], None]], RunSetup]
 LIVE_SAMPLE_CHARS = 160
-DRAIN_INTERVAL = 1 / 30
-PROGRESS_RATE = 20  # stats-line updates per second at most
+DRAIN_INTERVAL = 1 / 30  # live-sample text: smooth streaming
+CHART_INTERVAL = 1 / 4  # loss chart: a redraw costs milliseconds, 4 Hz reads as live
+PROGRESS_RATE = 10  # stats-line updates per second at most
 MAX_TRAIN_POINTS = 4000  # older points are thinned: the chart only has ~100 columns anyway
 # A followed run's checkpoint is reloaded this long after a CheckpointSaved, once for all the
 # saves announced meanwhile: replaying a long history announces many at once, a tiny model
@@ -128,7 +129,8 @@ class TrainingPanel(Vertical):
 
     def on_mount(self) -> None:
         self.border_title = "training"
-        self.set_interval(DRAIN_INTERVAL, self._drain)
+        self.set_interval(DRAIN_INTERVAL, self._drain_samples)
+        self.set_interval(CHART_INTERVAL, self._drain_losses)
         if self.checkpoint is not None:
             self.open_checkpoint()
         elif self.follow is not None:
@@ -383,10 +385,6 @@ class TrainingPanel(Vertical):
             self.query_one(StatsLine).stats = self.stats.with_(state="failed")
             self.notify(message.error, title="training", severity="error", timeout=10)
         # Bubbles on to the app, which may be waiting for it to quit.
-
-    def _drain(self) -> None:
-        self._drain_losses()
-        self._drain_samples()
 
     def _drain_losses(self) -> None:
         if self._losses.empty():
