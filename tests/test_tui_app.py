@@ -227,3 +227,30 @@ async def test_f2_edits_sampling_parameters_from_the_keyboard(checkpoint: Path) 
         await pilot.press("escape")
         assert app.prompt.settings.mode == "sample"
         assert app.focused is app.query_one(PromptInput)
+
+
+@async_test
+async def test_next_character_view_shows_the_models_own_top_choices(checkpoint: Path) -> None:
+    """As the user types, the bars show the live model's likeliest next characters."""
+    import torch
+
+    from chargpt_tui.train import model_from_checkpoint
+    from chargpt_tui.tui.widgets.next_chars import NextChars
+
+    model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint))
+    app = chat_app(checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.source.ready, what="model")
+        view = app.query_one(NextChars)
+        for typed in ("ROMEO:", "JULIET: O"):
+            app.query_one(PromptInput).value = typed
+            with torch.no_grad():
+                logits, _ = model(torch.tensor([tokenizer.encode(typed)]))
+            probs = torch.softmax(logits[0, -1], dim=-1)
+            top = torch.topk(probs, 3)
+            expected = [(tokenizer.vocab[int(i)], float(p))
+                        for p, i in zip(top.values, top.indices)]
+            await wait_until(pilot, lambda e=expected: [c for c, _ in view.candidates[:3]]
+                             == [c for c, _ in e], what=f"next characters after {typed!r}")
+            for (_, shown), (_, prob) in zip(view.candidates, expected):
+                assert shown == pytest.approx(prob, abs=1e-4)
