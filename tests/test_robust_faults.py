@@ -284,9 +284,23 @@ def test_every_torch_load_in_the_package_is_weights_only() -> None:
 
 
 def test_the_package_never_runs_shell_commands() -> None:
-    risky = re.compile(r"\bsubprocess\b|os\.system|os\.popen|shell=True|(?<![.\w])(eval|exec)\(")
+    """No shell, no eval/exec anywhere. The one module that starts processes (the benchmark
+    times `chargpt-tui --help` and the app's start-up) passes argument lists that start with
+    this Python itself: nothing a user typed can reach a shell."""
+    risky = re.compile(r"os\.system|os\.popen|shell=True|(?<![.\w])(eval|exec)\(")
     offenders = [path for path, text in package_sources().items() if risky.search(text)]
     assert offenders == []
+    spawning = {path.name: text for path, text in package_sources().items()
+                if re.search(r"\bsubprocess\b", text)}
+    assert set(spawning) == {"bench.py"}
+    calls = re.findall(r"subprocess\.run\((\w+)", spawning["bench.py"])
+    assert calls and set(calls) == {"command", "paint_command"}
+    # Both commands are fixed argument lists: this Python (or its chargpt-tui script) + flags.
+    from chargpt_tui.bench import help_command
+
+    assert help_command()[-1] == "--help" and Path(help_command()[0]).parent == Path(
+        sys.executable).parent
+    assert "paint_command = [sys.executable, \"-c\", FIRST_PAINT_SCRIPT," in spawning["bench.py"]
 
 
 def test_metrics_log_on_a_full_device_does_not_stop_training(tmp_path: Path) -> None:
