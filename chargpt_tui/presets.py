@@ -7,9 +7,10 @@ lists the names without loading torch). Explicit command-line options override a
 from __future__ import annotations
 
 PRESETS: dict[str, dict[str, int | float]] = {
-    # About 6 minutes on 2 CPU cores (measured: 6m17s, val 1.575). Against nanoGPT's CPU recipe (block 64, lr 1e-3): twice the
-    # context at the same tokens/s, and twice the learning rate, which a model this small takes
-    # well. At equal tokens it reached val 1.565 on 6.6M tokens vs the recipe's 1.578 on 7.7M.
+    # About 6 minutes on 2 CPU cores (measured: 6m17s, val 1.575). Against nanoGPT's CPU recipe
+    # (block 64, lr 1e-3): twice the context at the same tokens/s, and twice the learning rate,
+    # which a model this small takes well. At equal tokens it reached val 1.565 on 6.6M tokens
+    # vs the recipe's 1.578 on 7.7M.
     "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=12, dropout=0.0,
                 learning_rate=2e-3, max_iters=4300, warmup_iters=100, eval_interval=500,
                 eval_iters=50),

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
-
-SPEAKERS = ["ROMEO", "JULIET", "NURSE", "MERCUTIO", "FRIAR"]
-WORDS = [
-    "thou", "art", "the", "fair", "sun", "and", "i", "am", "but", "a", "moon", "that", "doth",
-    "wane", "upon", "thy", "cheek", "what", "light", "through", "yonder", "window", "breaks",
-    "my", "love", "is", "deep", "as", "the", "sea",
-]
+from corpus import pseudo_shakespeare
 
 
 def make_corpus(n_chars: int = 20_000, seed: int = 0) -> str:
-    """Deterministic play-shaped text: speaker lines followed by verse."""
-    rng = random.Random(seed)
-    parts: list[str] = []
-    size = 0
-    while size < n_chars:
-        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))).capitalize() + ","
-                 for _ in range(rng.randint(1, 3))]
-        part = f"{rng.choice(SPEAKERS)}:\n" + "\n".join(lines) + "\n\n"
-        parts.append(part)
-        size += len(part)
-    return "".join(parts)[:n_chars]
+    """Generated play-shaped text of exactly ``n_chars`` characters."""
+    return pseudo_shakespeare(lines=n_chars // 20 + 10, seed=seed)[:n_chars]
 
 
 @pytest.fixture(autouse=True)

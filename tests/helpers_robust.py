@@ -5,41 +5,22 @@ Kept out of conftest.py so these tests do not collide with fixtures other test f
 
 from __future__ import annotations
 
-import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from corpus import write_corpus
 from typer.testing import CliRunner
 
 from chargpt_tui.cli import app
-
-WORDS = ("the", "king", "doth", "speak", "of", "love", "and", "war", "my", "lord", "thou", "art",
-         "a", "villain", "good", "night", "sweet", "prince", "what", "light", "through",
-         "yonder", "window", "breaks")
 
 # A model small enough that a few steps take well under a second on a loaded 2-core box.
 TINY_MODEL = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
               "--block-size", "8", "--batch-size", "4", "--eval-iters", "2", "--device", "cpu"]
 
 
-def pseudo_text(lines: int = 120, seed: int = 0) -> str:
-    """Deterministic pseudo-verse: a small vocabulary, a few thousand characters."""
-    rng = random.Random(seed)
-    speakers = ("KING:", "LORD:", "PRINCE:")
-    out = []
-    for i in range(lines):
-        if i % 5 == 0:
-            out.append(rng.choice(speakers))
-        out.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))).capitalize()
-                   + rng.choice(".,;!?"))
-    return "\n".join(out) + "\n"
-
-
-def write_text(folder: Path, name: str = "corpus.txt", **kwargs: int) -> Path:
-    path = folder / name
-    path.write_text(pseudo_text(**kwargs), encoding="utf-8")
-    return path
+def write_text(folder: Path, name: str = "corpus.txt", lines: int = 120, seed: int = 0) -> Path:
+    return write_corpus(folder, name, lines, seed)
 
 
 @dataclass

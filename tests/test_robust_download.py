@@ -15,11 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers_robust import TINY_MODEL, assert_one_line_error, invoke, pseudo_text
+from corpus import pseudo_shakespeare
+from helpers_robust import TINY_MODEL, assert_one_line_error, invoke
 
 from chargpt_tui.data import load_dataset, url_cache_name
 
-CORPUS = pseudo_text(lines=200)
+CORPUS = pseudo_shakespeare(lines=200)
 CAP = 4096  # bytes; the corpus above is bigger, so the cap cases can use it
 assert len(CORPUS.encode()) > CAP
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from corpus import pseudo_shakespeare
 from helpers_robust import (
     TINY_MODEL,
     assert_one_line_error,
     invoke,
-    pseudo_text,
     train_tiny,
     write_text,
 )
@@ -125,7 +125,7 @@ def test_binary_data_file_is_refused(tmp_path: Path) -> None:
 
 def test_non_utf8_file_is_refused_with_an_encoding_hint(tmp_path: Path) -> None:
     latin = tmp_path / "latin.txt"
-    latin.write_bytes(pseudo_text().replace("king", "kïng").encode("latin-1"))
+    latin.write_bytes(pseudo_shakespeare(120).replace("king", "kïng").encode("latin-1"))
     assert_one_line_error(invoke(*train_args(latin, tmp_path / "r")), "not valid utf-8",
                           "--encoding")
     # ... and the explicit encoding is the way out: it trains on the right characters.
@@ -313,7 +313,7 @@ def test_resume_with_a_changed_model_shape(trained: Path, corpus: Path) -> None:
 
 def test_resume_on_data_with_characters_the_model_lacks(trained: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.txt"
-    other.write_text(pseudo_text() + "ЖЖЖ\n")
+    other.write_text(pseudo_shakespeare(120) + "ЖЖЖ\n")
     result = invoke("train", "--resume", str(trained.parent), "--data", str(other),
                     "--device", "cpu")
     assert_one_line_error(result, "vocabulary lacks", "Ж")

@@ -148,21 +148,24 @@ def test_resume_refuses_a_different_model_shape(corpus_file: Path, tmp_path: Pat
         prepare_run(data=str(corpus_file), resume=tmp_path / "run", overrides={"n_layer": 3})
 
 
-def test_best_weights_are_kept_apart_for_sampling(corpus_file: Path, tmp_path: Path) -> None:
+def test_best_weights_are_kept_apart_for_sampling(corpus_file: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """best.pt holds the weights of the lowest validation loss; ckpt.pt the latest state."""
+    from chargpt_tui import train
     from chargpt_tui.checkpoint import resolve_checkpoint
 
-    # A learning rate this high (seeded, so always the same) makes the validation loss rise
-    # again after its first low point.
-    trainer, events = run_trainer(corpus_file, tmp_path / "run", max_iters=60, eval_interval=5,
-                                  learning_rate=1.0)
+    # Script the validation curve of an overfitting run: down, then up again after step 10.
+    curve = iter([3.0, 2.0, 2.5, 2.7])
+    monkeypatch.setattr(train, "estimate_loss", lambda *args: {"train": 1.0, "val": next(curve)})
+    trainer, events = run_trainer(corpus_file, tmp_path / "run", max_iters=30, eval_interval=10)
     trainer.run()
-    evals = [e for e in events if isinstance(e, EvalDone)]
-    best_eval = min(evals, key=lambda e: e.val_loss)
-    assert best_eval.step != evals[-1].step  # the point: the last weights are not the best
+    assert [(e.step, e.val_loss) for e in events if isinstance(e, EvalDone)] == [
+        (0, 3.0), (10, 2.0), (20, 2.5), (30, 2.7)]
     best = load_checkpoint(tmp_path / "run", prefer_best=True)
-    assert best["step"] == best_eval.step and best["best_val_loss"] == best_eval.val_loss
+    assert best["step"] == 10 and best["best_val_loss"] == 2.0
     assert "optimizer" not in best  # for sampling only
     assert resolve_checkpoint(tmp_path / "run", prefer_best=True).name == "best.pt"
     latest = load_checkpoint(tmp_path / "run")
-    assert latest["step"] == 60 and "optimizer" in latest
+    assert latest["step"] == 30 and "optimizer" in latest
+    # The weights really are step 10's, not the latest ones.
+    assert any(not torch.equal(best["model"][k], latest["model"][k]) for k in latest["model"])

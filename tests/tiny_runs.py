@@ -6,34 +6,19 @@ Tests generate their own text: a deterministic pseudo-Shakespeare, never the rea
 from __future__ import annotations
 
 import os
-import random
 import socket
 import sys
 from pathlib import Path
 
-WORDS = ("thou", "art", "the", "king", "my", "lord", "love", "night", "day", "sweet", "fair",
-         "death", "heaven", "earth", "shall", "not", "be", "heart", "gentle", "speak", "hath",
-         "doth", "what", "where", "good", "noble", "wherefore")
-SPEAKERS = ("ROMEO", "JULIET", "KING HENRY", "NURSE", "FIRST CITIZEN")
+from corpus import write_corpus
 
 # The smallest shapes that still exercise every code path; seconds per run on 2 CPU cores.
 TINY_MODEL = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
               "--block-size", "16", "--batch-size", "4", "--eval-iters", "2"]
 
 
-def pseudo_shakespeare(lines: int = 300, seed: int = 0) -> str:
-    rng = random.Random(seed)
-    speeches = []
-    for _ in range(lines):
-        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10)))
-        speeches.append(f"{rng.choice(SPEAKERS)}:\n{words.capitalize()}{rng.choice('.,!?')}\n")
-    return "\n".join(speeches)
-
-
 def write_text(folder: Path, name: str = "play.txt") -> Path:
-    path = folder / name
-    path.write_text(pseudo_shakespeare(), encoding="utf-8")
-    return path
+    return write_corpus(folder, name, lines=300)
 
 
 def free_port() -> int:

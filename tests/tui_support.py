@@ -5,40 +5,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import random
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from corpus import write_corpus
 from textual import events
 
 from chargpt_tui.train import RunSetup, prepare_run
 
-NAMES = ("ROMEO", "JULIET", "KING", "QUEEN", "NURSE")
-WORDS = ("the", "king", "queen", "lord", "my", "thy", "thou", "art", "love", "death", "night",
-         "day", "sweet", "heart", "good", "shall", "will", "come", "go", "speak", "hear")
 # A model small enough that tens of steps take well under a second on 2 shared cores.
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, dropout=0.0,
             learning_rate=3e-3, warmup_iters=2, eval_interval=10, eval_iters=2)
 
 
-def pseudo_shakespeare(lines: int = 400, seed: int = 0) -> str:
-    """Deterministic play-like text: speaker lines and short sentences (never the real corpus)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(lines):
-        out.append(rng.choice(NAMES) + ":")
-        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9)))
-        out.append(words.capitalize() + rng.choice(".,!?"))
-        out.append("")
-    return "\n".join(out)
-
-
 def write_data(folder: Path) -> Path:
-    path = folder / "play.txt"
-    path.write_text(pseudo_shakespeare(), encoding="utf-8")
-    return path
+    return write_corpus(folder)
 
 
 def tiny_factory(data: Path, out: Path | str, **overrides: Any
