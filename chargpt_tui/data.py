@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
-BUILTIN_NAMES = ("shakespeare", "python-stdlib")
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # $CHARGPT_TUI_MAX_DOWNLOAD_BYTES overrides
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0  # $CHARGPT_TUI_HTTP_TIMEOUT overrides both timeouts (slow links, tests)
