@@ -207,8 +207,7 @@ def run_sample(checkpoint: Path, prompt_text: str, params: SamplingParams, *, de
                 out.write(tokenizer.decode(state.best[shown : state.stable]))
                 out.flush()
                 shown = state.stable
-        beams = [(tokenizer.decode(s), score) for s, score in zip(state.sequences, state.scores)
-                 if score > float("-inf")]
+        beams = state.live_beams(tokenizer)
         if len(state.best) < params.max_new_tokens:
             notice(f"beam search stopped after {len(state.best)} characters: every "
                    f"continuation would repeat a {params.no_repeat_ngram}-character sequence "

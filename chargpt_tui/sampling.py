@@ -194,6 +194,14 @@ class BeamState:
     def best(self) -> list[int]:
         return self.sequences[0]
 
+    def live_beams(self, tokenizer: CharTokenizer) -> list[tuple[str, float]]:
+        """Decoded beams that are real continuations (finite score), best first.
+
+        With fewer reachable continuations than beams (tiny vocabularies, the first steps, or a
+        no-repeat guard), the leftover beams keep a score of -inf and are not continuations."""
+        return [(tokenizer.decode(seq), score) for seq, score in zip(self.sequences, self.scores)
+                if score > float("-inf")]
+
 
 @dataclass
 class BeamResult:
@@ -275,6 +283,5 @@ def run_beam_search(model: GPTLanguageModel, tokenizer: CharTokenizer, prompt: P
                     params: SamplingParams) -> BeamResult:
     """Beam search to the end; the best text and every finite-scored beam with its score."""
     *_, state = beam_search(model, prompt.ids, params)
-    beams = [(tokenizer.decode(seq), score) for seq, score in zip(state.sequences, state.scores)
-             if score > float("-inf")]
+    beams = state.live_beams(tokenizer)
     return BeamResult(text=beams[0][0], beams=beams)

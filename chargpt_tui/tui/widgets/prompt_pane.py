@@ -179,9 +179,8 @@ class PromptPane(Vertical):
                     shown = state.stable
                     chunks.put(("tentative", tokenizer.decode(state.best[state.stable:])))
                 if state is not None:
-                    live = [(s, score) for s, score in zip(state.sequences, state.scores)
-                            if score > float("-inf")]
-                    beams = messages.BeamSummary([tokenizer.decode(s) for s, _ in live],
+                    live = state.live_beams(tokenizer)
+                    beams = messages.BeamSummary([text for text, _ in live],
                                                  [score for _, score in live])
                     produced = len(state.best)
             else:
