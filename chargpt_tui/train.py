@@ -344,9 +344,11 @@ def prepare_run(
     notices: list[str] = []
 
     def tell(message: str) -> None:
-        notices.append(message)
+        # Shown once: at once through the callback, or else by the Trainer when it starts.
         if notice:
             notice(message)
+        else:
+            notices.append(message)
 
     checkpoint = None
     if resume is not None:

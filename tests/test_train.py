@@ -169,3 +169,25 @@ def test_best_weights_are_kept_apart_for_sampling(corpus_file: Path, tmp_path: P
     assert latest["step"] == 30 and "optimizer" in latest
     # The weights really are step 10's, not the latest ones.
     assert any(not torch.equal(best["model"][k], latest["model"][k]) for k in latest["model"])
+
+
+@pytest.mark.parametrize("with_callback", [True, False])
+def test_a_setup_notice_reaches_the_user_exactly_once(tmp_path: Path, with_callback: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The offline-fallback notice: through the callback at once, or else as a Notice event
+    when training starts — never both (the CLI printed it twice)."""
+    from chargpt_tui.events import Notice
+
+    monkeypatch.setenv("CHARGPT_TUI_SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")  # refused
+    told: list[str] = []
+    setup = prepare_run(data="shakespeare", preset="tiny", out=tmp_path / "run", device="cpu",
+                        overrides={"max_iters": 1, "eval_iters": 1},
+                        notice=told.append if with_callback else None)
+    events: list = []
+    bus = EventBus()
+    bus.subscribe(events.append)
+    Trainer(setup, bus).run()
+    published = [e.message for e in events if isinstance(e, Notice)]
+    shown = told + published
+    assert len(shown) == 1 and "could not download Tiny Shakespeare" in shown[0]
+    assert bool(told) == with_callback
