@@ -170,15 +170,6 @@ def notice(message: str) -> None:
                                                 soft_wrap=True)
 
 
-def set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        if threads < 1:
-            raise fail("--threads must be at least 1", 2)
-        torch.set_num_threads(threads)
-
-
 # -- commands ------------------------------------------------------------------------------------
 
 
@@ -241,7 +232,9 @@ def train(
         eval_iters=eval_iters, seed=seed, compile=compile, grad_accum_steps=grad_accum_steps)
 
     def go() -> None:
-        set_threads(threads)
+        from chargpt_tui.train import set_torch_threads
+
+        set_torch_threads(threads)
         from chargpt_tui import distributed
         from chargpt_tui.headless import download_progress, run_headless_training
         from chargpt_tui.train import prepare_run
@@ -289,7 +282,9 @@ def sample(
     """Continue a prompt from a trained checkpoint, streaming the text as it is generated."""
 
     def go() -> None:
-        set_threads(threads)
+        from chargpt_tui.train import set_torch_threads
+
+        set_torch_threads(threads)
         from chargpt_tui.headless import run_sample
         from chargpt_tui.sampling import SamplingParams
 
@@ -403,7 +398,9 @@ def bench(
     """
 
     def go() -> None:
-        set_threads(threads)
+        from chargpt_tui.train import set_torch_threads
+
+        set_torch_threads(threads)
         from rich.console import Console
 
         from chargpt_tui.bench import print_report, run_bench

@@ -133,6 +133,15 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU threads for this process (None keeps torch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError("--threads must be at least 1")
+    torch.set_num_threads(threads)
+
+
 def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA (same range as fp32, no loss scaling needed); fp32 elsewhere."""
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -255,6 +264,44 @@ class TrainerControl:
     def request_save(self) -> None:
         self._save.set()
         self._running.set()  # wake a paused loop so it saves now; it parks again after
+
+    # -- the training loop's side (called from the training thread only) ------------------------
+
+    def take_save_request(self) -> bool:
+        """True once per :meth:`request_save`."""
+        requested = self._save.is_set()
+        if requested:
+            self._save.clear()
+        return requested
+
+    def rearm(self) -> None:
+        """After a save that woke a paused or held loop: make it park again."""
+        self._update()
+
+    def wait_until_runnable(self, on_state: Callable[[str], None]) -> bool:
+        """At a step boundary: park while paused or held, without busy-waiting.
+
+        Returns False when the loop should re-check stop/save requests before stepping.
+        ``on_state`` hears "paused"/"training" around a user pause (holds stay silent).
+        """
+        if not self._running.is_set():
+            user_pause = self.paused
+            if user_pause:
+                on_state("paused")
+            self._parked.set()
+            self._running.wait()
+            if self.stopping or self._save.is_set():
+                return False
+            if user_pause:
+                on_state("training")
+        self._parked.clear()
+        # A hold may have begun while we woke up. Checked only after clearing _parked, so a hold
+        # either sees this and parks us first or waits for the step: never both at once.
+        return self._running.is_set()
+
+    def mark_idle(self) -> None:
+        """The loop has ended: holds need not wait for a step boundary any more."""
+        self._parked.set()
 
     def stop(self, reason: str = "stopped", exit_code: int = 0) -> None:
         """Finish at the next step boundary (saving a checkpoint). Safe from signal handlers:
@@ -709,7 +756,7 @@ class Trainer:
             try:
                 return self._run()
             finally:
-                self.control._parked.set()
+                self.control.mark_idle()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -726,16 +773,14 @@ class Trainer:
         try:
             return self._run()
         finally:
-            self.control._parked.set()
+            self.control.mark_idle()
             unsubscribe()
             metrics.close()
 
     def _requests(self) -> tuple[bool, bool]:
         """(stop, save) requests; under torchrun agreed by all ranks, so all act at one step."""
         control = self.control
-        save = control._save.is_set()
-        if save:
-            control._save.clear()
+        save = control.take_save_request()
         if self.dist is None:
             return control.stopping, save
         stop_code = control.exit_code if control.stopping else None
@@ -774,21 +819,8 @@ class Trainer:
             if save_requested:
                 self.save("requested")
                 saved_at = self.step
-                control._update()  # back to paused/held if the save request woke the loop
-            if not control._running.is_set():
-                user_pause = control.paused
-                if user_pause:
-                    self.bus.publish(StateChanged("paused"))
-                control._parked.set()
-                control._running.wait()
-                if control.stopping or control._save.is_set():
-                    continue
-                if user_pause:
-                    self.bus.publish(StateChanged("training"))
-            control._parked.clear()
-            if not control._running.is_set():
-                # A hold began while we woke up. Checked only after clearing _parked, so a hold
-                # either sees this and parks us first or waits for the step: never both at once.
+                control.rearm()  # back to paused/held if the save request woke the loop
+            if not control.wait_until_runnable(lambda state: self.bus.publish(StateChanged(state))):
                 continue
             started = time.perf_counter()
             loss = (self._with_compile_fallback(self.train_step) if trained_tokens == 0

@@ -18,10 +18,9 @@ def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[
     terminal instead of an app that opens only to show an error. Loading (and downloading) the
     data happens inside the app, where its progress is visible.
     """
-    import torch
 
     from chargpt_tui.checkpoint import resolve_checkpoint
-    from chargpt_tui.train import RunSetup, pick_device, prepare_run
+    from chargpt_tui.train import RunSetup, pick_device, prepare_run, set_torch_threads
     from chargpt_tui.tui.app import ChargptApp
 
     if follow is not None:
@@ -32,10 +31,7 @@ def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[
             raise ConfigError(f"--follow {follow}: no such run folder",
                               "give the --out folder of a running `chargpt-tui train`, "
                               "e.g. runs/latest")
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError("--threads must be at least 1")
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
     pick_device(device)
     if follow is not None:
         app = ChargptApp(follow=follow, device=device, handle_signals=True)
