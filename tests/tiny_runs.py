@@ -6,7 +6,6 @@ Tests generate their own text: a deterministic pseudo-Shakespeare, never the rea
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -21,17 +20,14 @@ def write_text(folder: Path, name: str = "play.txt") -> Path:
     return write_corpus(folder, name, lines=300)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def torchrun_command(nproc: int, *train_args: str) -> list[str]:
-    """``torchrun --nproc_per_node=N -m chargpt_tui train ...`` with a free rendezvous port."""
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-            "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "chargpt_tui",
-            "train", *train_args]
+    """``torchrun --nproc_per_node=N -m chargpt_tui train ...`` on this machine alone.
+
+    ``--standalone`` lets the rendezvous store pick its own free port: choosing one here (bind
+    to port 0, close, pass the number on) leaves a window in which another process can take it.
+    """
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", "-m", "chargpt_tui", "train", *train_args]
 
 
 def subprocess_env(cache: Path) -> dict[str, str]:
