@@ -421,7 +421,18 @@ COMMANDS = {"train", "sample", "tui", "bench", "runs"}
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Anything that is not a known command runs ``tui`` with those options."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    from chargpt_tui.torchrun import exit_worker, launched_by_torchrun
+
+    try:
+        run_command_line(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as done:
+        if launched_by_torchrun():
+            exit_worker(done)  # see there: a normal shutdown can abort a finished torchrun run
+        raise
+
+
+def run_command_line(args: list[str]) -> None:
+    """Run one command; always ends with SystemExit carrying the exit code."""
     first_word = next((a for a in args if not a.startswith("-")), None)
     asks_root = first_word is None and any(a in ("-h", "--help", "--version") for a in args)
     if first_word not in COMMANDS and not asks_root:

@@ -32,9 +32,9 @@ import torch
 import torch.distributed as dist
 
 from chargpt_tui.errors import ConfigError
+from chargpt_tui.torchrun import launched_by_torchrun
 
 T = TypeVar("T")
-LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,6 @@ class DistContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def launched_by_torchrun() -> bool:
-    return all(name in os.environ for name in LAUNCH_VARIABLES)
 
 
 def current() -> DistContext | None:

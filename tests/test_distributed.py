@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -215,3 +216,28 @@ def test_each_process_takes_the_device_of_its_local_rank() -> None:
         _device_for("tpu", 0)
     with pytest.raises(ConfigError, match="does not support MPS"):
         _device_for("mps", 0)
+
+
+EXIT_PROBE = """
+import atexit, sys
+from chargpt_tui.cli import main
+atexit.register(lambda: print("interpreter shut down", file=sys.stderr))
+sys.stdout.write("x" * 100_000)  # block-buffered into a pipe: lost unless flushed
+main(["sample", "--checkpoint", sys.argv[1]])
+"""
+
+
+@pytest.mark.parametrize("under_torchrun", [True, False])
+def test_a_torchrun_process_ends_without_the_interpreter_shutdown_that_can_abort_it(
+        tmp_path: Path, under_torchrun: bool) -> None:
+    """Gloo threads can abort a finished run during the interpreter's shutdown, so a torchrun
+    process skips it (torchrun.exit_worker), keeping its exit code and everything it printed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    if under_torchrun:
+        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    done = subprocess.run([sys.executable, "-c", EXIT_PROBE, str(tmp_path / "missing.pt")],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "x" * 100_000
+    assert "missing.pt" in done.stderr  # the one-line error still reaches the user
+    assert ("interpreter shut down" in done.stderr) is not under_torchrun
