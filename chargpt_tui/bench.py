@@ -44,17 +44,25 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from chargpt_tui.data import split_data
+from chargpt_tui.data import get_batch, split_data
 from chargpt_tui.events import Event, EventBus, StepDone
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
 from chargpt_tui.presets import PRESETS
 from chargpt_tui.sampling import SamplingParams, beam_search, prepare_prompt, stream_tokens
 from chargpt_tui.tokenizer import CharTokenizer
-from chargpt_tui.train import RunSetup, TrainConfig, Trainer, TrainerControl, pick_device
+from chargpt_tui.train import (
+    RunSetup,
+    TrainConfig,
+    Trainer,
+    TrainerControl,
+    autocast_context,
+    configure_optimizer,
+    pick_device,
+)
 
 # Tiny Shakespeare's alphabet: the models here have the same vocabulary size (65) as the app's.
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -365,7 +373,44 @@ def peak_flops(device: torch.device) -> tuple[float | None, str]:
     return peak, name if peak else f"n/a: no known peak for {name}"
 
 
-def training_rate(trainer: Trainer, steps: int) -> float:
+class TrainsSteps(Protocol):
+    """What the training variants time: the engine's Trainer, or the bare loop below."""
+
+    tconf: TrainConfig
+    mconf: GPTConfig
+    device: torch.device
+
+    def train_step(self) -> object: ...
+
+
+class BareLoop:
+    """The engine's model and optimizer in the shortest PyTorch training loop.
+
+    Batch, forward, backward, clipping, AdamW: nothing else (no events, pause/stop checks,
+    weight lock, learning-rate schedule or loss read-back). Timed next to the engine's own loop,
+    it turns "how much does our bookkeeping cost?" into a measured ratio.
+    """
+
+    def __init__(self, setup: RunSetup) -> None:
+        self.tconf, self.mconf, self.device = setup.train_config, setup.model_config, setup.device
+        self.data = setup.data.train
+        torch.manual_seed(self.tconf.seed)  # the same initial weights as the Trainer's
+        self.model = GPTLanguageModel(self.mconf).to(self.device).train()
+        self.optimizer = configure_optimizer(self.model, self.tconf, self.device)
+
+    def train_step(self) -> torch.Tensor:
+        x, y = get_batch(self.data, self.mconf.block_size, self.tconf.batch_size)
+        x, y = x.to(self.device), y.to(self.device)
+        with autocast_context(self.device):
+            _, loss = self.model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tconf.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+
+def training_rate(trainer: TrainsSteps, steps: int) -> float:
     """Tokens per second over ``steps`` real training steps (forward, backward, AdamW)."""
     tokens = steps * trainer.tconf.batch_size * trainer.mconf.block_size
     sync(trainer.device)
@@ -376,7 +421,7 @@ def training_rate(trainer: Trainer, steps: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
-def training_variant(label: str, trainer: Trainer, seconds: float) -> Variant:
+def training_variant(label: str, trainer: TrainsSteps, seconds: float) -> Variant:
     """Warm-up: two steps (the first allocates, or compiles); then enough steps per sample
     to fill ``seconds``."""
     steps = [1]
@@ -402,6 +447,9 @@ def bench_training(ctx: BenchContext) -> CaseResult:
                     "heads": Trainer(ctx.run_setup(shape, attention="heads"))}
         variants = [training_variant(f"{shape.name}: {kind} eager", trainer, plan.train_seconds)
                     for kind, trainer in trainers.items()]
+        if shape is plan.cpu:
+            variants.append(training_variant(f"{shape.name}: fused bare loop",
+                                             BareLoop(ctx.run_setup(shape)), plan.train_seconds))
         if plan.compile_skip:
             result.skipped.append(f"{shape.name}: fused compiled — {plan.compile_skip}")
         else:
@@ -431,6 +479,9 @@ def bench_training(ctx: BenchContext) -> CaseResult:
         fused, heads = (samples[f"{shape.name}: {k} eager"] for k in ("fused", "heads"))
         speedup = result.add(f"{shape.name}: fused / heads", "x", paired_ratios(fused, heads))
         if shape is plan.cpu:
+            result.add(f"{shape.name}: engine / bare loop", "x",
+                       paired_ratios(fused, samples[f"{shape.name}: fused bare loop"]),
+                       "the Trainer's step against the same model in a bare PyTorch loop")
             result.targets.append(Target(
                 "fused_vs_heads_cpu", "fused attention trains ≥ 1.35× the per-head path (CPU "
                 "shape)", 1.35, True, "x", speedup.median))

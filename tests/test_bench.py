@@ -18,16 +18,20 @@ from typer.testing import CliRunner
 
 from chargpt_tui.bench import (
     CASES,
+    BareLoop,
+    BenchContext,
     Measurement,
     TrainingWindow,
     Variant,
     alternate,
     flops_per_token,
     known_peak_flops,
+    make_plan,
     print_report,
 )
 from chargpt_tui.cli import app
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
+from chargpt_tui.train import Trainer
 
 EXPECTED_TARGETS = {
     "fused_vs_heads_cpu", "kv_cache_inside_block", "kv_cache_past_block", "beam4_cost",
@@ -58,6 +62,7 @@ def test_bench_reports_every_case_with_numeric_medians_and_spreads(tiny_report: 
     training = tiny_report["cases"]["training"]
     labels = {row["label"] for row in training["rows"]}
     assert {"tiny-cpu: fused eager", "tiny-cpu: heads eager", "tiny-cpu: fused / heads",
+            "tiny-cpu: fused bare loop", "tiny-cpu: engine / bare loop",
             "tiny-gpu: fused eager", "tiny-gpu: heads eager"} <= labels
     # Compile is not measured in tiny mode, and the report says so instead of hiding it.
     assert any("fused compiled" in skipped and "tiny" in skipped
@@ -181,3 +186,27 @@ def test_flops_per_token_counts_every_matmul_weight_of_the_real_model() -> None:
 ])
 def test_known_gpu_peaks_match_by_name(name: str, peak: float | None) -> None:
     assert known_peak_flops(name) == peak
+
+
+def test_the_bare_loop_trains_the_engines_model_from_the_same_weights(tmp_path) -> None:
+    """The engine/bare-loop ratio is only fair if both train the same model from the same start
+    with the same optimizer settings, and the bare loop really takes optimizer steps."""
+    ctx = BenchContext(make_plan("tiny", torch.device("cpu")), torch.device("cpu"), tmp_path)
+    bare = BareLoop(ctx.run_setup(ctx.plan.cpu))
+    engine = Trainer(ctx.run_setup(ctx.plan.cpu))
+    assert type(bare.model) is type(engine.model)
+    engine_start = engine.model.state_dict()
+    for name, tensor in bare.model.state_dict().items():
+        assert torch.equal(tensor, engine_start[name]), name
+
+    def settings(optimizer: torch.optim.Optimizer) -> list[dict]:
+        return [{k: v for k, v in group.items() if k not in ("params", "lr")} | {
+            "sizes": [p.numel() for p in group["params"]]} for group in optimizer.param_groups]
+
+    assert settings(bare.optimizer) == settings(engine.optimizer)
+    for _ in range(3):
+        bare.train_step()
+    moved = [not torch.equal(tensor, engine_start[name])
+             for name, tensor in bare.model.state_dict().items() if "mask" not in name]
+    assert all(moved)
+    assert all(state["step"] == 3 for state in bare.optimizer.state.values())
