@@ -29,6 +29,27 @@ PRESETS: dict[str, dict[str, int | float]] = {
 }
 PRESET_NAMES = ("auto", *PRESETS)
 
+# What a recipe switches on (GPTConfig and TrainConfig fields). A recipe's values override its
+# preset's (they come with the learning rates they were measured with); explicit options
+# override both. The lecture recipe is the defaults spelled out: the model of the lecture.
+RECIPES: dict[str, dict[str, int | float | bool | str]] = {
+    "lecture": dict(rope=False, norm="layernorm", qk_norm=False, mlp="gelu", zero_init=False,
+                    bigram=False, optimizer="adamw", schedule="cosine"),
+    "fast": dict(rope=True, norm="rmsnorm", qk_norm=True, mlp="relu2", zero_init=True,
+                 bigram=True, optimizer="muon", schedule="wsd"),
+}
+RECIPE_NAMES = tuple(RECIPES)
+
+
+def recipe_of(settings: dict[str, object]) -> str:
+    """The name of the recipe a run's settings match, or ``custom`` (for the stats line, runs)."""
+    for name, parts in RECIPES.items():
+        switches = {k: v for k, v in parts.items() if k in RECIPES["lecture"]}
+        defaults = RECIPES["lecture"]
+        if all(settings.get(k, defaults[k]) == v for k, v in switches.items()):
+            return name
+    return "custom"
+
 
 def resolve_preset(name: str, device_type: str) -> str:
     """``auto`` → ``gpu`` on CUDA, ``cpu`` otherwise; other names pass through."""

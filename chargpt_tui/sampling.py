@@ -14,6 +14,9 @@ their position and a cache cannot simply slide. Two policies:
   ``generate``, and as slow.
 
 Inside the block both are exactly the lecture's ``generate`` (the tests check token for token).
+
+A model with rotary positions needs neither: its cache slides (a ring, see ``LayerKV``), which is
+exactly its own definition past the block — attention within a ``block_size``-wide window.
 """
 
 from __future__ import annotations
@@ -153,8 +156,8 @@ class _CachedContext:
 
     def step(self, new_tokens: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """Logits after appending ``new_tokens`` (B, 1); ``history`` is every token so far."""
-        if self.cache.length < self.block_size:
-            return self.model.forward_cached(new_tokens, self.cache)
+        if self.cache.length < self.block_size or self.model.config.rope:
+            return self.model.forward_cached(new_tokens, self.cache)  # a rotary cache slides
         keep = self.block_size if self.policy == "exact" else self.block_size // 2
         return self.prefill(history[:, -max(keep, 1) :])
 

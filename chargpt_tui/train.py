@@ -44,10 +44,16 @@ from chargpt_tui.events import (
     TrainingStarted,
 )
 from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy, iter_decay_groups
-from chargpt_tui.presets import PRESETS, resolve_preset
+from chargpt_tui.optim import Muon, MuonWithAdamW
+from chargpt_tui.presets import PRESETS, RECIPES, resolve_preset
 from chargpt_tui.runs import METRICS_NAME
 from chargpt_tui.sampling import SamplingParams, stream_tokens
 from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
+
+
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -69,6 +75,15 @@ class TrainConfig:
     sample_chars: int = 200
     seed: int = 1337
     compile: bool = False
+    # -- the fast recipe's parts; the defaults are the lecture's (figures: README ablation) --
+    optimizer: str = "adamw"  # "muon": Muon for the blocks' matrices, AdamW for the rest
+    muon_lr: float = 0.02  # Muon's peak learning rate (its updates are orthogonalised, unitless)
+    muon_momentum: float = 0.95
+    schedule: str = "cosine"  # "wsd": warmup, flat, then a linear cooldown over the last part
+    cooldown_frac: float = 0.4  # wsd: the share of the run spent cooling down to min_lr
+    patience: int = 0  # stop after this many evaluations without a new best val (0 = never)
+    time_budget: float | None = None  # seconds for the whole run; the schedule fits inside it
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; "bf16" also on CPU
 
     def __post_init__(self) -> None:
         positive = ("max_iters", "batch_size", "eval_interval", "eval_iters", "grad_accum_steps")
@@ -85,6 +100,20 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative")
         if self.lr_decay_iters is not None and self.lr_decay_iters < 1:
             raise ConfigError("lr-decay-iters must be at least 1")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} {getattr(self, name)!r} is not one of "
+                                  f"{', '.join(allowed)}")
+        if not 0 < self.muon_lr < math.inf or not 0 <= self.muon_momentum < 1:
+            raise ConfigError("muon-lr must be positive and muon-momentum in [0, 1)")
+        if not 0 <= self.cooldown_frac <= 1:
+            raise ConfigError(f"cooldown-frac must be between 0 and 1, not {self.cooldown_frac}")
+        if self.patience < 0:
+            raise ConfigError("patience must be 0 (off) or more")
+        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
+            raise ConfigError(f"time budget must be a positive duration, not {self.time_budget}",
+                              "use e.g. --time-budget 5m or 90s")
 
     @property
     def final_lr(self) -> float:
@@ -95,18 +124,55 @@ class TrainConfig:
         return self.lr_decay_iters or self.max_iters
 
 
-def get_lr(step: int, config: TrainConfig) -> float:
+def get_lr(step: int, config: TrainConfig, progress: float | None = None) -> float:
     """Linear warmup, then cosine decay to ``final_lr`` at ``decay_iters``, then flat.
 
     Warmup avoids huge early updates while Adam's moment estimates are still noise.
+    ``schedule="wsd"`` (warmup–stable–decay) holds the peak and decays linearly over the last
+    ``cooldown_frac`` of the run: the flat part needs no knowledge of the run's length, so a
+    run measured in *time* (``progress``: the share of the time budget used) fits it exactly.
     """
     if step < config.warmup_iters:
         return config.learning_rate * (step + 1) / (config.warmup_iters + 1)
-    if step >= config.decay_iters:
+    if progress is None:
+        progress = min(1.0, (step - config.warmup_iters)
+                       / max(1, config.decay_iters - config.warmup_iters))
+    if config.schedule == "wsd":
+        cooldown = min(1.0, max(0.0, (progress - 1 + config.cooldown_frac)
+                                / max(config.cooldown_frac, 1e-9)))
+        return config.learning_rate + cooldown * (config.final_lr - config.learning_rate)
+    if progress >= 1.0:
         return config.final_lr
-    progress = (step - config.warmup_iters) / max(1, config.decay_iters - config.warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 → 0
     return config.final_lr + coeff * (config.learning_rate - config.final_lr)
+
+
+def format_duration(seconds: float) -> str:
+    """90 → '1m30s', 300 → '5m', 12.5 → '12.5s'."""
+    minutes, rest = divmod(seconds, 60)
+    if not minutes:
+        return f"{rest:g}s"
+    return f"{minutes:.0f}m" + (f"{rest:g}s" if rest else "")
+
+
+def parse_duration(text: str) -> float:
+    """'5m', '90s', '1h', '1m30s' or plain seconds ('300') → seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    total, number = 0.0, ""
+    try:
+        for char in text.strip().lower():
+            if char in units:
+                total += float(number) * units[char]
+                number = ""
+            else:
+                number += char
+        total += float(number) if number else 0.0
+    except ValueError:
+        raise ConfigError(f"cannot read the duration {text!r}",
+                          "use e.g. 5m, 90s, 1h or 1m30s") from None
+    if not 0 < total < math.inf:
+        raise ConfigError(f"the duration {text!r} is not positive", "use e.g. 5m or 90s")
+    return total
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -142,10 +208,26 @@ def set_torch_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (same range as fp32, no loss scaling needed); fp32 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+def cpu_has_bf16_matmul() -> bool:
+    """True on CPUs with AMX tiles for bf16 (Intel Sapphire Rapids and newer), where bf16
+    matrix products beat fp32 for wide layers; elsewhere bf16 can be many times slower."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            return any("amx_bf16" in line for line in cpuinfo if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def autocast_context(device: torch.device, precision: str = "auto"
+                     ) -> contextlib.AbstractContextManager:
+    """bf16 autocast (fp32's range, so no loss scaling) on CUDA, and on CPU when asked for.
+
+    ``precision``: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
+    """
+    if device.type == "cuda" and precision != "fp32" and torch.cuda.is_bf16_supported():
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and precision == "bf16":
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -157,25 +239,38 @@ def use_tf32_matmuls() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
-def configure_optimizer(model: GPTLanguageModel, config: TrainConfig,
-                        device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only (see :func:`iter_decay_groups`)."""
+def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: torch.device
+                        ) -> torch.optim.AdamW | MuonWithAdamW:
+    """AdamW with weight decay on weight matrices only (see :func:`iter_decay_groups`); with
+    ``optimizer="muon"``, the blocks' matrices go to Muon instead and AdamW keeps the rest.
+
+    Every parameter group records its ``peak_lr``: the schedule scales them all alike.
+    """
     params = dict(model.named_parameters())
+    muon = {name for name in params
+            if config.optimizer == "muon" and name.startswith("blocks.") and params[name].dim() == 2}
     decay, no_decay = [], []
     for name, wants_decay in iter_decay_groups(model):
-        (decay if wants_decay else no_decay).append(params[name])
+        if name not in muon:
+            (decay if wants_decay else no_decay).append(params[name])
     groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": config.weight_decay, "peak_lr": config.learning_rate},
+        {"params": no_decay, "weight_decay": 0.0, "peak_lr": config.learning_rate},
     ]
     extra = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=config.learning_rate,
-                             betas=(config.beta1, config.beta2), **extra)
+    adamw = torch.optim.AdamW(groups, lr=config.learning_rate,
+                              betas=(config.beta1, config.beta2), **extra)
+    if not muon:
+        return adamw
+    hidden = [params[name] for name in params if name in muon]
+    return MuonWithAdamW(Muon([{"params": hidden, "peak_lr": config.muon_lr}],
+                              lr=config.muon_lr, momentum=config.muon_momentum), adamw)
 
 
 @torch.no_grad()
 def estimate_loss(model: torch.nn.Module, data: TokenizedData, block_size: int, batch_size: int,
-                  eval_iters: int, device: torch.device, seed: int) -> dict[str, float]:
+                  eval_iters: int, device: torch.device, seed: int, precision: str = "auto"
+                  ) -> dict[str, float]:
     """Mean loss over ``eval_iters`` random batches of each split, in eval mode (no dropout).
 
     Uses its own generator with a fixed seed: every evaluation sees the same batches (so curves
@@ -189,7 +284,7 @@ def estimate_loss(model: torch.nn.Module, data: TokenizedData, block_size: int, 
         losses = torch.zeros(eval_iters)
         for k in range(eval_iters):
             x, y = get_batch(getattr(data, split), block_size, batch_size, generator)
-            with autocast_context(device):
+            with autocast_context(device, precision):
                 _, loss = model(x.to(device), y.to(device))
             losses[k] = loss.item()
         out[split] = losses.mean().item()
@@ -316,6 +411,37 @@ class TrainerControl:
         return self._stop.is_set()
 
 
+class TimeBudget:
+    """A wall-clock budget for a whole command, turned into the schedule's progress (0 → 1).
+
+    Counted from when the command started (``RunSetup.started``), so start-up and data loading
+    are inside it; time spent paused (or holding for a prompt) is given back; the last evaluation
+    and save get a reserve sized from the first evaluation, so the command ends on time.
+    """
+
+    def __init__(self, seconds: float, started: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.end = started + seconds
+        self.training_from = clock()
+        self.reserve = 0.0
+        self.paused = 0.0
+
+    def start_training(self, evaluation_seconds: float) -> None:
+        self.training_from = self.clock()
+        self.reserve = 1.5 * evaluation_seconds + 0.5  # the final evaluation, save and exit
+
+    def give_back(self, seconds: float) -> None:
+        self.paused += seconds
+
+    def usable(self) -> float:
+        return self.end - self.reserve - self.training_from
+
+    def progress(self) -> float:
+        used = self.clock() - self.training_from - self.paused
+        return 1.0 if self.usable() <= 0 else min(1.0, used / self.usable())
+
+
 @dataclass
 class TrainResult:
     state: str  # finished / stopped / failed
@@ -330,6 +456,7 @@ class TrainResult:
     elapsed: float
     reason: str = ""
     exit_code: int = 0
+    best_step: int | None = None  # the step best.pt (and the in-memory model at the end) is from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -349,6 +476,7 @@ class RunSetup:
     preset: str
     resume: dict[str, Any] | None = None
     notices: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)  # when the command began: budgets
 
 
 MODEL_KEYS = {f.name for f in fields(GPTConfig)}
@@ -384,7 +512,7 @@ def prepare_run(
     resuming, the model shape comes from the checkpoint and may not be changed.
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    unknown = set(given) - MODEL_KEYS - TRAIN_KEYS
+    unknown = set(given) - MODEL_KEYS - TRAIN_KEYS - {"recipe"}
     if unknown:
         raise ConfigError(f"unknown training options: {', '.join(sorted(unknown))}")
     torch_device = pick_device(device)
@@ -415,6 +543,16 @@ def prepare_run(
                               f"choose one of: auto, {', '.join(PRESETS)}")
         base = dict(PRESETS[preset_name])
         data_spec = data or "shakespeare"
+    if resume is None:  # a resumed run keeps its own parts (they are in its configs)
+        recipe = str(given.pop("recipe", base.pop("recipe", "lecture")))
+        if recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe {recipe!r}", f"choose one of: {', '.join(RECIPES)}")
+        base = {**base, **RECIPES[recipe]}
+        if given.get("time_budget") and "max_iters" not in given:
+            base["max_iters"] = 10**9  # the clock ends the run, not a step count
+    elif "recipe" in given:
+        raise ConfigError("cannot change the recipe when resuming",
+                          "drop --recipe, or start a new run without --resume")
     settings = {**base, **given}
     # Check every option before any download or data loading: a typo should cost nothing.
     # (The real vocabulary size is only known once the text is loaded.)
@@ -550,6 +688,9 @@ class Trainer:
             torch.manual_seed(self.tconf.seed + rank)
         self.step = 0
         self.best_val_loss: float | None = None
+        self.best_step: int | None = None
+        self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory, see evaluate
+        self.evals_since_best = 0
         self.last_eval: dict[str, float] | None = None
         if setup.resume is not None:
             self._restore(setup.resume)
@@ -559,6 +700,7 @@ class Trainer:
         if self.dist:
             self.train_model = distributed.wrap_model(self.dist, self.train_model)
         self._weights_lock = threading.Lock()  # held while weights change (for snapshots)
+        self.clock: Callable[[], float] = time.monotonic  # what a time budget is measured by
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -579,6 +721,8 @@ class Trainer:
             raise CheckpointError(f"checkpoint does not fit this model: {first}") from None
         self.step = int(payload["step"])
         self.best_val_loss = payload.get("best_val_loss")
+        self.best_step = payload.get("best_step")
+        self.evals_since_best = int(payload.get("evals_since_best", 0))
         if self.dist:
             self._restore_rank_rng(payload.get("distributed", {}).get("rank_rng"))
 
@@ -613,6 +757,8 @@ class Trainer:
             "model": self.model.state_dict(),  # the uncompiled module: no "_orig_mod." prefixes
             "step": self.step,
             "best_val_loss": self.best_val_loss,
+            "best_step": self.best_step,
+            "evals_since_best": self.evals_since_best,
             "last_eval": self.last_eval,
             "torch_version": str(torch.__version__),
         }
@@ -676,13 +822,29 @@ class Trainer:
         # the unwrapped module: a forward through DDP on rank 0 alone would wait for the others
         losses = estimate_loss(distributed.unwrap(self.train_model), self.data,
                                self.mconf.block_size, self.tconf.batch_size,
-                               self.tconf.eval_iters, self.device, self.tconf.seed)
+                               self.tconf.eval_iters, self.device, self.tconf.seed,
+                               self.tconf.precision)
         self.last_eval = losses
         if self.best_val_loss is None or losses["val"] < self.best_val_loss:
-            self.best_val_loss = losses["val"]
+            self.best_val_loss, self.best_step = losses["val"], self.step
+            self.evals_since_best = 0
+            # A copy in memory too: when the run ends, the model goes back to these weights.
+            self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.save_best()
-        self.bus.publish(EvalDone(self.step, losses["train"], losses["val"], self.best_val_loss))
+        else:
+            self.evals_since_best += 1
+        self.bus.publish(EvalDone(self.step, losses["train"], losses["val"], self.best_val_loss,
+                                  self.best_step))
         return losses
+
+    def restore_best(self) -> bool:
+        """Put the best-validation weights back into the model (after the run): what the user
+        samples from is then never worse than the best the run saw. False if already there."""
+        if self._best_weights is None or self.best_step == self.step:
+            return False
+        with self._weights_lock:
+            self.model.load_state_dict(self._best_weights)
+        return True
 
     def live_sample(self) -> None:
         """Stream a short sample from the current weights (seeded by the step: reproducible)."""
@@ -706,17 +868,20 @@ class Trainer:
                     y.pin_memory().to(self.device, non_blocking=True))
         return x.to(self.device), y.to(self.device)
 
-    def train_step(self) -> float:
-        """One optimizer step (with gradient accumulation); returns the mean loss."""
-        lr = get_lr(self.step, self.tconf)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def train_step(self, progress: float | None = None) -> float:
+        """One optimizer step (with gradient accumulation); returns the mean loss.
+
+        ``progress`` (0..1) places a time-budgeted run on its schedule; else the step does.
+        """
+        lr = get_lr(self.step, self.tconf, progress)
+        for group in self.optimizer.param_groups:  # Muon's groups peak elsewhere: scale alike
+            group["lr"] = group.get("peak_lr", self.tconf.learning_rate) * lr / self.tconf.learning_rate
         total = 0.0
         last = self.tconf.grad_accum_steps - 1
         for micro_step in range(self.tconf.grad_accum_steps):
             x, y = self._batch()
             with distributed.gradient_sync(self.train_model, micro_step == last):
-                with autocast_context(self.device):
+                with autocast_context(self.device, self.tconf.precision):
                     _, loss = self.train_model(x, y)
                 (loss / self.tconf.grad_accum_steps).backward()
             total += loss.item()
@@ -807,24 +972,45 @@ class Trainer:
         train_time, trained_tokens = 0.0, 0
         step_time_ema: float | None = None
         last_loss: float | None = None
-        saved_at = -1
+        saved_at = evaluated_at = -1
+        clock = self.clock
+        budget = (TimeBudget(tconf.time_budget, self.setup.started, clock) if tconf.time_budget
+                  else None)
         if self.step == 0 and self.step < tconf.max_iters:
+            eval_started = clock()
             self._with_compile_fallback(self.evaluate)
+            evaluated_at = 0
+            if budget:
+                budget.start_training(clock() - eval_started)
+        elif budget:  # resuming: size the reserve from one evaluation's worth of batches
+            budget.start_training(0.0)
         self.bus.publish(StateChanged("training"))
+        finishing = False  # the run itself decided to end (time budget, patience)
         while self.step < tconf.max_iters:
             stop_requested, save_requested = self._requests()
             if stop_requested:
-                state, reason = "stopped", control.stop_reason
+                state = "finished" if finishing and control.exit_code == 0 else "stopped"
+                reason = control.stop_reason
                 break
             if save_requested:
                 self.save("requested")
                 saved_at = self.step
                 control.rearm()  # back to paused/held if the save request woke the loop
-            if not control.wait_until_runnable(lambda state: self.bus.publish(StateChanged(state))):
+            waited = clock()
+            runnable = control.wait_until_runnable(
+                lambda state: self.bus.publish(StateChanged(state)))
+            if budget:  # paused or holding for a prompt: not the run's time
+                budget.give_back(clock() - waited)
+            if not runnable:
+                continue
+            progress = budget.progress() if budget else None
+            if progress is not None and progress >= 1.0:
+                finishing = True  # stops every process at the same step, via _requests
+                control.stop(f"time budget of {format_duration(tconf.time_budget or 0)} used", 0)
                 continue
             started = time.perf_counter()
-            loss = (self._with_compile_fallback(self.train_step) if trained_tokens == 0
-                    else self.train_step())
+            loss = (self._with_compile_fallback(lambda: self.train_step(progress))
+                    if trained_tokens == 0 else self.train_step(progress))
             if not math.isfinite(loss):
                 state = "failed"
                 kept = ("kept the last good checkpoint" if self.checkpoint_path.exists()
@@ -839,22 +1025,38 @@ class Trainer:
             step_time_ema = (elapsed_step if step_time_ema is None
                              else 0.9 * step_time_ema + 0.1 * elapsed_step)
             last_loss = loss
+            max_iters, eta = tconf.max_iters, (tconf.max_iters - self.step) * step_time_ema
+            if budget and progress:  # the step count the clock will allow, at this pace
+                max_iters = max(self.step, round(self.step / progress))
+                eta = (1.0 - progress) * budget.usable()
             self.bus.publish(StepDone(
-                step=self.step, max_iters=tconf.max_iters, loss=loss,
-                lr=self.optimizer.param_groups[0]["lr"],
-                tokens_per_second=tokens_per_step / step_time_ema, elapsed=train_time,
-                eta=(tconf.max_iters - self.step) * step_time_ema,
+                step=self.step, max_iters=max_iters, loss=loss,
+                lr=get_lr(self.step - 1, tconf, progress),
+                tokens_per_second=tokens_per_step / step_time_ema, elapsed=train_time, eta=eta,
             ))
             if self.step % tconf.eval_interval == 0 or self.step == tconf.max_iters:
                 self.evaluate()
+                evaluated_at = self.step
                 self.save("eval" if self.step < tconf.max_iters else "final")
                 saved_at = self.step
+                if tconf.patience and self.evals_since_best >= tconf.patience:
+                    finishing = True
+                    control.stop(f"early stop: val has not improved for {tconf.patience} "
+                                 f"evaluations (best {self.best_val_loss:.4f} at step "
+                                 f"{self.best_step})", 0)
             if tconf.sample_interval and self.step % tconf.sample_interval == 0:
                 self.live_sample()
+        if state == "finished" and evaluated_at != self.step and self.step > 0:
+            self.evaluate()  # a time-budgeted run ends between evaluations: measure the end
         if state != "failed" and saved_at != self.step:
             self.save("stop" if state == "stopped" else "final")
         if state == "finished" and control.stopping:
             reason = control.stop_reason
+        if state != "failed" and self.is_main and self.restore_best():
+            self.bus.publish(Notice(f"the model now holds its best weights: val "
+                                    f"{self.best_val_loss:.4f} from step {self.best_step} "
+                                    f"(the last step, {self.step}, stays in {CHECKPOINT_NAME})",
+                                    level="info"))
         self.bus.publish(StateChanged(state, reason))
         return TrainResult(
             state=state, step=self.step,
@@ -865,7 +1067,7 @@ class Trainer:
             checkpoint=str(self.checkpoint_path) if self.checkpoint_path.exists() else None,
             device=str(self.device), parameters=self.model.num_parameters(), elapsed=train_time,
             reason=reason, exit_code=control.exit_code if state == "stopped" else
-            (1 if state == "failed" else 0),
+            (1 if state == "failed" else 0), best_step=self.best_step,
         )
 
 
