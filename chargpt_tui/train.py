@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,6 @@ from chargpt_tui.presets import PRESETS, RECIPES, resolve_preset
 from chargpt_tui.runs import METRICS_NAME
 from chargpt_tui.sampling import SamplingParams, stream_tokens
 from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
-
 
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
@@ -247,8 +247,8 @@ def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: to
     Every parameter group records its ``peak_lr``: the schedule scales them all alike.
     """
     params = dict(model.named_parameters())
-    muon = {name for name in params
-            if config.optimizer == "muon" and name.startswith("blocks.") and params[name].dim() == 2}
+    muon = {name for name, param in params.items()
+            if config.optimizer == "muon" and name.startswith("blocks.") and param.dim() == 2}
     decay, no_decay = [], []
     for name, wants_decay in iter_decay_groups(model):
         if name not in muon:
@@ -874,8 +874,9 @@ class Trainer:
         ``progress`` (0..1) places a time-budgeted run on its schedule; else the step does.
         """
         lr = get_lr(self.step, self.tconf, progress)
+        scale = lr / self.tconf.learning_rate
         for group in self.optimizer.param_groups:  # Muon's groups peak elsewhere: scale alike
-            group["lr"] = group.get("peak_lr", self.tconf.learning_rate) * lr / self.tconf.learning_rate
+            group["lr"] = group.get("peak_lr", self.tconf.learning_rate) * scale
         total = 0.0
         last = self.tconf.grad_accum_steps - 1
         for micro_step in range(self.tconf.grad_accum_steps):
@@ -1009,7 +1010,7 @@ class Trainer:
                 control.stop(f"time budget of {format_duration(tconf.time_budget or 0)} used", 0)
                 continue
             started = time.perf_counter()
-            loss = (self._with_compile_fallback(lambda: self.train_step(progress))
+            loss = (self._with_compile_fallback(partial(self.train_step, progress))
                     if trained_tokens == 0 else self.train_step(progress))
             if not math.isfinite(loss):
                 state = "failed"

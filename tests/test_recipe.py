@@ -47,7 +47,8 @@ def fast_model(vocab: int = 13, block: int = 8, seed: int = 0, layers: int = 2) 
     model = GPTLanguageModel(config).double().eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith(("proj.weight", "net.2.weight", "lm_head.weight", "bigram_table.weight")):
+            if name.endswith(("proj.weight", "net.2.weight", "lm_head.weight",
+                              "bigram_table.weight")):
                 param.normal_(0, 0.5 if "lm_head" in name else 0.1)
     return model
 
@@ -57,7 +58,7 @@ def fast_model(vocab: int = 13, block: int = 8, seed: int = 0, layers: int = 2) 
 
 def test_rope_makes_attention_scores_depend_only_on_the_distance() -> None:
     rotary = Rotary(head_size=8, block_size=64).double()
-    q, k = torch.randn(1, 1, 1, 8, dtype=torch.float64), torch.randn(1, 1, 1, 8, dtype=torch.float64)
+    q, k = torch.randn(2, 1, 1, 1, 8, dtype=torch.float64)
 
     def score(i: int, j: int) -> float:
         return float((rotary(q, start=i) * rotary(k, start=j)).sum())
