@@ -49,7 +49,7 @@ class GPTConfig:
     # -- the fast recipe's parts; the defaults are the lecture model (figures: README ablation) --
     rope: bool = False  # rotary positions instead of a learned table: attention sees distances
     norm: str = "layernorm"  # "rmsnorm": scale only, no mean subtraction — cheaper, as good
-    qk_norm: bool = False  # RMS-normalise queries and keys: bounded logits, a higher lr is safe
+    qk_norm: bool = False  # normalise queries and keys per head: bounded logits, stable at high lr
     mlp: str = "gelu"  # "relu2": ReLU(x)² — sparser and trains faster than GELU in small GPTs
     zero_init: bool = False  # output projections and lm_head start at 0: each block starts as id
     bigram: bool = False  # an exact (previous char → next char) logit table, V×V, learned fast
@@ -193,13 +193,13 @@ class Rotary(nn.Module):
         return angles.cos(), angles.sin()
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """``x``: (B, n_head, T, head_size) at positions start..start+T-1."""
-        T = x.size(-2)
+        """``x``: (B, T, heads, head_size) at positions start..start+T-1."""
+        T = x.size(1)
         if start + T <= self.cos.size(0):
             cos, sin = self.cos[start : start + T], self.sin[start : start + T]
         else:  # generation past the block: positions the table does not hold
             cos, sin = self._angles(start, T, self.inv_freq)
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # broadcast over heads
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
@@ -238,14 +238,16 @@ class CausalSelfAttention(nn.Module):
         self, x: torch.Tensor, kv: LayerKV | None = None, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if self.qk_norm:
-            q, k = rms_norm(q), rms_norm(k)
+        head_size = C // self.n_head
+        # Queries and keys of all heads side by side (one normalisation, one rotation), then values.
+        qk, v = self.qkv(x).view(B, T, 3 * self.n_head, head_size).split(2 * self.n_head, dim=2)
+        if self.qk_norm:  # zero mean, unit variance per head (LayerNorm's fused kernel)
+            qk = F.layer_norm(qk, (head_size,))
         if self.rotary is not None:
-            start = kv.seen if kv is not None else 0
-            q, k = self.rotary(q, start), self.rotary(k, start)
+            qk = self.rotary(qk, kv.seen if kv is not None else 0)
+        # (B, T, heads, head_size) -> (B, heads, T, head_size): heads become a batch dimension.
+        q, k = qk.transpose(1, 2).split(self.n_head, dim=1)
+        v = v.transpose(1, 2)
         if kv is not None:
             # Decoding: keys/values of earlier positions come from the cache, not recomputation.
             # A multi-token call (prefill) must start from an empty cache so the causal mask

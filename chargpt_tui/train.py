@@ -548,7 +548,9 @@ def prepare_run(
         if recipe not in RECIPES:
             raise ConfigError(f"unknown recipe {recipe!r}", f"choose one of: {', '.join(RECIPES)}")
         base = {**base, **RECIPES[recipe]}
-        if given.get("time_budget") and "max_iters" not in given:
+        if "max_iters" in given and "time_budget" not in given:
+            base.pop("time_budget", None)  # a step count asked for replaces the preset's clock
+        elif (given.get("time_budget") or base.get("time_budget")) and "max_iters" not in given:
             base["max_iters"] = 10**9  # the clock ends the run, not a step count
     elif "recipe" in given:
         raise ConfigError("cannot change the recipe when resuming",
