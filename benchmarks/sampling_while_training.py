@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from chargpt_tui.events import EventBus, StepDone
+from chargpt_tui.run_setup import prepare_run
 from chargpt_tui.sampling import SamplingParams, stream_tokens
-from chargpt_tui.train import Trainer, prepare_run
+from chargpt_tui.train import Trainer
 
 SAMPLE_CHARS = 400
 WINDOW = 4.0  # seconds per training-speed measurement

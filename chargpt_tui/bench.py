@@ -29,7 +29,6 @@ checkpoint, the same work for every run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import platform
@@ -48,27 +47,20 @@ from typing import Any, Protocol
 
 import torch
 
+from chargpt_tui.control import HOLD_WAIT_SECONDS, TrainerControl
 from chargpt_tui.data import get_batch, split_data
+from chargpt_tui.device import autocast_context, pick_device
 from chargpt_tui.events import Event, EventBus, StepDone
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
 from chargpt_tui.presets import PRESETS
+from chargpt_tui.run_setup import RunSetup
 from chargpt_tui.sampling import SamplingParams, beam_search, prepare_prompt, stream_tokens
 from chargpt_tui.tokenizer import CharTokenizer
-from chargpt_tui.train import (
-    RunSetup,
-    TrainConfig,
-    Trainer,
-    TrainerControl,
-    autocast_context,
-    configure_optimizer,
-    pick_device,
-)
+from chargpt_tui.train import TrainConfig, Trainer, configure_optimizer
 
 # Tiny Shakespeare's alphabet: the models here have the same vocabulary size (65) as the app's.
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 MODES = ("full", "quick", "tiny")
-# How long a held sampler waits for training to reach a step boundary (as the TUI would).
-HOLD_WAIT_SECONDS = 5.0
 
 # Dense (no sparsity) bf16 tensor-core peaks in FLOP/s from the vendors' datasheets, matched
 # against torch.cuda.get_device_name() in this order (so "H100 PCIe" wins over "H100").
@@ -846,25 +838,6 @@ class TrainingWindow:
         return held / (self.end - self.start)
 
 
-def record_holds(source: Any, holds: list[list[float]]) -> None:
-    """Record the span of every ``hold_training`` of the app's model source (prompts and the
-    next-character view both park training through it). Only this instance is wrapped: the
-    app's own code path runs unchanged, it is just timed."""
-    original = source.hold_training
-
-    @contextlib.contextmanager
-    def timed_hold() -> Iterator[None]:
-        span = [time.perf_counter(), math.inf]  # open until it ends: counts if still running
-        holds.append(span)
-        try:
-            with original():
-                yield
-        finally:
-            span[1] = time.perf_counter()
-
-    source.hold_training = timed_hold
-
-
 async def wait_for(predicate: Callable[[], object], what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -885,7 +858,6 @@ async def app_training_window(ctx: BenchContext, shape: Shape, prompt_text: str
     app = ChargptApp(setup_factory=lambda _progress, _notice: ctx.run_setup(shape),
                      show_timing=False)
     holds: list[list[float]] = []
-    record_holds(app.source, holds)
     step_times: list[float] = []
 
     def on_event(event: Event) -> None:
@@ -896,6 +868,8 @@ async def app_training_window(ctx: BenchContext, shape: Shape, prompt_text: str
     async with app.run_test(headless=True, size=(120, 40)):
         await wait_for(lambda: app.training.trainer is not None, "the app's trainer")
         assert app.training.trainer is not None
+        # Every hold the app takes (prompts, the next-character view) goes through this control.
+        app.training.trainer.control.hold_spans = holds
         app.training.trainer.bus.subscribe(on_event)
         await wait_for(lambda: len(step_times) >= 3, "the app's first training steps")
         prompt_line = app.query_one(PromptInput)

@@ -24,7 +24,9 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import UsageError
 
 if TYPE_CHECKING:
-    pass
+    from rich.table import Table
+
+    from chargpt_tui.runs import RunInfo
 
 # torch prints a warning at import when NumPy is absent; chargpt-tui never needs NumPy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -232,12 +234,12 @@ def train(
         eval_iters=eval_iters, seed=seed, compile=compile, grad_accum_steps=grad_accum_steps)
 
     def go() -> None:
-        from chargpt_tui.train import set_torch_threads
+        from chargpt_tui.device import set_torch_threads
 
         set_torch_threads(threads)
         from chargpt_tui import distributed
         from chargpt_tui.headless import download_progress, run_headless_training
-        from chargpt_tui.train import prepare_run
+        from chargpt_tui.run_setup import prepare_run
 
         # under torchrun: join the process group; only rank 0 speaks (see distributed.py)
         with distributed.launch(device) as launch:
@@ -282,7 +284,7 @@ def sample(
     """Continue a prompt from a trained checkpoint, streaming the text as it is generated."""
 
     def go() -> None:
-        from chargpt_tui.train import set_torch_threads
+        from chargpt_tui.device import set_torch_threads
 
         set_torch_threads(threads)
         from chargpt_tui.headless import run_sample
@@ -363,7 +365,7 @@ def runs(
     """List training runs, newest first: steps, best validation loss, size, data."""
 
     def go() -> None:
-        from chargpt_tui.runs import list_runs, runs_table
+        from chargpt_tui.runs import list_runs
 
         found = list_runs(root)
         if as_json:
@@ -398,7 +400,7 @@ def bench(
     """
 
     def go() -> None:
-        from chargpt_tui.train import set_torch_threads
+        from chargpt_tui.device import set_torch_threads
 
         set_torch_threads(threads)
         from rich.console import Console
@@ -454,3 +456,41 @@ def usage_error_line(message: str, command: str) -> int:
     """Print a mistyped option or value as one line; returns click's usage exit code."""
     fail(_escape(f"{message} — see `{command} --help`"), 2)
     return 2
+
+
+def runs_table(runs: list[RunInfo]) -> Table:
+    """The rich table ``chargpt-tui runs`` prints (compact: fits 80 columns)."""
+    import time
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("run", no_wrap=True)
+    for column in ("steps", "best val", "params", "ckpt"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("data", overflow="ellipsis", no_wrap=True)
+    for column in ("state", "modified"):
+        table.add_column(column, no_wrap=True)
+    for run in runs:
+        steps = "?" if run.step is None else f"{run.step:,}"
+        if run.max_iters is not None:
+            steps += f"/{_compact(run.max_iters)}"
+        table.add_row(
+            escape(run.name), steps,
+            "-" if run.best_val_loss is None else f"{run.best_val_loss:.4f}",
+            "?" if run.parameters is None else _compact(run.parameters),
+            "-" if run.checkpoint_bytes is None else f"{_compact(run.checkpoint_bytes)}B",
+            escape(Path(run.data).name if run.data and os.sep in run.data else run.data or "?"),
+            run.state or "?",
+            time.strftime("%m-%d %H:%M", time.localtime(run.modified)),
+        )
+    return table
+
+
+def _compact(number: int) -> str:
+    """10600000 → 10.6M, 4720 → 4.7k, 100000 → 100k."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if number >= limit:
+            return f"{number / limit:.1f}".removesuffix(".0") + suffix
+    return str(number)

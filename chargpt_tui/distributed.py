@@ -31,6 +31,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from chargpt_tui.device import pick_device
 from chargpt_tui.errors import ConfigError
 from chargpt_tui.torchrun import launched_by_torchrun
 
@@ -65,8 +66,6 @@ def current() -> DistContext | None:
 
 def _device_for(requested: str, local_rank: int) -> torch.device:
     """One GPU per process (``cuda:LOCAL_RANK``) when CUDA is there, else the CPU."""
-    from chargpt_tui.train import pick_device
-
     if requested.startswith("cuda:"):
         raise ConfigError(f"--device {requested} cannot be used under torchrun",
                           "pass --device cuda: each process takes cuda:LOCAL_RANK")

@@ -27,7 +27,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
+from chargpt_tui.checkpoint import load_for_sampling
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
@@ -37,13 +37,14 @@ from chargpt_tui.events import (
     StateChanged,
     StepDone,
 )
+from chargpt_tui.run_setup import RunSetup
 from chargpt_tui.sampling import (
     SamplingParams,
     beam_search,
     prepare_prompt,
     stream_text,
 )
-from chargpt_tui.train import RunSetup, Trainer, TrainResult, model_from_checkpoint, pick_device
+from chargpt_tui.train import Trainer, TrainResult
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 if hasattr(signal, "SIGHUP"):
@@ -188,15 +189,13 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
 def run_sample(checkpoint: Path, prompt_text: str, params: SamplingParams, *, device: str,
                as_json: bool, notice: Callable[[str], None]) -> None:
     """Stream a continuation to stdout (plain) or print one JSON object (``--json``)."""
-    torch_device = pick_device(device)
-    checkpoint = resolve_checkpoint(checkpoint, prefer_best=True)
-    payload = load_checkpoint(checkpoint, map_location=torch_device)
-    model, tokenizer = model_from_checkpoint(payload, torch_device)
+    loaded = load_for_sampling(checkpoint, device, prefer_best=True)
+    model, tokenizer, checkpoint = loaded.model, loaded.tokenizer, loaded.file
     prompt = prepare_prompt(tokenizer, prompt_text, model.config.block_size)
     for warning in prompt.warnings():
         notice(warning)
     out = sys.stdout
-    result: dict[str, object] = {"prompt": prompt_text, "step": payload["step"],
+    result: dict[str, object] = {"prompt": prompt_text, "step": loaded.step,
                                  "checkpoint": str(checkpoint), **vars(params)}
     if params.beam_width > 1:
         shown = 0

@@ -61,7 +61,8 @@ TINY_OVERRIDES = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=4
 
 def train_tiny(out_dir: Path, data_path: Path, steps: int = 6) -> Path:
     """Train a tiny model in-process for ``steps`` steps; returns its checkpoint file."""
-    from chargpt_tui.train import Trainer, prepare_run
+    from chargpt_tui.run_setup import prepare_run
+    from chargpt_tui.train import Trainer
 
     setup = prepare_run(data=str(data_path), preset="tiny", device="cpu", out=out_dir,
                         overrides={**TINY_OVERRIDES, "max_iters": steps, "eval_interval": steps})

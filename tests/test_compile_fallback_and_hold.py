@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from chargpt_tui.events import EventBus, Notice, StepDone
-from chargpt_tui.train import RunSetup, Trainer, prepare_run
+from chargpt_tui.run_setup import RunSetup, prepare_run
+from chargpt_tui.train import Trainer
 
 
 def tiny_setup(tmp_path: Path, **overrides: object) -> RunSetup:

@@ -36,7 +36,8 @@ from chargpt_tui.checkpoint import (
     save_checkpoint,
 )
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
-from chargpt_tui.train import Trainer, prepare_run
+from chargpt_tui.run_setup import prepare_run
+from chargpt_tui.train import Trainer
 
 PACKAGE = Path(chargpt_tui.__file__).parent
 

@@ -18,14 +18,16 @@ from chargpt_tui import checkpoint, runs
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.cli import app
 from chargpt_tui.events import Event, EventBus, Notice, SampleChunk, TrainingStarted
+from chargpt_tui.run_setup import prepare_run
 from chargpt_tui.runs import (
+    MetricsWriter,
     _events_backwards,
     event_from_json,
     follow_metrics,
     list_runs,
     read_metrics,
 )
-from chargpt_tui.train import MetricsWriter, Trainer, prepare_run
+from chargpt_tui.train import Trainer
 
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4,
         "eval_iters": 2, "eval_interval": 5, "sample_chars": 12}

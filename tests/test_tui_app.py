@@ -234,10 +234,11 @@ async def test_next_character_view_shows_the_models_own_top_choices(checkpoint: 
     """As the user types, the bars show the live model's likeliest next characters."""
     import torch
 
-    from chargpt_tui.train import model_from_checkpoint
+    from chargpt_tui.checkpoint import load_for_sampling
     from chargpt_tui.tui.widgets.next_chars import NextChars
 
-    model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint))
+    loaded = load_for_sampling(checkpoint, "cpu")
+    model, tokenizer = loaded.model, loaded.tokenizer
     app = chat_app(checkpoint)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.source.ready, what="model")

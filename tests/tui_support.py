@@ -13,7 +13,7 @@ from typing import Any
 from corpus import write_corpus
 from textual import events
 
-from chargpt_tui.train import RunSetup, prepare_run
+from chargpt_tui.run_setup import RunSetup, prepare_run
 
 # A model small enough that tens of steps take well under a second on 2 shared cores.
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, dropout=0.0,

@@ -23,7 +23,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.worker import get_current_worker
 
-from chargpt_tui.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
+from chargpt_tui.checkpoint import load_for_sampling
 from chargpt_tui.errors import UserError
 from chargpt_tui.events import (
     CheckpointSaved,
@@ -36,14 +36,9 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
-from chargpt_tui.runs import follow_metrics
-from chargpt_tui.train import (
-    METRICS_NAME,
-    RunSetup,
-    Trainer,
-    model_from_checkpoint,
-    pick_device,
-)
+from chargpt_tui.run_setup import RunSetup
+from chargpt_tui.runs import CHECKPOINT_NAME, METRICS_NAME, follow_metrics
+from chargpt_tui.train import Trainer
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.formatting import count
 from chargpt_tui.tui.live_model import ModelSource
@@ -262,16 +257,14 @@ class TrainingPanel(Vertical):
         assert self.follow is not None
         path = self.follow / CHECKPOINT_NAME
         try:
-            device = pick_device(self.device)
-            payload = load_checkpoint(path, map_location=device)
-            model, tokenizer = model_from_checkpoint(payload, device)
+            loaded = load_for_sampling(path, self.device)
         except UserError as error:
             reason = (f"no checkpoint in {self.follow} yet: prompts work once the run saves one"
                       if not path.exists() else str(error))
             self.post_message(messages.ModelUnavailable(reason))
             return
-        step = int(payload["step"])
-        self.source.attach_model(model, tokenizer, step)
+        step = loaded.step
+        self.source.attach_model(loaded.model, loaded.tokenizer, step)
         self.post_message(messages.ModelReady(step, training=False))
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False,
@@ -279,16 +272,14 @@ class TrainingPanel(Vertical):
     def open_checkpoint(self) -> None:
         assert self.checkpoint is not None
         try:
-            device = pick_device(self.device)
-            payload = load_checkpoint(self.checkpoint, map_location=device)
-            model, tokenizer = model_from_checkpoint(payload, device)
+            loaded = load_for_sampling(self.checkpoint, self.device)
         except UserError as error:
             self.post_message(messages.TrainingEnded(None, str(error)))
             return
-        step = int(payload["step"])
-        self.source.attach_model(model, tokenizer, step)
+        step, payload, model, device = loaded.step, loaded.payload, loaded.model, loaded.device
+        self.source.attach_model(model, loaded.tokenizer, step)
         self.post_message(messages.HistoryLoaded(*read_history(
-            resolve_checkpoint(self.checkpoint).parent / METRICS_NAME, step)))
+            loaded.file.parent / METRICS_NAME, step)))
         self.post_message(messages.EngineEvent(TrainingStarted(
             step=step, max_iters=int(payload.get("train_config", {}).get("max_iters", step)),
             device=str(device), parameters=model.num_parameters(),
