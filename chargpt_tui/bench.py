@@ -54,7 +54,13 @@ from chargpt_tui.events import Event, EventBus, StepDone
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
 from chargpt_tui.presets import PRESETS
 from chargpt_tui.run_setup import RunSetup
-from chargpt_tui.sampling import SamplingParams, beam_search, prepare_prompt, stream_tokens
+from chargpt_tui.sampling import (
+    SamplingParams,
+    beam_search,
+    generate,
+    prepare_prompt,
+    stream_tokens,
+)
 from chargpt_tui.tokenizer import CharTokenizer
 from chargpt_tui.train import TrainConfig, Trainer, configure_optimizer
 
@@ -520,7 +526,7 @@ def bench_sampling(ctx: BenchContext) -> CaseResult:
         def run() -> object:
             generator = torch.Generator(device=device).manual_seed(0)
             idx = torch.tensor([start], device=device)
-            return model.generate(idx, chars, temperature=1.0, generator=generator)
+            return generate(model, idx, chars, temperature=1.0, generator=generator)
         return run
 
     warm_chars = min(32, plan.sample_lengths[0])

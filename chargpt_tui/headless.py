@@ -40,8 +40,8 @@ from chargpt_tui.events import (
 from chargpt_tui.run_setup import RunSetup
 from chargpt_tui.sampling import (
     SamplingParams,
-    beam_search,
     prepare_prompt,
+    stream_beam_text,
     stream_text,
 )
 from chargpt_tui.train import Trainer, TrainResult
@@ -201,20 +201,20 @@ def run_sample(checkpoint: Path, prompt_text: str, params: SamplingParams, *, de
         shown = 0
         if not as_json:
             out.write(prompt_text)
-        for state in beam_search(model, prompt.ids, params):
+        for update in stream_beam_text(model, tokenizer, prompt, params):
             if not as_json:  # stream the part every beam agrees on: it can no longer change
-                out.write(tokenizer.decode(state.best[shown : state.stable]))
+                out.write(update.stable)
                 out.flush()
-                shown = state.stable
-        beams = state.live_beams(tokenizer)
-        if len(state.best) < params.max_new_tokens:
-            notice(f"beam search stopped after {len(state.best)} characters: every "
+                shown += len(update.stable)
+        beams = update.state.result(tokenizer)
+        if beams.chars < params.max_new_tokens:
+            notice(f"beam search stopped after {beams.chars} characters: every "
                    f"continuation would repeat a {params.no_repeat_ngram}-character sequence "
                    "(--no-repeat-ngram)")
-        result.update(completion=beams[0][0],
-                      beams=[{"text": t, "score": s} for t, s in beams])
+        result.update(completion=beams.texts[0],
+                      beams=[{"text": t, "score": s} for t, s in zip(beams.texts, beams.scores)])
         if not as_json:
-            out.write(beams[0][0][shown:] + "\n")
+            out.write(beams.texts[0][shown:] + "\n")
     else:
         pieces = []
         if not as_json:

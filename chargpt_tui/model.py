@@ -187,7 +187,6 @@ class KVCache:
     def __init__(self, config: GPTConfig, batch_size: int, device: torch.device | str,
                  dtype: torch.dtype = torch.float32) -> None:
         shape = (batch_size, config.n_head, config.block_size, config.head_size)
-        self.capacity = config.block_size
         self.layers = [
             LayerKV(torch.empty(shape, device=device, dtype=dtype),
                     torch.empty(shape, device=device, dtype=dtype))
@@ -341,30 +340,6 @@ class GPTLanguageModel(nn.Module):
             x, weights = block(x, need_weights=True)
             maps.append(weights[0])
         return maps
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """The lecture's sampler: re-run the (cropped) context for every new token. No cache.
-
-        Simple and obviously correct; :mod:`chargpt_tui.sampling` has the fast, streaming one and
-        the tests check the two agree.
-        """
-        from chargpt_tui.sampling import SamplingParams, sample_next
-
-        params = SamplingParams(temperature=temperature, top_k=top_k)
-        for _ in range(max_new_tokens):
-            idx_cond = idx[:, -self.config.block_size :]  # positions beyond block_size don't exist
-            logits, _ = self(idx_cond)
-            next_id = sample_next(logits[:, -1, :], params, generator)
-            idx = torch.cat((idx, next_id), dim=1)
-        return idx
 
 
 def convert_attention_weights(state: dict[str, torch.Tensor], config: GPTConfig,

@@ -126,9 +126,10 @@ class AttentionComputed(Message):
 class NextCharsComputed(Message):
     """The most likely next characters after the text typed so far, with probabilities."""
 
-    def __init__(self, text: str, candidates: list[tuple[str, float]], step: int) -> None:
+    def __init__(self, text: str, candidates: list[tuple[str, float]], step: int,
+                 error: str | None = None) -> None:
         super().__init__()
-        self.text, self.candidates, self.step = text, candidates, step
+        self.text, self.candidates, self.step, self.error = text, candidates, step, error
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, NextCharsComputed)

@@ -24,7 +24,7 @@ from textual.containers import Vertical
 from textual.worker import get_current_worker
 
 from chargpt_tui.checkpoint import load_for_sampling
-from chargpt_tui.errors import UserError
+from chargpt_tui.errors import describe
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
@@ -192,8 +192,8 @@ class TrainingPanel(Vertical):
                 setup.train_config.sample_chars = LIVE_SAMPLE_CHARS
             bus = EventBus()
             trainer = Trainer(setup, bus)
-        except UserError as error:
-            self.post_message(messages.TrainingEnded(None, str(error)))
+        except Exception as error:  # noqa: BLE001 - a UserError, or a bug: either ends the worker
+            self.post_message(messages.TrainingEnded(None, describe(error)))
             return
         if worker.is_cancelled:
             return
@@ -204,8 +204,8 @@ class TrainingPanel(Vertical):
         self.post_message(messages.ModelReady(trainer.step, training=True))
         try:
             result = trainer.run()
-        except UserError as error:  # e.g. the disk refused a checkpoint
-            self.post_message(messages.TrainingEnded(None, str(error), unsaved=True))
+        except Exception as error:  # noqa: BLE001 - e.g. the disk refused a checkpoint
+            self.post_message(messages.TrainingEnded(None, describe(error), unsaved=True))
             return
         finally:
             self.running = False
@@ -244,8 +244,11 @@ class TrainingPanel(Vertical):
         Read only: nothing here writes to the followed folder."""
         assert self.follow is not None
         worker = get_current_worker()
-        for event in follow_metrics(self.follow, worker.cancelled_event):
-            self._forward(event)
+        try:
+            for event in follow_metrics(self.follow, worker.cancelled_event):
+                self._forward(event)
+        except Exception as error:  # noqa: BLE001 - say so in the log rather than go quiet
+            self.post_message(messages.LogLine(f"stopped following: {describe(error)}", "error"))
 
     def _reload_followed_checkpoint(self) -> None:
         self._reload_pending = False
@@ -258,9 +261,9 @@ class TrainingPanel(Vertical):
         path = self.follow / CHECKPOINT_NAME
         try:
             loaded = load_for_sampling(path, self.device)
-        except UserError as error:
+        except Exception as error:  # noqa: BLE001 - shown under the prompt, whatever it was
             reason = (f"no checkpoint in {self.follow} yet: prompts work once the run saves one"
-                      if not path.exists() else str(error))
+                      if not path.exists() else describe(error))
             self.post_message(messages.ModelUnavailable(reason))
             return
         step = loaded.step
@@ -273,8 +276,8 @@ class TrainingPanel(Vertical):
         assert self.checkpoint is not None
         try:
             loaded = load_for_sampling(self.checkpoint, self.device)
-        except UserError as error:
-            self.post_message(messages.TrainingEnded(None, str(error)))
+        except Exception as error:  # noqa: BLE001 - shown in the log, whatever it was
+            self.post_message(messages.TrainingEnded(None, describe(error)))
             return
         step, payload, model, device = loaded.step, loaded.payload, loaded.model, loaded.device
         self.source.attach_model(model, loaded.tokenizer, step)
