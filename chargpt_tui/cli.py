@@ -133,7 +133,8 @@ def run_guarded(function: Any) -> Any:
         raise fail("interrupted", 130) from None
     except BrokenPipeError:
         # The reader went away (`| head`, a dropped SSH session): stop quietly, like `cat` does.
-        from chargpt_tui.headless import EXIT_OUTPUT_CLOSED, silence_stdout
+        from chargpt_tui.exit_codes import EXIT_OUTPUT_CLOSED
+        from chargpt_tui.headless import silence_stdout
 
         silence_stdout()
         raise typer.Exit(EXIT_OUTPUT_CLOSED) from None

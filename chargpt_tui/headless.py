@@ -37,6 +37,7 @@ from chargpt_tui.events import (
     StateChanged,
     StepDone,
 )
+from chargpt_tui.exit_codes import EXIT_OUTPUT_CLOSED, SIGNAL_EXIT_CODES
 from chargpt_tui.run_setup import RunSetup
 from chargpt_tui.sampling import (
     SamplingParams,
@@ -45,11 +46,6 @@ from chargpt_tui.sampling import (
     stream_text,
 )
 from chargpt_tui.train import Trainer, TrainResult
-
-SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
-if hasattr(signal, "SIGHUP"):
-    SIGNAL_EXIT_CODES[signal.SIGHUP] = 129
-EXIT_OUTPUT_CLOSED = 141  # what a shell reports for a process killed by SIGPIPE (128 + 13)
 
 
 def silence_stdout() -> None:
