@@ -21,7 +21,7 @@ from chargpt_tui.presets import PRESET_NAMES
 try:  # recent typer releases vendor click; older ones depend on it
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import UsageError
+    from click.exceptions import UsageError  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -406,7 +406,7 @@ def bench(
         set_torch_threads(threads)
         from rich.console import Console
 
-        from chargpt_tui.bench import print_report, run_bench
+        from chargpt_tui.bench.runner import print_report, run_bench
 
         progress = Console(stderr=True, highlight=False)
         report = run_bench(mode="tiny" if tiny else "quick" if quick else "full", device=device,

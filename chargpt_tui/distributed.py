@@ -26,7 +26,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -214,7 +214,8 @@ def wrap_model(context: DistContext, model: torch.nn.Module) -> torch.nn.Module:
     device_ids = [context.device.index] if context.device.type == "cuda" else None
     # torch ≥ 2.13 renamed the option (the old name still works, with a warning)
     newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-    no_buffer_sync = {"forward_sync_buffers" if newer else "broadcast_buffers": False}
+    no_buffer_sync: dict[str, Any] = {
+        "forward_sync_buffers" if newer else "broadcast_buffers": False}
     return DistributedDataParallel(model, device_ids=device_ids, **no_buffer_sync)
 
 

@@ -20,6 +20,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -78,7 +79,7 @@ def download_progress(enabled: bool = True) -> Iterator[Callable[[int, int | Non
     progress = Progress(TextColumn("downloading"), BarColumn(), DownloadColumn(),
                         TransferSpeedColumn(), console=console, transient=True,
                         disable=not enabled)
-    task: list[int] = []
+    task: list[TaskID] = []
 
     def update(done: int, total: int | None) -> None:
         if not task:

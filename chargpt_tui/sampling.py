@@ -18,7 +18,7 @@ Inside the block both are exactly the lecture's ``generate`` (the tests check to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -184,7 +184,7 @@ class _CachedContext:
 
 @torch.inference_mode()
 def stream_tokens(model: GPTLanguageModel, prompt_ids: list[int],
-                  params: SamplingParams) -> Iterator[int]:
+                  params: SamplingParams) -> Generator[int, None, None]:
     """Yield sampled token ids one at a time (batch 1), as soon as each is chosen."""
     ctx = _CachedContext(model, 1, params.context_policy)
     generator = make_generator(params.seed, ctx.device)

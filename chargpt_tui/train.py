@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -112,7 +112,8 @@ def configure_optimizer(model: GPTLanguageModel, config: TrainConfig,
                         device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only (see :func:`iter_decay_groups`)."""
     params = dict(model.named_parameters())
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, wants_decay in iter_decay_groups(model):
         (decay if wants_decay else no_decay).append(params[name])
     groups = [
@@ -199,7 +200,7 @@ class Trainer:
             self._restore(setup.resume)
         self.train_model: torch.nn.Module = self.model
         if self.tconf.compile:
-            self.train_model = torch.compile(self.model)
+            self.train_model = cast(torch.nn.Module, torch.compile(self.model))
         if self.dist:
             self.train_model = distributed.wrap_model(self.dist, self.train_model)
         self._weights_lock = threading.Lock()  # held while weights change (for snapshots)

@@ -293,15 +293,16 @@ def test_the_package_never_runs_shell_commands() -> None:
     assert offenders == []
     spawning = {path.name: text for path, text in package_sources().items()
                 if re.search(r"\bsubprocess\b", text)}
-    assert set(spawning) == {"bench.py"}
-    calls = re.findall(r"subprocess\.run\((\w+)", spawning["bench.py"])
+    assert set(spawning) == {"app_cases.py"}
+    calls = re.findall(r"subprocess\.run\((\w+)", spawning["app_cases.py"])
     assert calls and set(calls) == {"command", "paint_command"}
     # Both commands are fixed argument lists: this Python (or its chargpt-tui script) + flags.
-    from chargpt_tui.bench import help_command
+    from chargpt_tui.bench.app_cases import help_command
 
     assert help_command()[-1] == "--help" and Path(help_command()[0]).parent == Path(
         sys.executable).parent
-    assert "paint_command = [sys.executable, \"-c\", FIRST_PAINT_SCRIPT," in spawning["bench.py"]
+    paint = "paint_command = [sys.executable, \"-c\", FIRST_PAINT_SCRIPT,"
+    assert paint in spawning["app_cases.py"]
 
 
 def test_metrics_log_on_a_full_device_does_not_stop_training(tmp_path: Path) -> None:

@@ -181,10 +181,14 @@ class TrainingPanel(Vertical):
         assert self.setup_factory is not None
         worker = get_current_worker()
         self.post_message(messages.LogLine("loading the training text…"))
+        def progress(done: int, total: int | None) -> None:
+            self.post_message(messages.DownloadProgress(done, total))
+
+        def notice(text: str) -> None:
+            self.post_message(messages.LogLine(text, "warning"))
+
         try:
-            setup = self.setup_factory(
-                lambda done, total: self.post_message(messages.DownloadProgress(done, total)),
-                lambda text: self.post_message(messages.LogLine(text, "warning")))
+            setup = self.setup_factory(progress, notice)
             if not setup.train_config.sample_interval:
                 # Live samples at every evaluation: often enough to watch the model learn,
                 # rare enough to cost training little.
