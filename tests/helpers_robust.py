@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corpus import write_corpus
+from tiny_model import tiny_cli_args
 from typer.testing import CliRunner
 
 from chargpt_tui.cli import app
 
 # A model small enough that a few steps take well under a second on a loaded 2-core box.
-TINY_MODEL = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
-              "--block-size", "8", "--batch-size", "4", "--eval-iters", "2", "--device", "cpu"]
+TINY_MODEL = [*tiny_cli_args(n_layer=1, block_size=8), "--batch-size", "4", "--eval-iters", "2",
+              "--device", "cpu"]
 
 
 def write_text(folder: Path, name: str = "corpus.txt", lines: int = 120, seed: int = 0) -> Path:

@@ -26,6 +26,7 @@ from helpers_robust import (
     train_tiny,
     write_text,
 )
+from tiny_model import tiny_config
 
 import chargpt_tui
 import chargpt_tui.checkpoint as checkpoint_module
@@ -187,7 +188,7 @@ def checkpoint_for(step: int, model: dict[str, torch.Tensor], config: GPTConfig
 
 def test_sigkill_during_checkpoint_writes_never_leaves_a_broken_checkpoint(
         tmp_path: Path) -> None:
-    config = GPTConfig(vocab_size=4, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    config = tiny_config(vocab_size=4, block_size=8, n_layer=1)
     model = GPTLanguageModel(config).state_dict()
     path = tmp_path / "ckpt.pt"
     rng = random.Random(7)

@@ -8,10 +8,11 @@ import math
 
 import pytest
 import torch
+from tiny_model import tiny_config
 from torch.nn import functional as F
 
 from chargpt_tui.errors import ConfigError
-from chargpt_tui.model import GPTConfig, GPTLanguageModel
+from chargpt_tui.model import GPTLanguageModel
 from chargpt_tui.sampling import (
     SamplingParams,
     beam_search,
@@ -30,7 +31,7 @@ def tiny_model(vocab: int = 13, block: int = 16, seed: int = 0) -> GPTLanguageMo
     """A random tiny model in float64, so cached and uncached paths agree to the last bit
     that matters for argmax and multinomial draws."""
     torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=vocab, block_size=block, n_layer=2, n_head=2, n_embd=16)
+    config = tiny_config(vocab_size=vocab, block_size=block)
     model = GPTLanguageModel(config).double().eval()
     with torch.no_grad():  # sharper distributions than the 0.02-std init gives
         model.lm_head.weight.mul_(40)
