@@ -21,6 +21,7 @@ import torch
 
 from chargpt_tui.device import pick_device
 from chargpt_tui.errors import CheckpointError, UserError
+from chargpt_tui.events import EvalDone, Event, StateChanged, TrainingStarted
 from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy
 from chargpt_tui.runs import BEST_NAME, CHECKPOINT_NAME
 from chargpt_tui.tokenizer import CharTokenizer
@@ -186,6 +187,21 @@ class SamplingModel:
     @property
     def step(self) -> int:
         return int(self.payload["step"])
+
+    def history_events(self) -> list[Event]:
+        """What the checkpoint can tell a run's panels, as the events a live run would have
+        published: its start, its last evaluation, and that it is open for chat only."""
+        payload, step = self.payload, self.step
+        events: list[Event] = [TrainingStarted(
+            step=step, max_iters=int(payload.get("train_config", {}).get("max_iters", step)),
+            device=str(self.device), parameters=self.model.num_parameters(),
+            data=str(payload.get("data", "?")), out_dir=str(self.file), config={})]
+        last_eval = payload.get("last_eval") or {}
+        if last_eval:
+            events.append(EvalDone(step, last_eval["train"], last_eval["val"],
+                                   payload.get("best_val_loss") or last_eval["val"]))
+        events.append(StateChanged("chat only"))
+        return events
 
 
 def load_for_sampling(path: str | os.PathLike[str], device: str = "auto",

@@ -120,6 +120,20 @@ def read_metrics(path: str | os.PathLike[str]) -> list[Event]:
         return _parse_lines(handle.read().split(b"\n"))
 
 
+def loss_history(path: str | os.PathLike[str], up_to_step: int
+                 ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """Train and val losses a run logged up to ``up_to_step`` (later steps belong to weights
+    other than the checkpoint being shown). Best effort: a missing file or torn lines give less."""
+    try:
+        events = read_metrics(path)
+    except OSError:
+        return [], []
+    train = [(e.step, e.loss) for e in events if isinstance(e, StepDone) and e.step <= up_to_step]
+    val = [(e.step, e.val_loss) for e in events
+           if isinstance(e, EvalDone) and e.step <= up_to_step]
+    return train, val
+
+
 def _parse_lines(lines: Iterable[bytes]) -> list[Event]:
     return [event for line in lines if line.strip()
             if (event := event_from_json(line)) is not None]

@@ -17,6 +17,7 @@ from chargpt_tui.checkpoint import (
     save_checkpoint,
 )
 from chargpt_tui.errors import CheckpointError
+from chargpt_tui.events import EvalDone, StateChanged, TrainingStarted
 from chargpt_tui.model import GPTLanguageModel
 from chargpt_tui.runs import BEST_NAME, CHECKPOINT_NAME
 
@@ -64,3 +65,18 @@ def test_load_for_sampling_gives_the_saved_model_in_eval_mode(tmp_path: Path) ->
         got, _ = loaded.model(ids)
     torch.testing.assert_close(got, expected)
     assert load_for_sampling(tmp_path, "cpu").step == 9
+
+
+def test_an_opened_checkpoint_tells_its_history_as_events(tmp_path: Path) -> None:
+    config = tiny_config()
+    save_checkpoint({"format_version": FORMAT_VERSION, "model_config": config.to_dict(),
+                     "vocab": VOCAB, "model": GPTLanguageModel(config).state_dict(), "step": 40,
+                     "train_config": {"max_iters": 100}, "data": "play.txt",
+                     "last_eval": {"train": 1.5, "val": 1.75}, "best_val_loss": 1.625},
+                    tmp_path / CHECKPOINT_NAME)
+    started, evaluated, state = load_for_sampling(tmp_path, "cpu").history_events()
+    assert isinstance(started, TrainingStarted)
+    assert (started.step, started.max_iters, started.data) == (40, 100, "play.txt")
+    assert started.out_dir == str(tmp_path / CHECKPOINT_NAME) and started.device == "cpu"
+    assert evaluated == EvalDone(40, 1.5, 1.75, 1.625)
+    assert state == StateChanged("chat only")

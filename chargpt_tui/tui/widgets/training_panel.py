@@ -11,7 +11,6 @@ widget that shows it means the worker dies with the widget — no teardown races
 
 from __future__ import annotations
 
-import json
 import queue
 import statistics
 import time
@@ -37,7 +36,7 @@ from chargpt_tui.events import (
     TrainingStarted,
 )
 from chargpt_tui.run_setup import RunSetup
-from chargpt_tui.runs import CHECKPOINT_NAME, METRICS_NAME, follow_metrics
+from chargpt_tui.runs import CHECKPOINT_NAME, METRICS_NAME, follow_metrics, loss_history
 from chargpt_tui.train import Trainer
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.formatting import count
@@ -63,29 +62,6 @@ def thin(points: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]
     """Halve a long history by averaging neighbours (keeps the curve's shape, bounds memory)."""
     pairs = zip(points[0::2], points[1::2])
     return tuple((b[0], statistics.fmean((a[1], b[1]))) for a, b in pairs)
-
-
-def read_history(path: Path, up_to_step: int
-                 ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """Train and val losses a run logged (best effort: a missing or torn file gives less)."""
-    train: list[tuple[int, float]] = []
-    val: list[tuple[int, float]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return train, val
-    for line in lines:
-        try:
-            record = json.loads(line)
-            if record["step"] > up_to_step:
-                continue
-            if record["event"] == "StepDone":
-                train.append((record["step"], float(record["loss"])))
-            elif record["event"] == "EvalDone":
-                val.append((record["step"], float(record["val_loss"])))
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a crash
-    return train, val
 
 
 class TrainingPanel(Vertical):
@@ -283,21 +259,12 @@ class TrainingPanel(Vertical):
         except Exception as error:  # noqa: BLE001 - shown in the log, whatever it was
             self.post_message(messages.TrainingEnded(None, describe(error)))
             return
-        step, payload, model, device = loaded.step, loaded.payload, loaded.model, loaded.device
-        self.source.attach_model(model, loaded.tokenizer, step)
-        self.post_message(messages.HistoryLoaded(*read_history(
-            loaded.file.parent / METRICS_NAME, step)))
-        self.post_message(messages.EngineEvent(TrainingStarted(
-            step=step, max_iters=int(payload.get("train_config", {}).get("max_iters", step)),
-            device=str(device), parameters=model.num_parameters(),
-            data=str(payload.get("data", "?")), out_dir=str(self.checkpoint), config={})))
-        last_eval = payload.get("last_eval") or {}
-        if last_eval:
-            self.post_message(messages.EngineEvent(EvalDone(
-                step, last_eval["train"], last_eval["val"],
-                payload.get("best_val_loss") or last_eval["val"])))
-        self.post_message(messages.EngineEvent(StateChanged("chat only")))
-        self.post_message(messages.ModelReady(step, training=False))
+        self.source.attach_model(loaded.model, loaded.tokenizer, loaded.step)
+        self.post_message(messages.HistoryLoaded(*loss_history(
+            loaded.file.parent / METRICS_NAME, loaded.step)))
+        for event in loaded.history_events():
+            self.post_message(messages.EngineEvent(event))
+        self.post_message(messages.ModelReady(loaded.step, training=False))
 
     # -- message handlers (UI thread) ---------------------------------------------------------
 
