@@ -24,7 +24,7 @@ from textual.worker import get_current_worker
 
 from chargpt_tui.errors import UserError, describe
 from chargpt_tui.sampling import (
-    BeamResult,
+    BeamText,
     next_char_probabilities,
     prepare_prompt,
     stream_beam_text,
@@ -177,7 +177,6 @@ class PromptPane(Vertical):
                                                      prompt.warnings()))
         params = settings.params()
         produced, beams = 0, None
-        beams_result: BeamResult | None = None
         with self.source.hold_training():
             started = time.perf_counter()
             window = prompt.ids[-min(block_size, ATTENTION_CHARS):]
@@ -186,14 +185,15 @@ class PromptPane(Vertical):
                 tokenizer.decode(window), [layer.float().cpu().tolist() for layer in maps],
                 snapshot.step))
             if params.beam_width > 1:
-                for update in stream_beam_text(model, tokenizer, prompt, params):
+                last: BeamText | None = None
+                for last in stream_beam_text(model, tokenizer, prompt, params):
                     if worker.is_cancelled:
                         break
-                    chunks.put(("stable", update.stable))
-                    chunks.put(("tentative", update.tentative))
-                    beams_result = update.state.result(tokenizer)
-                if beams_result is not None:
-                    beams, produced = beams_result, beams_result.chars
+                    chunks.put(("stable", last.stable))
+                    chunks.put(("tentative", last.tentative))
+                if last is not None:  # decoded once, at the end: where the search stopped
+                    beams = last.state.result(tokenizer)
+                    produced = beams.chars
             else:
                 for char in stream_text(model, tokenizer, prompt, params):
                     if worker.is_cancelled:
