@@ -98,6 +98,8 @@ class Head(nn.Module):
     is the attention-weighted sum of the positions' values.
     """
 
+    tril: torch.Tensor
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.head_size = config.head_size
@@ -174,6 +176,10 @@ class Rotary(nn.Module):
     ``i − j``: attention sees *distances*, not absolute places. So no position table is learned,
     and a KV cache can slide past ``block_size`` (cached keys stay valid as the window moves).
     """
+
+    inv_freq: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
 
     def __init__(self, head_size: int, block_size: int, base: float = 10000.0) -> None:
         super().__init__()
@@ -499,32 +505,6 @@ class GPTLanguageModel(nn.Module):
             maps.append(weights[0])
         return maps
 
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """The lecture's sampler: re-run the (cropped) context for every new token. No cache.
-
-        Simple and obviously correct; :mod:`chargpt_tui.sampling` has the fast, streaming one and
-        the tests check the two agree.
-        """
-        from chargpt_tui.sampling import SamplingParams, sample_next
-
-        params = SamplingParams(temperature=temperature, top_k=top_k)
-        for _ in range(max_new_tokens):
-            # Learned positions stop at block_size: crop. A rotary model takes the whole history
-            # and its attention mask keeps each position to a block_size-wide sliding window.
-            idx_cond = idx if self.config.rope else idx[:, -self.config.block_size :]
-            logits, _ = self(idx_cond)
-            next_id = sample_next(logits[:, -1, :], params, generator)
-            idx = torch.cat((idx, next_id), dim=1)
-        return idx
-
 
 def convert_attention_weights(state: dict[str, torch.Tensor], config: GPTConfig,
                               to: str) -> dict[str, torch.Tensor]:
@@ -548,7 +528,7 @@ def convert_attention_weights(state: dict[str, torch.Tensor], config: GPTConfig,
                 for h in range(nh):
                     out[f"{prefix}.sa.heads.{h}.{name}.{kind}"] = chunk[h * hs : (h + 1) * hs]
         elif rest.startswith("heads.") and to == "fused":
-            _, h, name, kind = rest.split(".")
+            kind = rest.rsplit(".", 1)[1]  # heads.<h>.<query|key|value>.<weight|bias>
             fused_key = f"{prefix}.sa.qkv.{kind}"
             if fused_key not in out:
                 out[fused_key] = torch.cat(

@@ -68,7 +68,7 @@ class Muon(torch.optim.Optimizer):
                 if param.grad is not None:
                     by_shape.setdefault(param.shape, []).append(param)
             for shape, params in by_shape.items():
-                grads = [param.grad for param in params]
+                grads = [param.grad for param in params if param.grad is not None]
                 buffers = [self.state[param].setdefault("momentum_buffer", torch.zeros_like(param))
                            for param in params]
                 torch._foreach_mul_(buffers, group["momentum"])

@@ -1,39 +1,31 @@
-"""Training: the loop, its schedule, evaluation, checkpoints, and control from other threads.
+"""Training: the loop, its schedule, evaluation and checkpoints.
 
 :class:`Trainer` runs on whatever thread calls :meth:`Trainer.run` (the CLI's main thread, or a
 Textual worker) and publishes :mod:`~chargpt_tui.events` on a bus. Other threads steer it
-through :class:`TrainerControl`: pause, resume, save now, stop. Every request is honoured at a
-step boundary, so checkpoints always hold a consistent model/optimizer pair.
+through :class:`~chargpt_tui.control.TrainerControl`: pause, resume, save now, stop. Every
+request is honoured at a step boundary, so checkpoints always hold a consistent model/optimizer
+pair.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from chargpt_tui import distributed
-from chargpt_tui.checkpoint import (
-    BEST_NAME,
-    CHECKPOINT_NAME,
-    FORMAT_VERSION,
-    clean_stale_temp_files,
-    load_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
-from chargpt_tui.data import TokenizedData, get_batch, load_dataset, split_data
-from chargpt_tui.errors import CheckpointError, ConfigError, DataError, UserError
+from chargpt_tui.checkpoint import FORMAT_VERSION, clean_stale_temp_files, save_checkpoint
+from chargpt_tui.control import TrainerControl
+from chargpt_tui.data import TokenizedData, get_batch
+from chargpt_tui.device import autocast_context, use_tf32_matmuls
+from chargpt_tui.errors import CheckpointError, ConfigError, UserError
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
@@ -44,12 +36,20 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
-from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy, iter_decay_groups
+from chargpt_tui.model import GPTLanguageModel, fused_copy, iter_decay_groups
 from chargpt_tui.optim import Muon, MuonWithAdamW
-from chargpt_tui.presets import PRESETS, RECIPES, resolve_preset
-from chargpt_tui.runs import METRICS_NAME
+from chargpt_tui.runs import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    MetricsWriter,
+    point_latest_at,
+)
 from chargpt_tui.sampling import SamplingParams, stream_tokens
-from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
+
+if TYPE_CHECKING:  # run_setup builds the RunSetup from options and sits above this module
+    from chargpt_tui.run_setup import RunSetup
+
 
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
@@ -175,70 +175,6 @@ def parse_duration(text: str) -> float:
     return total
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """``auto``: CUDA, then Apple's MPS, then CPU. An explicit device must exist."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {requested!r}", "use auto, cpu, cuda or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but CUDA is not available here",
-                          "use --device cpu (or auto)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"--device {requested}: this machine has {torch.cuda.device_count()} "
-                          "CUDA device(s)", "use --device cuda:0 (or auto)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps was asked for but MPS is not available here",
-                          "use --device cpu (or auto)")
-    return device
-
-
-def set_torch_threads(threads: int | None) -> None:
-    """``--threads``: torch's CPU threads for this process (None keeps torch's default)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise ConfigError("--threads must be at least 1")
-    torch.set_num_threads(threads)
-
-
-def cpu_has_bf16_matmul() -> bool:
-    """True on CPUs with AMX tiles for bf16 (Intel Sapphire Rapids and newer), where bf16
-    matrix products beat fp32 for wide layers; elsewhere bf16 can be many times slower."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            return any("amx_bf16" in line for line in cpuinfo if line.startswith("flags"))
-    except OSError:
-        return False
-
-
-def autocast_context(device: torch.device, precision: str = "auto"
-                     ) -> contextlib.AbstractContextManager:
-    """bf16 autocast (fp32's range, so no loss scaling) on CUDA, and on CPU when asked for.
-
-    ``precision``: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
-    """
-    if device.type == "cuda" and precision != "fp32" and torch.cuda.is_bf16_supported():
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and precision == "bf16":
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def use_tf32_matmuls() -> None:
-    """On CUDA, let float32 matmuls and convolutions use TF32 tensor cores (Ampere and newer):
-    several times the fp32 speed at a 10-bit mantissa, which training does not notice. It
-    speeds up what bf16 autocast leaves in fp32, and sampling, whose snapshot runs in fp32."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-
-
 def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: torch.device
                         ) -> torch.optim.AdamW | MuonWithAdamW:
     """AdamW with weight decay on weight matrices only (see :func:`iter_decay_groups`); with
@@ -249,7 +185,8 @@ def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: to
     params = dict(model.named_parameters())
     muon = {name for name, param in params.items()
             if config.optimizer == "muon" and name.startswith("blocks.") and param.dim() == 2}
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, wants_decay in iter_decay_groups(model):
         if name not in muon:
             (decay if wants_decay else no_decay).append(params[name])
@@ -290,125 +227,6 @@ def estimate_loss(model: torch.nn.Module, data: TokenizedData, block_size: int, 
         out[split] = losses.mean().item()
     model.train(was_training)
     return out
-
-
-class TrainerControl:
-    """Thread-safe steering of a running :class:`Trainer`; every call returns at once.
-
-    Two kinds of pause: the user's (``pause``/``resume``, shown as "paused") and short *holds*
-    that other work takes (``with control.hold(): ...``) — e.g. the TUI answering a prompt, so
-    the two computations don't fight over the CPU cores. Training runs only when neither applies.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running = threading.Event()  # set ⇔ the loop may take steps
-        self._running.set()
-        self._parked = threading.Event()  # set ⇔ the loop is not inside a step
-        self._parked.set()
-        self._stop = threading.Event()
-        self._save = threading.Event()
-        self._user_paused = False
-        self._holds = 0
-        self.stop_reason = ""
-        self.exit_code = 0
-
-    def _update(self) -> None:
-        with self._lock:
-            if self._stop.is_set() or (not self._user_paused and self._holds == 0):
-                self._running.set()
-            else:
-                self._running.clear()
-
-    def pause(self) -> None:
-        self._user_paused = True
-        self._update()
-
-    def resume(self) -> None:
-        self._user_paused = False
-        self._update()
-
-    def toggle_pause(self) -> bool:
-        """Pause if running, resume if paused; returns True when now paused."""
-        if self._user_paused:
-            self.resume()
-        else:
-            self.pause()
-        return self._user_paused
-
-    @property
-    def paused(self) -> bool:
-        return self._user_paused
-
-    @contextlib.contextmanager
-    def hold(self, wait: float = 0.0) -> Iterator[None]:
-        """Keep training parked while the block runs; waits up to ``wait`` s for the current
-        step to finish first. Holds nest and never show up as a user pause."""
-        with self._lock:
-            self._holds += 1
-        self._update()
-        try:
-            if wait:
-                self._parked.wait(wait)
-            yield
-        finally:
-            with self._lock:
-                self._holds -= 1
-            self._update()
-
-    def request_save(self) -> None:
-        self._save.set()
-        self._running.set()  # wake a paused loop so it saves now; it parks again after
-
-    # -- the training loop's side (called from the training thread only) ------------------------
-
-    def take_save_request(self) -> bool:
-        """True once per :meth:`request_save`."""
-        requested = self._save.is_set()
-        if requested:
-            self._save.clear()
-        return requested
-
-    def rearm(self) -> None:
-        """After a save that woke a paused or held loop: make it park again."""
-        self._update()
-
-    def wait_until_runnable(self, on_state: Callable[[str], None]) -> bool:
-        """At a step boundary: park while paused or held, without busy-waiting.
-
-        Returns False when the loop should re-check stop/save requests before stepping.
-        ``on_state`` hears "paused"/"training" around a user pause (holds stay silent).
-        """
-        if not self._running.is_set():
-            user_pause = self.paused
-            if user_pause:
-                on_state("paused")
-            self._parked.set()
-            self._running.wait()
-            if self.stopping or self._save.is_set():
-                return False
-            if user_pause:
-                on_state("training")
-        self._parked.clear()
-        # A hold may have begun while we woke up. Checked only after clearing _parked, so a hold
-        # either sees this and parks us first or waits for the step: never both at once.
-        return self._running.is_set()
-
-    def mark_idle(self) -> None:
-        """The loop has ended: holds need not wait for a step boundary any more."""
-        self._parked.set()
-
-    def stop(self, reason: str = "stopped", exit_code: int = 0) -> None:
-        """Finish at the next step boundary (saving a checkpoint). Safe from signal handlers:
-        it only sets events, it takes no lock."""
-        if not self._stop.is_set():
-            self.stop_reason, self.exit_code = reason, exit_code
-        self._stop.set()
-        self._running.set()  # wake a paused loop so it can stop
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
 
 class TimeBudget:
@@ -462,207 +280,6 @@ class TrainResult:
         return asdict(self)
 
 
-@dataclass
-class RunSetup:
-    """What the CLI/TUI resolved from options, before training starts."""
-
-    model_config: GPTConfig
-    train_config: TrainConfig
-    tokenizer: CharTokenizer
-    data: TokenizedData
-    data_name: str
-    device: torch.device
-    out_dir: Path
-    preset: str
-    resume: dict[str, Any] | None = None
-    notices: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)  # when the command began: budgets
-
-
-MODEL_KEYS = {f.name for f in fields(GPTConfig)}
-TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
-
-
-def default_out_dir(runs_root: Path = Path("runs")) -> Path:
-    """A fresh run folder named by the start time: runs/20261125-221100."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = runs_root / stamp
-    suffix = 1
-    while out.exists():
-        suffix += 1
-        out = runs_root / f"{stamp}-{suffix}"
-    return out
-
-
-def prepare_run(
-    *,
-    data: str | None = None,
-    preset: str = "auto",
-    overrides: dict[str, Any] | None = None,
-    out: str | Path | None = None,
-    resume: str | Path | None = None,
-    device: str = "auto",
-    encoding: str = "utf-8",
-    progress: Callable[[int, int | None], None] | None = None,
-    notice: Callable[[str], None] | None = None,
-) -> RunSetup:
-    """Resolve options (preset < checkpoint < explicit overrides) and load the data.
-
-    ``overrides`` holds only options the user actually gave (None values are ignored). When
-    resuming, the model shape comes from the checkpoint and may not be changed.
-    """
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    unknown = set(given) - MODEL_KEYS - TRAIN_KEYS - {"recipe"}
-    if unknown:
-        raise ConfigError(f"unknown training options: {', '.join(sorted(unknown))}")
-    torch_device = pick_device(device)
-    notices: list[str] = []
-
-    def tell(message: str) -> None:
-        # Shown once: at once through the callback, or else by the Trainer when it starts.
-        if notice:
-            notice(message)
-        else:
-            notices.append(message)
-
-    checkpoint = None
-    if resume is not None:
-        checkpoint = load_checkpoint(resume)
-        changed = [k for k in given if k in MODEL_KEYS and k != "dropout"
-                   and given[k] != checkpoint["model_config"].get(k)]
-        if changed:
-            raise ConfigError(f"cannot change {', '.join(changed)} when resuming",
-                              "drop those options, or start a new run without --resume")
-        preset_name = checkpoint.get("preset", "custom")
-        base = {**checkpoint["model_config"], **checkpoint.get("train_config", {})}
-        data_spec = data or checkpoint.get("data", "shakespeare")
-    else:
-        preset_name = resolve_preset(preset, torch_device.type)
-        if preset_name not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}",
-                              f"choose one of: auto, {', '.join(PRESETS)}")
-        base = dict(PRESETS[preset_name])
-        data_spec = data or "shakespeare"
-    if resume is None:  # a resumed run keeps its own parts (they are in its configs)
-        recipe = str(given.pop("recipe", base.pop("recipe", "lecture")))
-        if recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe {recipe!r}", f"choose one of: {', '.join(RECIPES)}")
-        base = {**base, **RECIPES[recipe]}
-        if "max_iters" in given and "time_budget" not in given:
-            base.pop("time_budget", None)  # a step count asked for replaces the preset's clock
-        elif (given.get("time_budget") or base.get("time_budget")) and "max_iters" not in given:
-            base["max_iters"] = 10**9  # the clock ends the run, not a step count
-    elif "recipe" in given:
-        raise ConfigError("cannot change the recipe when resuming",
-                          "drop --recipe, or start a new run without --resume")
-    settings = {**base, **given}
-    # Check every option before any download or data loading: a typo should cost nothing.
-    # (The real vocabulary size is only known once the text is loaded.)
-    model_config = GPTConfig(**{"vocab_size": 1, **{k: v for k, v in settings.items()
-                                                    if k in MODEL_KEYS}})
-    train_config = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_KEYS})
-    out_dir = resolve_out_dir(out, resume)
-    refuse_to_overwrite(out_dir, resume)
-
-    corpus = load_dataset(data_spec, encoding=encoding, progress=progress, notice=tell)
-    if checkpoint is not None:
-        tokenizer = CharTokenizer(checkpoint["vocab"])
-        unknown_chars = tokenizer.unknown_chars(corpus.text)
-        if unknown_chars:
-            raise DataError(
-                f"{corpus.name} has characters the checkpoint's vocabulary lacks: "
-                f"{UnknownCharacterError(unknown_chars).unknown[:20]!r}",
-                "resume on the same data the run started with",
-            )
-        if corpus.name != checkpoint.get("data", corpus.name):
-            tell(f"resuming on {corpus.name}, but this run started on {checkpoint['data']}")
-    else:
-        tokenizer = CharTokenizer.from_text(corpus.text)
-    model_config = replace(model_config, vocab_size=tokenizer.vocab_size)
-    split = split_data(corpus.text, tokenizer, model_config.block_size)
-    return RunSetup(model_config, train_config, tokenizer, split, corpus.name, torch_device,
-                    out_dir, preset_name, checkpoint, notices)
-
-
-def resolve_out_dir(out: str | Path | None, resume: str | Path | None) -> Path:
-    """``--out``, else the folder of the checkpoint being resumed, else a fresh runs/<time>."""
-    if out is not None:
-        return Path(out).expanduser()
-    if resume is not None:
-        resumed = Path(resume).expanduser().resolve()
-        return resumed if resumed.is_dir() else resumed.parent
-    return default_out_dir()
-
-
-def refuse_to_overwrite(out_dir: Path, resume: str | Path | None) -> None:
-    """A new run must not replace a checkpoint someone already paid for in training time."""
-    existing = out_dir / CHECKPOINT_NAME
-    try:
-        if not existing.exists():
-            return
-    except OSError:
-        return  # a folder we may not look into: creating the run there reports it clearly
-    if resume is not None and existing.resolve() == resolve_checkpoint(resume).resolve():
-        return
-    raise ConfigError(f"{out_dir} already holds a checkpoint that this run would overwrite",
-                      f"continue it with --resume {out_dir}, or pick another --out")
-
-
-def point_latest_at(out_dir: Path) -> None:
-    """Keep ``<runs root>/latest`` a symlink to the newest run (best effort: not on all OSes)."""
-    latest = out_dir.parent / "latest"
-    if out_dir.name == "latest" or (latest.exists() and not latest.is_symlink()):
-        return
-    tmp = out_dir.parent / f".latest.{os.getpid()}.tmp"
-    try:
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(out_dir.name, target_is_directory=True)
-        os.replace(tmp, latest)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-
-
-class MetricsWriter:
-    """Appends every event of a run as one JSON line to ``metrics.jsonl`` beside the checkpoint.
-
-    Flushed at most once a second (and on evals and checkpoints), so it costs training nothing.
-    Live samples arrive a character at a time; each is written once, whole, when it ends. The
-    file is enough to replay a run's panels (see :mod:`chargpt_tui.runs`).
-    """
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8")
-        self._last_flush = 0.0
-        self.failed = False
-        self._sample: list[str] = []
-
-    def __call__(self, event: Any) -> None:
-        if self.failed:
-            return
-        if isinstance(event, SampleChunk):
-            self._sample.append(event.text)
-            if not event.final:
-                return
-            event = SampleChunk(event.step, "".join(self._sample), final=True)
-            self._sample = []
-        record = {"event": type(event).__name__, "time": time.time(), **asdict(event)}
-        try:
-            self._file.write(json.dumps(record) + "\n")
-            now = time.monotonic()
-            if now - self._last_flush > 1.0 or not isinstance(event, StepDone):
-                self._file.flush()
-                self._last_flush = now
-        except OSError:
-            # A log that cannot be written (full disk) must not crash the run it describes;
-            # the next checkpoint save reports the disk problem if it persists.
-            self.failed = True
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-
-
 class Trainer:
     """Owns model, optimizer, data RNG and step counter; :meth:`run` trains to ``max_iters``."""
 
@@ -698,7 +315,7 @@ class Trainer:
             self._restore(setup.resume)
         self.train_model: torch.nn.Module = self.model
         if self.tconf.compile:
-            self.train_model = torch.compile(self.model)
+            self.train_model = cast(torch.nn.Module, torch.compile(self.model))
         if self.dist:
             self.train_model = distributed.wrap_model(self.dist, self.train_model)
         self._weights_lock = threading.Lock()  # held while weights change (for snapshots)
@@ -1072,20 +689,3 @@ class Trainer:
             reason=reason, exit_code=control.exit_code if state == "stopped" else
             (1 if state == "failed" else 0), best_step=self.best_step,
         )
-
-
-def model_from_checkpoint(payload: dict[str, Any], device: torch.device | str = "cpu"
-                          ) -> tuple[GPTLanguageModel, CharTokenizer]:
-    """A fused, eval-mode model and its tokenizer from a loaded checkpoint, ready to sample."""
-    try:
-        config = GPTConfig(**payload["model_config"])
-        tokenizer = CharTokenizer(payload["vocab"])
-        if tokenizer.vocab_size != config.vocab_size:
-            raise CheckpointError(f"vocabulary of {tokenizer.vocab_size} characters does not "
-                                  f"match the model's {config.vocab_size}")
-        model = GPTLanguageModel(config)
-        model.load_state_dict(payload["model"])
-    except (TypeError, RuntimeError, KeyError) as error:
-        first = str(error).strip().splitlines()[0][:160]
-        raise CheckpointError(f"checkpoint does not describe a valid model: {first}") from None
-    return fused_copy(model.to(device)), tokenizer

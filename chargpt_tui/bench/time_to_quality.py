@@ -30,9 +30,8 @@ from typing import Any
 
 import torch
 
-from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.checkpoint import load_for_sampling
 from chargpt_tui.data import get_batch
-from chargpt_tui.train import model_from_checkpoint
 
 EVAL_BATCHES, EVAL_BATCH_SIZE, EVAL_SEED = 400, 12, 1
 NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
@@ -63,8 +62,8 @@ print(json.dumps({"val": sum(losses) / len(losses), "iter": ckpt["iter_num"]}))
 
 def careful_val(checkpoint: Path, corpus: Path) -> float:
     """Our model's val loss on the fixed batches (the 90/10 split of the corpus)."""
-    payload = load_checkpoint(checkpoint)
-    model, tokenizer = model_from_checkpoint(payload)
+    sampled = load_for_sampling(checkpoint, device="cpu")
+    model, tokenizer = sampled.model, sampled.tokenizer
     text = corpus.read_text(encoding="utf-8")
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     val = ids[int(0.9 * len(ids)):]

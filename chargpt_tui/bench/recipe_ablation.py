@@ -5,7 +5,7 @@ same number of tokens (``--tokens``) or the same wall-clock time (``--seconds``,
 schedule is fitted to the time as ``--time-budget`` does). Val loss is measured on
 ``--eval-batches`` fixed batches (400 holds ±0.005). One JSON line per variant on stdout.
 
-    python benchmarks/recipe_ablation.py --data ../shared/data/tinyshakespeare.txt \
+    python -m chargpt_tui.bench.recipe_ablation --data ../shared/data/tinyshakespeare.txt \
         --tokens 1536000 --variants lecture fast fast-no-muon ...
 """
 
@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from chargpt_tui.presets import RECIPES
-from chargpt_tui.train import Trainer, estimate_loss, prepare_run
+from chargpt_tui.run_setup import prepare_run
+from chargpt_tui.train import Trainer, estimate_loss
 
 FAST = RECIPES["fast"]
 # Each ablation turns one part of the fast recipe back to the lecture's.

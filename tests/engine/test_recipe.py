@@ -9,7 +9,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.checkpoint import (
+    FORMAT_VERSION,
+    load_checkpoint,
+    load_for_sampling,
+    save_checkpoint,
+)
 from chargpt_tui.events import EvalDone, EventBus, Notice, StepDone
 from chargpt_tui.model import (
     CausalSelfAttention,
@@ -22,16 +27,15 @@ from chargpt_tui.model import (
 )
 from chargpt_tui.optim import Muon, MuonWithAdamW, orthogonalize
 from chargpt_tui.presets import RECIPES, recipe_of
-from chargpt_tui.sampling import SamplingParams, beam_search, stream_tokens
+from chargpt_tui.run_setup import prepare_run
+from chargpt_tui.sampling import SamplingParams, beam_search, generate, stream_tokens
 from chargpt_tui.train import (
     TimeBudget,
     TrainConfig,
     Trainer,
     configure_optimizer,
     get_lr,
-    model_from_checkpoint,
     parse_duration,
-    prepare_run,
 )
 from tests.conftest import TINY
 
@@ -42,8 +46,8 @@ ALL_PARTS = dict(rope=True, norm="rmsnorm", qk_norm=True, mlp="relu2", zero_init
 
 
 def fast_model(vocab: int = 13, block: int = 8, seed: int = 0, layers: int = 2) -> GPTLanguageModel:
-    """A random tiny model with every part on, in float64, with sharp, non-zero outputs (the zero
-    init would make every logit equal, so the projections and the bigram table get random values)."""
+    """A random tiny model with every part on, in float64, with sharp, non-zero outputs (zero
+    init would make every logit equal: projections and the bigram table get random values)."""
     torch.manual_seed(seed)
     config = GPTConfig(vocab_size=vocab, block_size=block, n_layer=layers, n_head=2, n_embd=16,
                        **ALL_PARTS)
@@ -222,7 +226,7 @@ def test_rope_kv_cache_equals_no_cache_generation_inside_and_past_the_block() ->
     assert cached == band_generate(model, prompt, 30)
     assert len(set(cached)) > 2
     # and the lecture's generate (which takes the whole history for a rotary model) agrees
-    generated = model.generate(torch.tensor([prompt]), 30, temperature=0.0)
+    generated = generate(model, torch.tensor([prompt]), 30, temperature=0.0)
     assert generated[0, 3:].tolist() == cached
 
 
@@ -247,7 +251,7 @@ def test_beam_search_and_attention_maps_work_with_the_fast_recipe() -> None:
     assert torch.all(maps[0].triu(1) == 0)  # causal
 
 
-def test_recipe_names_and_old_checkpoints() -> None:
+def test_recipe_names_and_old_checkpoints(tmp_path: Path) -> None:
     assert recipe_of(RECIPES["fast"]) == "fast"
     assert recipe_of({}) == "lecture"  # a config from before the recipes existed
     assert recipe_of({**RECIPES["fast"], "rope": False}) == "custom"
@@ -256,9 +260,12 @@ def test_recipe_names_and_old_checkpoints() -> None:
     config = GPTConfig(vocab_size=3, block_size=4, n_layer=1, n_head=1, n_embd=4)
     model = GPTLanguageModel(config)
     old_config = {k: v for k, v in config.to_dict().items() if k not in ALL_PARTS}
-    loaded, _ = model_from_checkpoint({"model_config": old_config, "vocab": "abc",
-                                       "model": model.state_dict()})
+    save_checkpoint({"format_version": FORMAT_VERSION, "model_config": old_config, "vocab": "abc",
+                     "model": model.state_dict(), "step": 5}, tmp_path / "old.pt")
+    loaded = load_for_sampling(tmp_path / "old.pt", device="cpu").model
     assert not loaded.config.rope and loaded.config.norm == "layernorm"
+    torch.testing.assert_close(loaded(torch.tensor([[0, 1, 2]]))[0],
+                               model.eval()(torch.tensor([[0, 1, 2]]))[0])
 
 
 def run(corpus_file: Path, out: Path, **overrides: object) -> tuple[Trainer, list]:
