@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from chargpt_tui.presets import PRESET_NAMES
+from chargpt_tui.presets import PRESET_NAMES, RECIPE_NAMES
 
 try:  # recent typer releases vendor click; older ones depend on it
     from typer._click.exceptions import UsageError
@@ -103,6 +103,43 @@ Resume = Annotated[Path | None, typer.Option(
     rich_help_panel="Checkpoints")]
 Threads = Annotated[int | None, typer.Option(
     help="CPU threads for torch (default: all cores).", rich_help_panel="Training")]
+Patience = Annotated[int | None, typer.Option(
+    help="Stop after this many evaluations without a new best val loss (0 = never). Either way "
+    "the model ends on its best weights.", rich_help_panel="Training")]
+TimeBudget = Annotated[str | None, typer.Option(
+    help="Finish within this wall-clock time (e.g. 5m, 90s, 1h), start-up included: the "
+    "schedule is fitted to it. Replaces --max-iters.", rich_help_panel="Training")]
+Recipe = Annotated[str | None, typer.Option(
+    help=f"Which parts to train with: {' or '.join(RECIPE_NAMES)} (fast: rotary positions, "
+    "QK-norm, Muon, a warmup-stable-decay schedule). The preset picks one; the options below "
+    "switch single parts.", rich_help_panel="Recipe")]
+Rope = Annotated[bool | None, typer.Option(
+    "--rope/--no-rope", help="Rotary positions instead of a learned position table.",
+    rich_help_panel="Recipe")]
+Norm = Annotated[str | None, typer.Option(help="layernorm or rmsnorm.", rich_help_panel="Recipe")]
+QkNorm = Annotated[bool | None, typer.Option(
+    "--qk-norm/--no-qk-norm", help="Normalise queries and keys in every head.",
+    rich_help_panel="Recipe")]
+Mlp = Annotated[str | None, typer.Option(help="MLP activation: gelu or relu2 (ReLU squared).",
+                                         rich_help_panel="Recipe")]
+ZeroInit = Annotated[bool | None, typer.Option(
+    "--zero-init/--no-zero-init", help="Output projections and the head start at zero.",
+    rich_help_panel="Recipe")]
+Bigram = Annotated[bool | None, typer.Option(
+    "--bigram/--no-bigram", help="An exact previous-character logit table.",
+    rich_help_panel="Recipe")]
+Optimizer = Annotated[str | None, typer.Option(
+    help="adamw, or muon (Muon for the blocks' matrices, AdamW for the rest).",
+    rich_help_panel="Recipe")]
+MuonLr = Annotated[float | None, typer.Option(help="Muon's peak learning rate.",
+                                              rich_help_panel="Recipe")]
+Schedule = Annotated[str | None, typer.Option(
+    help="cosine, or wsd (warmup, flat, linear cooldown over the last --cooldown-frac).",
+    rich_help_panel="Recipe")]
+CooldownFrac = Annotated[float | None, typer.Option(help="wsd: the share of the run cooling down.",
+                                                    rich_help_panel="Recipe")]
+Precision = Annotated[str | None, typer.Option(
+    help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.", rich_help_panel="Recipe")]
 
 
 def training_overrides(**options: Any) -> dict[str, Any]:
@@ -131,6 +168,20 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "eval_iters": (EvalIters, None),
     "seed": (Seed, None),
     "compile": (Compile, None),
+    "patience": (Patience, None),
+    "time_budget": (TimeBudget, None),
+    "recipe": (Recipe, None),
+    "rope": (Rope, None),
+    "norm": (Norm, None),
+    "qk_norm": (QkNorm, None),
+    "mlp": (Mlp, None),
+    "zero_init": (ZeroInit, None),
+    "bigram": (Bigram, None),
+    "optimizer": (Optimizer, None),
+    "muon_lr": (MuonLr, None),
+    "schedule": (Schedule, None),
+    "cooldown_frac": (CooldownFrac, None),
+    "precision": (Precision, None),
     "device": (Device, "auto"),
     "threads": (Threads, None),
     "out": (Out, None),

@@ -16,6 +16,7 @@ import torch
 from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
 from chargpt_tui.data import TokenizedData, load_dataset, split_data
 from chargpt_tui.device import pick_device
+from chargpt_tui.durations import parse_duration
 from chargpt_tui.errors import ConfigError, DataError
 from chargpt_tui.model import GPTConfig
 from chargpt_tui.presets import PRESETS, RECIPES, resolve_preset
@@ -74,6 +75,8 @@ def prepare_run(
     resuming, the model shape comes from the checkpoint and may not be changed.
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if isinstance(given.get("time_budget"), str):  # as typed: "5m", "90s"
+        given["time_budget"] = parse_duration(given["time_budget"])
     unknown = set(given) - MODEL_KEYS - TRAIN_KEYS - {"recipe"}
     if unknown:
         raise ConfigError(f"unknown training options: {', '.join(sorted(unknown))}")

@@ -25,6 +25,7 @@ from chargpt_tui.checkpoint import FORMAT_VERSION, clean_stale_temp_files, save_
 from chargpt_tui.control import TrainerControl
 from chargpt_tui.data import TokenizedData, get_batch
 from chargpt_tui.device import autocast_context, use_tf32_matmuls
+from chargpt_tui.durations import format_duration
 from chargpt_tui.errors import CheckpointError, ConfigError, UserError
 from chargpt_tui.events import (
     CheckpointSaved,
@@ -145,34 +146,6 @@ def get_lr(step: int, config: TrainConfig, progress: float | None = None) -> flo
         return config.final_lr
     coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 → 0
     return config.final_lr + coeff * (config.learning_rate - config.final_lr)
-
-
-def format_duration(seconds: float) -> str:
-    """90 → '1m30s', 300 → '5m', 12.5 → '12.5s'."""
-    minutes, rest = divmod(seconds, 60)
-    if not minutes:
-        return f"{rest:g}s"
-    return f"{minutes:.0f}m" + (f"{rest:g}s" if rest else "")
-
-
-def parse_duration(text: str) -> float:
-    """'5m', '90s', '1h', '1m30s' or plain seconds ('300') → seconds."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    total, number = 0.0, ""
-    try:
-        for char in text.strip().lower():
-            if char in units:
-                total += float(number) * units[char]
-                number = ""
-            else:
-                number += char
-        total += float(number) if number else 0.0
-    except ValueError:
-        raise ConfigError(f"cannot read the duration {text!r}",
-                          "use e.g. 5m, 90s, 1h or 1m30s") from None
-    if not 0 < total < math.inf:
-        raise ConfigError(f"the duration {text!r} is not positive", "use e.g. 5m or 90s")
-    return total
 
 
 def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: torch.device

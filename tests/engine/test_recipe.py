@@ -15,6 +15,7 @@ from chargpt_tui.checkpoint import (
     load_for_sampling,
     save_checkpoint,
 )
+from chargpt_tui.durations import parse_duration
 from chargpt_tui.events import EvalDone, EventBus, Notice, StepDone
 from chargpt_tui.model import (
     CausalSelfAttention,
@@ -35,7 +36,6 @@ from chargpt_tui.train import (
     Trainer,
     configure_optimizer,
     get_lr,
-    parse_duration,
 )
 from tests.conftest import TINY
 
