@@ -20,8 +20,8 @@ PRESETS: dict[str, dict[str, int | float | str]] = {
                 eval_interval=250, eval_iters=200, patience=4),
     # nanoGPT's README "I only have a macbook" recipe: the CPU quality reference (about 1 minute).
     "nanogpt-cpu": dict(recipe="lecture", n_layer=4, n_head=4, n_embd=128, block_size=64,
-                        batch_size=12, dropout=0.0, learning_rate=1e-3, max_iters=2000, warmup_iters=100,
-                        eval_interval=250, eval_iters=20),
+                        batch_size=12, dropout=0.0, learning_rate=1e-3, max_iters=2000,
+                        warmup_iters=100, eval_interval=250, eval_iters=20),
     # Seconds, for trying the app out and for tests.
     "tiny": dict(recipe="lecture", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=8,
                  dropout=0.0, learning_rate=3e-3, max_iters=300, warmup_iters=10, eval_interval=50,
