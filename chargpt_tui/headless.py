@@ -29,6 +29,7 @@ from rich.progress import (
 )
 
 from chargpt_tui.checkpoint import load_for_sampling
+from chargpt_tui.durations import format_duration
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
@@ -132,11 +133,14 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
 
     def show(event: Event) -> None:
         if isinstance(event, StepDone):
-            progress.update(task, completed=event.step, status=(
+            # under a time budget max_iters is the clock's estimate of the steps it allows
+            progress.update(task, completed=event.step, total=event.max_iters, status=(
                 f"loss {event.loss:.3f}  {event.tokens_per_second:,.0f} tok/s"))
         elif isinstance(event, EvalDone):
+            best = ("" if event.best_step in (None, event.step)
+                    else f"  (best {event.best_val_loss:.4f} @ step {event.best_step})")
             progress.console.print(f"step {event.step:>6}: train {event.train_loss:.4f}  "
-                                   f"val {event.val_loss:.4f}")
+                                   f"val {event.val_loss:.4f}{best}")
         elif isinstance(event, CheckpointSaved) and event.reason != "eval":
             progress.console.print(f"saved {escape(event.path)} (step {event.step})")
         elif isinstance(event, Notice):
@@ -162,9 +166,12 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
 
     bus.subscribe(show_or_stop)
     if not as_json:
+        budget = setup.train_config.time_budget
         console.print(
             f"training {setup.model_config.n_layer}x{setup.model_config.n_embd} "
-            f"({setup.preset}) on {escape(setup.data_name)} · {setup.device}"
+            f"({setup.preset}, {setup.recipe} recipe"
+            f"{f', {format_duration(budget)} budget' if budget else ''}) "
+            f"on {escape(setup.data_name)} · {setup.device}"
             f"{f' × {trainer.dist.world_size} processes' if trainer.dist else ''} · "
             f"{trainer.model.num_parameters() / 1e6:.2f}M parameters → {escape(str(setup.out_dir))}"
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from chargpt_tui.device import pick_device
 from chargpt_tui.durations import parse_duration
 from chargpt_tui.errors import ConfigError, DataError
 from chargpt_tui.model import GPTConfig
-from chargpt_tui.presets import PRESETS, RECIPES, resolve_preset
+from chargpt_tui.presets import PRESETS, RECIPES, recipe_of, resolve_preset
 from chargpt_tui.runs import CHECKPOINT_NAME
 from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
 from chargpt_tui.train import TrainConfig
@@ -40,6 +40,11 @@ class RunSetup:
     resume: dict[str, Any] | None = None
     notices: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)  # when the command began: budgets
+
+    @property
+    def recipe(self) -> str:
+        """``lecture``, ``fast`` or ``custom``: which recipe the resolved settings match."""
+        return recipe_of({**self.model_config.to_dict(), **asdict(self.train_config)})
 
 
 MODEL_KEYS = {f.name for f in fields(GPTConfig)}
