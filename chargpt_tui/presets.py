@@ -13,7 +13,7 @@ PRESETS: dict[str, dict[str, int | float | str]] = {
     # Muon 0.02), in half the steps (fewer per-step costs: Newton–Schulz, Python, dispatch).
     "cpu": dict(recipe="fast", n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=24,
                 dropout=0.0, learning_rate=3e-3, muon_lr=0.03, time_budget=300.0,
-                warmup_iters=50, eval_interval=250, eval_iters=50),
+                warmup_iters=50, eval_interval=250, eval_iters=20),
     # nanoGPT's config/train_shakespeare_char.py: the GPU shape.
     # It overfits this 1 MB corpus after ~1750 steps (H200: best val 1.461 at 1750, 1.696 at
     # 5000), so the cosine ends at 2500 and patience stops a run that turns up for 4 evals.
