@@ -41,6 +41,8 @@ def test_train_json_reports_the_run(trained_run: tuple[Path, dict]) -> None:
     assert report["step"] == 60 and report["device"] == "cpu" and report["parameters"] > 1000
     assert report["val_loss"] < 3.5 and report["tokens_per_second"] > 0
     assert Path(report["checkpoint"]).is_file()
+    # the best val and where it came from (evaluations at 0, 30 and 60)
+    assert report["best_step"] in (30, 60) and report["best_val_loss"] <= report["val_loss"]
 
 
 def test_sample_streams_a_continuation_of_the_prompt(trained_run: tuple[Path, dict]) -> None:
