@@ -51,10 +51,12 @@ class LiveSample(WrappedLog):
         return text
 
     def render_line(self, y: int) -> Strip:
-        if not self.texts and y == 0:
-            width = self.scrollable_content_region.width
-            text = Text(self.placeholder, style="dim", no_wrap=True, overflow="ellipsis")
-            text.truncate(width, overflow="ellipsis")
-            return Strip(list(text.render(self.app.console)), text.cell_len).extend_cell_length(
-                width, self.rich_style).apply_style(self.rich_style)
-        return super().render_line(y)
+        if self.texts:
+            return super().render_line(y)
+        width = self.scrollable_content_region.width
+        console = self.app.console
+        lines = Text(self.placeholder, style="dim").wrap(console, max(1, width))
+        if y >= len(lines):
+            return Strip.blank(width, self.rich_style)
+        return Strip(list(lines[y].render(console)), lines[y].cell_len).extend_cell_length(
+            width, self.rich_style).apply_style(self.rich_style)
