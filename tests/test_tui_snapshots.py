@@ -66,12 +66,13 @@ def test_chat_only_app(snap_compare, in_run_folder: Path) -> None:
     assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
 
 
-def test_help_screen(snap_compare, in_run_folder: Path) -> None:
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_help_screen(snap_compare, in_run_folder: Path, size: tuple[int, int]) -> None:
     async def run_before(pilot: Pilot) -> None:
         await settle_chat(pilot)
         await pilot.press("f1")
 
-    assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
+    assert snap_compare(chat_app(in_run_folder), terminal_size=size, run_before=run_before)
 
 
 def test_attention_view(snap_compare, in_run_folder: Path) -> None:
@@ -83,7 +84,8 @@ def test_attention_view(snap_compare, in_run_folder: Path) -> None:
     assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
 
 
-@pytest.mark.parametrize("size", [(100, 30), (80, 24)], ids=["100x30", "80x24"])
+@pytest.mark.parametrize("size", [(120, 40), (100, 30), (80, 24)],
+                         ids=["120x40", "100x30", "80x24"])
 def test_finished_run(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                       size: tuple[int, int]) -> None:
     monkeypatch.chdir(tmp_path)
