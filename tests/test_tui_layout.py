@@ -16,7 +16,7 @@ from chargpt_tui.tui.prompt_settings import PromptSettings
 from chargpt_tui.tui.screens.help import HELP_TEXT
 from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.live_sample import MAX_SAMPLES, LiveSample
-from chargpt_tui.tui.widgets.loss_chart import TRAIN_STYLE, VAL_STYLE, LossChart
+from chargpt_tui.tui.widgets.loss_chart import MARKER_GAP, TRAIN_STYLE, VAL_STYLE, LossChart
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
 from chargpt_tui.tui.widgets.transcript import Transcript, TranscriptEntry
 
@@ -237,6 +237,19 @@ async def test_the_chart_draws_labelled_axes_evaluations_and_an_overlay() -> Non
         assert plot.count("◆") == 3 and plot.count("◇") == 1
         styles = {str(span.style) for span in text.spans}
         assert TRAIN_STYLE in styles and VAL_STYLE in styles
+
+
+@async_test
+async def test_dense_evaluation_markers_are_thinned_so_the_line_shows() -> None:
+    app = idle_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        chart = app.query_one(LossChart)
+        chart.val_points = tuple((step, 4.0 - step / 100) for step in range(200))
+        await pilot.pause()
+        plot = chart.render().plain.splitlines()[:-2]
+        columns = sorted(col for row in plot for col, char in enumerate(row) if char == "◆")
+        assert len(columns) >= 10
+        assert min(b - a for a, b in zip(columns, columns[1:])) >= MARKER_GAP
 
 
 def test_help_fits_80_columns_and_names_the_charts_colours() -> None:

@@ -22,6 +22,7 @@ from chargpt_tui.tui.widgets.maximize import MAXIMIZE_BINDING, toggle_maximize
 # Bit for the dot at (column 0/1, row 0-3) inside one braille cell (U+2800 + bits).
 BRAILLE_DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
 AXIS_WIDTH = 7  # "  2.80┤"
+MARKER_GAP = 3  # cells between evaluation markers at least, so they never hide the line
 TRAIN_STYLE, VAL_STYLE = "cyan", "bold magenta"
 OVERLAY_TRAIN_STYLE, OVERLAY_VAL_STYLE = "green", "yellow"
 Points = tuple[tuple[int, float], ...]
@@ -148,8 +149,11 @@ class LossChart(Widget):
                 row, col = dot_y // 4, dot_x // 2
                 cells[row][col] |= BRAILLE_DOTS[dot_y % 4][dot_x % 2]
                 owner[row][col] = curve.style
-            for dot_x, dot_y in curve.markers:
-                glyphs[dot_y // 4, dot_x // 2] = (curve.marker, curve.style)
+            last_col = -MARKER_GAP
+            for dot_x, dot_y in sorted(curve.markers):
+                if dot_x // 2 - last_col >= MARKER_GAP:  # dense evaluations: every few cells
+                    glyphs[dot_y // 4, dot_x // 2] = (curve.marker, curve.style)
+                    last_col = dot_x // 2
 
         text = Text(no_wrap=True, overflow="crop")
         middle = plot_rows // 2

@@ -32,11 +32,15 @@ class WrappedLog(ScrollView):
         self._rows: deque[int] = deque()  # wrapped row count of each entry
         self._lines: list[Strip] = []  # every entry's wrapped rows, oldest first
         self._wrap_width = 0
+        # Follow the newest entry until the user scrolls up; again once they are back at the
+        # end. A flag, not "is the view at the end now": entries logged before the first
+        # layout (height 0) would otherwise leave the view stuck at the top.
+        self._follow = True
 
     # -- content --------------------------------------------------------------------------
 
     def append(self, entry: Text) -> None:
-        follow = self._at_end()
+        follow = self._follow
         if len(self.texts) == self.texts.maxlen:
             del self._lines[:self._rows.popleft()]
         self.texts.append(entry)
@@ -50,7 +54,7 @@ class WrappedLog(ScrollView):
         if not self.texts:
             self.append(entry)
             return
-        follow = self._at_end()
+        follow = self._follow
         self.texts[-1] = entry
         del self._lines[len(self._lines) - self._rows.pop():]
         wrapped = self._wrap(entry)
@@ -92,14 +96,14 @@ class WrappedLog(ScrollView):
             self._lines.extend(wrapped)
 
     def on_resize(self, event: Resize) -> None:
-        width = self._width()
-        if width != self._wrap_width:
-            follow = self._at_end()
+        follow = self._follow
+        if self._width() != self._wrap_width:
             self._rewrap()
-            self._content_changed(follow)
+        self._content_changed(follow)
 
-    def _at_end(self) -> bool:
-        return self.scroll_y >= self.max_scroll_y
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._follow = new_value >= self.max_scroll_y
 
     def _content_changed(self, follow: bool) -> None:
         self.virtual_size = Size(self._wrap_width, len(self._lines))
