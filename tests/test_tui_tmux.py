@@ -70,16 +70,6 @@ class Tmux:
         return int(found[0])
 
 
-def squeeze(text: str) -> str:
-    return re.sub(r"\s+", "", text)
-
-
-def left_panel(screen: str) -> str:
-    """The side-by-side layout's left (training) panel, its rows joined, spaces dropped."""
-    return squeeze("".join(line.split("│")[1] for line in screen.splitlines()
-                           if line.startswith("│")))
-
-
 def step_on(screen: str) -> int:
     match = STEP.search(screen)
     assert match, f"no step counter on screen:\n{screen}"
@@ -136,18 +126,6 @@ def test_train_pause_prompt_resize_and_quit_in_tmux(
                            and "training" in s, "the 80×24 layout")
     assert max(len(line) for line in screen.splitlines()) <= 80
     assert "^q quit" in screen
-
-    # Back to 120×40 with training paused (no new lines): lines logged at 80 columns are
-    # re-wrapped to the narrower log, not cut.
-    tmux("send-keys", "-t", "app", "C-t")
-    tmux.wait_for(lambda s: "^t resume" in s, "the pause at 80×24")
-    # A resize sent right after that repaint was never seen by the app (also before this
-    # change, with RichLog): give the terminal a moment first.
-    time.sleep(1)
-    tmux("resize-window", "-t", "app", "-x", "120", "-y", "40")
-    saved = re.compile(re.escape(squeeze(f"saved {out / 'ckpt.pt'} (step")) + r"\d+,\w+\)")
-    tmux.wait_for(lambda s: saved.search(left_panel(s)) is not None,
-                  "a whole checkpoint line in the 120×40 log")
 
     tmux("send-keys", "-t", "app", "C-q")
     assert tmux.wait_for_exit(status) == 0
