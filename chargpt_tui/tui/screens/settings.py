@@ -6,6 +6,7 @@ The mode is picked from a list (Enter opens it, ↑↓ and Enter choose); the re
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -54,7 +55,8 @@ class SettingsScreen(ModalScreen[PromptSettings | None]):
             yield Static(id="settings-error")
 
     def parse(self) -> PromptSettings:
-        values: dict[str, object] = {"mode": self.query_one("#field-mode", Select).value}
+        # Field name → parsed value; PromptSettings.params() checks the values' ranges.
+        values: dict[str, Any] = {"mode": self.query_one("#field-mode", Select).value}
         for name, label, _ in FIELDS:
             raw = self.query_one(f"#field-{name}", Input).value.strip()
             if not raw and name in OPTIONAL:

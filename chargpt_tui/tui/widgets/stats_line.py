@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.geometry import Size
@@ -29,9 +29,6 @@ class Stats:
     device: str = "–"
     parameters: int | None = None
     detail: str = ""  # e.g. download progress or why training stopped
-
-    def with_(self, **changes: object) -> Stats:
-        return replace(self, **changes)
 
 
 class StatsLine(Widget):

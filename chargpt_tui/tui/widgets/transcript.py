@@ -7,8 +7,8 @@ from textual.containers import VerticalScroll
 from textual.events import Resize
 from textual.widgets import Static
 
+from chargpt_tui.sampling import BeamResult
 from chargpt_tui.tui.formatting import WHITESPACE_SHARE, mark_whitespace, whitespace_share
-from chargpt_tui.tui.messages import BeamSummary
 from chargpt_tui.tui.widgets.maximize import MAXIMIZE_BINDING, toggle_maximize
 
 BEAM_TAIL_MIN = 8  # characters of each beam listed under a beam-search answer, at least
@@ -29,7 +29,7 @@ class TranscriptEntry(Static):
         self.tentative = ""  # beam search: the current best beam beyond the stable prefix
         self.status = "waiting for the model…"
         self.warnings: list[str] = []
-        self.beams: BeamSummary | None = None
+        self.beams: BeamResult | None = None
 
     def on_mount(self) -> None:
         self.update(self.render_entry())

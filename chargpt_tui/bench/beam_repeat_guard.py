@@ -4,7 +4,9 @@ Beam search over characters keeps the likeliest text, and for a small model the 
 is a loop (``in in in = in in``). This prints, for each guard length, how repetitive the beams'
 best text is and the text itself, so the app's default can be chosen by reading it:
 
-    python benchmarks/beam_repeat_guard.py runs/latest [--width 4] [--length 200]
+    python -m chargpt_tui.bench.beam_repeat_guard runs/latest [--width 4] [--length 200]
+
+The output that chose the default (guard 4) is kept in benchmarks/results/beam_repeat_guard.txt.
 
 Repetition figures: distinct words / words, the longest run of one repeated word, and the share
 of 12-character windows that occurred earlier in the same text (0 = no loops).
@@ -15,9 +17,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from chargpt_tui.checkpoint import load_checkpoint
-from chargpt_tui.sampling import SamplingParams, prepare_prompt, run_beam_search
-from chargpt_tui.train import model_from_checkpoint
+from chargpt_tui.checkpoint import load_for_sampling
+from chargpt_tui.sampling import SamplingParams, beam_search, prepare_prompt
 
 PROMPTS = ("ROMEO:\n", "First Citizen:\n", "The king ", "O, what ", "KING HENRY:\nMy lord, ")
 GUARDS = (0, 3, 4, 6, 10)
@@ -46,14 +47,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=4)
     parser.add_argument("--length", type=int, default=200)
     args = parser.parse_args()
-    model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint))
+    opened = load_for_sampling(args.checkpoint, device="cpu")
+    model, tokenizer = opened.model, opened.tokenizer
     for guard in GUARDS:
         figures = []
         for prompt_text in PROMPTS:
             prompt = prepare_prompt(tokenizer, prompt_text, model.config.block_size)
             params = SamplingParams(max_new_tokens=args.length, beam_width=args.width,
                                     no_repeat_ngram=guard)
-            text = run_beam_search(model, tokenizer, prompt, params).text
+            *_, last = beam_search(model, prompt.ids, params)
+            text = tokenizer.decode(last.best)
             figures.append(repetition(text))
             print(f"--- guard {guard} · {prompt_text!r}\n{text}")
         distinct, longest, repeated = (sum(f[i] for f in figures) / len(figures)
