@@ -15,6 +15,7 @@ from tui_support import async_test, press_quickly, tiny_factory, wait_until, wri
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.train import Trainer
 from chargpt_tui.tui.app import ChargptApp
+from chargpt_tui.tui.sources import FollowRun
 from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
@@ -39,7 +40,7 @@ async def test_follows_a_headless_run_while_it_trains(tmp_path: Path) -> None:
     # A real headless run on its own thread: the app only sees the files it writes.
     trainer = Trainer(tiny_factory(write_data(tmp_path), out, eval_interval=20)(None, None))
     training = threading.Thread(target=trainer.run, name="headless run")
-    app = ChargptApp(follow=out, device="cpu")
+    app = ChargptApp(FollowRun(out), device="cpu")
     async with app.run_test(size=SIZE) as pilot:
         stats = app.training.query_one("#stats")
         await wait_until(pilot, lambda: "no checkpoint" in str(app.prompt.border_subtitle),
@@ -65,7 +66,7 @@ async def test_follows_a_headless_run_while_it_trains(tmp_path: Path) -> None:
             assert not trainer.control.paused and app.training.stats.state == "following"
 
             # Prompts are answered from the run's checkpoint once it has saved one.
-            await wait_until(pilot, lambda: app.source.ready, what="the run's checkpoint")
+            await wait_until(pilot, lambda: app.live_model.ready, what="the run's checkpoint")
             assert app.prompt.border_subtitle == ""
             app.prompt.settings = replace(app.prompt.settings, length=20, seed=1)
             app.query_one(PromptInput).value = "ROMEO:"

@@ -14,6 +14,7 @@ from tui_support import async_test, train_tiny_checkpoint, wait_until
 from chargpt_tui.tui.app import ChargptApp
 from chargpt_tui.tui.prompt_settings import PromptSettings
 from chargpt_tui.tui.screens.help import HELP_TEXT
+from chargpt_tui.tui.sources import OpenCheckpoint
 from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.live_sample import MAX_SAMPLES, LiveSample
 from chargpt_tui.tui.widgets.loss_chart import MARKER_GAP, TRAIN_STYLE, VAL_STYLE, LossChart
@@ -176,9 +177,9 @@ async def test_every_live_sample_is_kept_with_its_step_and_scrolls_back() -> Non
 
 @async_test
 async def test_a_streaming_answer_keeps_its_prompt_in_view(checkpoint: Path) -> None:
-    app = ChargptApp(checkpoint=checkpoint, device="cpu", show_timing=False)
+    app = ChargptApp(OpenCheckpoint(checkpoint), device="cpu", show_timing=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.source.ready, what="model")
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
         app.prompt.settings = PromptSettings(length=600, seed=1)
         app.query_one(PromptInput).value = "ROMEO:"
         await pilot.press("enter")

@@ -14,6 +14,7 @@ from tui_support import tiny_factory, train_tiny_checkpoint, wait_until, write_d
 
 from chargpt_tui.tui.app import ChargptApp
 from chargpt_tui.tui.prompt_settings import PromptSettings
+from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, TrainNew
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.next_chars import NextChars
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
@@ -35,7 +36,7 @@ def in_run_folder(trained: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def chat_app(checkpoint: Path) -> ChargptApp:
-    return ChargptApp(checkpoint=checkpoint, device="cpu", show_timing=False)
+    return ChargptApp(OpenCheckpoint(checkpoint), device="cpu", show_timing=False)
 
 
 async def settle_chat(pilot: Pilot) -> None:
@@ -105,7 +106,7 @@ def test_finished_run(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
     write_data(tmp_path)
-    app = ChargptApp(setup_factory=tiny_factory(Path("play.txt"), "run", max_iters=30),
+    app = ChargptApp(TrainNew(tiny_factory(Path("play.txt"), "run", max_iters=30)),
                      device="cpu", show_timing=False)
 
     async def run_before(pilot: Pilot) -> None:
@@ -128,7 +129,7 @@ def run_with_samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_following_a_finished_run(snap_compare, run_with_samples: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(run_with_samples.parent)
-    app = ChargptApp(follow=Path(run_with_samples.name), device="cpu", show_timing=False)
+    app = ChargptApp(FollowRun(Path(run_with_samples.name)), device="cpu", show_timing=False)
 
     async def run_before(pilot: Pilot) -> None:
         app.query_one(PromptInput).cursor_blink = False

@@ -30,6 +30,9 @@ HELP_TEXT = """\
   [b]F6[/b]            maximise the focused panel (F6 or Escape restores)
   [b]Ctrl+P[/b]        command palette with the same actions
   [b]F1[/b]            this help (Escape closes it)
+  Ctrl+T, F5 and Ctrl+S are left out of the footer when nothing trains
+  here: a checkpoint opened with --checkpoint is for chat only, and a run
+  watched with --follow is trained (and paused) by its own process.
 
 [b]Training[/b] (left, or top on small terminals)
   The stats line: state, step done / steps planned, speed in tokens
