@@ -58,9 +58,9 @@ async def test_follows_a_headless_run_while_it_trains(tmp_path: Path) -> None:
             assert app.training.stats.state == "following"
             assert "run training" in app.training.stats.detail
 
-            # Nothing to pause or save here: the keys are dimmed and do nothing.
-            assert app.check_action("pause", ()) is None
-            assert app.check_action("save", ()) is None
+            # Nothing to pause or save here: the keys are hidden and do nothing.
+            assert app.check_action("pause", ()) is False
+            assert app.check_action("save", ()) is False
             await press_quickly(pilot, "ctrl+t")
             await pilot.pause(0.2)
             assert not trainer.control.paused and app.training.stats.state == "following"
