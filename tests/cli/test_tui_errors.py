@@ -61,3 +61,20 @@ def test_a_file_that_is_not_a_checkpoint_gives_samples_line(tmp_path: Path) -> N
 def test_a_follow_folder_that_does_not_exist(tmp_path: Path) -> None:
     line = assert_refused_before_the_screen(run_app(tmp_path, "--follow", "runs/nosuch"))
     assert "--follow runs/nosuch: no such run folder" in line
+
+
+def test_a_headless_run_logs_live_samples_for_follow(tmp_path: Path) -> None:
+    """`train` samples at every evaluation, so `--follow` has live samples to show."""
+    from helpers_robust import TINY_MODEL
+
+    from chargpt_tui.events import SampleChunk
+    from chargpt_tui.runs import METRICS_NAME, read_metrics
+
+    out = tmp_path / "run"
+    result = invoke("train", "--data", str(write_text(tmp_path)), "--out", str(out),
+                    *TINY_MODEL, "--max-iters", "6", "--eval-interval", "3")
+    assert result.exit_code == 0, result.stderr
+    events = read_metrics(out / METRICS_NAME)
+    samples = [event for event in events if isinstance(event, SampleChunk)]
+    assert [sample.step for sample in samples] == [3, 6]
+    assert all(sample.final and sample.text for sample in samples)

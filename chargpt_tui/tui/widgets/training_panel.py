@@ -36,6 +36,7 @@ from chargpt_tui.events import (
     TrainingStarted,
 )
 from chargpt_tui.presets import recipe_of
+from chargpt_tui.run_setup import sample_at_evaluations
 from chargpt_tui.runs import CHECKPOINT_NAME, METRICS_NAME, follow_metrics, loss_history
 from chargpt_tui.train import Trainer
 from chargpt_tui.tui import messages
@@ -47,7 +48,6 @@ from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.stats_line import Stats, StatsLine
 
-LIVE_SAMPLE_CHARS = 160
 DRAIN_INTERVAL = 1 / 30  # live-sample text: smooth streaming
 CHART_INTERVAL = 1 / 4  # loss chart: a redraw costs milliseconds, 4 Hz reads as live
 PROGRESS_RATE = 10  # stats-line updates per second at most
@@ -165,11 +165,7 @@ class TrainingPanel(Vertical):
 
         try:
             setup = source.setup_factory(progress, notice)
-            if not setup.train_config.sample_interval:
-                # Live samples at every evaluation: often enough to watch the model learn,
-                # rare enough to cost training little.
-                setup.train_config.sample_interval = setup.train_config.eval_interval
-                setup.train_config.sample_chars = LIVE_SAMPLE_CHARS
+            sample_at_evaluations(setup)
             bus = EventBus()
             trainer = Trainer(setup, bus)
         except Exception as error:  # noqa: BLE001 - a UserError, or a bug: either ends the worker
