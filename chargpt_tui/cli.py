@@ -423,12 +423,20 @@ def tui(
                    "use `chargpt-tui train` for headless training", 2)
 
     def go() -> int:
-        from chargpt_tui.tui.launch import launch_tui
+        from chargpt_tui.device import set_torch_threads
+        from chargpt_tui.headless import download_progress
+        from chargpt_tui.tui.launch import resolve_source, run_app
 
-        return launch_tui(data=run.data, encoding=run.encoding, preset=run.preset,
-                          overrides=run.overrides, out=run.out, resume=run.resume,
-                          device=run.device, threads=run.threads,
-                          checkpoint=checkpoint, mouse=mouse, follow=follow)
+        set_torch_threads(run.threads)
+        with download_progress() as progress:
+            source = resolve_source(data=run.data, encoding=run.encoding, preset=run.preset,
+                                    overrides=run.overrides, out=run.out, resume=run.resume,
+                                    device=run.device, checkpoint=checkpoint, follow=follow,
+                                    progress=progress)
+        code, farewell = run_app(source, device=run.device, mouse=mouse)
+        for line in farewell:  # the screen is gone: where things are, what to run next
+            typer.echo(line)
+        return code
 
     code = run_guarded(go)
     if code:

@@ -40,7 +40,7 @@ from chargpt_tui.events import (
     StepDone,
 )
 from chargpt_tui.exit_codes import EXIT_OUTPUT_CLOSED, SIGNAL_EXIT_CODES
-from chargpt_tui.run_setup import RunSetup
+from chargpt_tui.run_setup import RunSetup, sample_at_evaluations
 from chargpt_tui.sampling import (
     SamplingParams,
     prepare_prompt,
@@ -120,6 +120,7 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
     Under torchrun only rank 0 shows anything; the other ranks train silently.
     """
     console = OutputConsole(stderr=as_json, highlight=False)
+    sample_at_evaluations(setup)
     bus = EventBus()
     trainer = Trainer(setup, bus)
     if not trainer.is_main:

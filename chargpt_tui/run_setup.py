@@ -47,6 +47,18 @@ class RunSetup:
         return recipe_of({**self.model_config.to_dict(), **asdict(self.train_config)})
 
 
+LIVE_SAMPLE_CHARS = 160
+
+
+def sample_at_evaluations(setup: RunSetup) -> None:
+    """Live samples at every evaluation unless the run sets its own interval: often enough to
+    watch the model learn, rare enough to cost training little. The app shows them; a headless
+    run's metrics.jsonl carries them to ``--follow``."""
+    if not setup.train_config.sample_interval:
+        setup.train_config.sample_interval = setup.train_config.eval_interval
+        setup.train_config.sample_chars = LIVE_SAMPLE_CHARS
+
+
 MODEL_KEYS = {f.name for f in fields(GPTConfig)}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 

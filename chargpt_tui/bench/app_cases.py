@@ -92,10 +92,11 @@ async def app_training_window(ctx: BenchContext, shape: Shape, prompt_text: str
     every ``ui_prompt_every`` seconds through the prompt line. Returns the window and how many
     prompts were typed."""
     from chargpt_tui.tui.app import ChargptApp
+    from chargpt_tui.tui.sources import TrainNew
     from chargpt_tui.tui.widgets.prompt_input import PromptInput
 
     seconds, prompt_every = ctx.plan.ui_window_seconds, ctx.plan.ui_prompt_every
-    app = ChargptApp(setup_factory=lambda _progress, _notice: ctx.run_setup(shape),
+    app = ChargptApp(TrainNew(lambda _progress, _notice: ctx.run_setup(shape)),
                      show_timing=False)
     holds: list[list[float]] = []
     step_times: list[float] = []
@@ -203,6 +204,7 @@ FIRST_PAINT_SCRIPT = """\
 import sys, time
 from pathlib import Path
 from chargpt_tui.tui.app import ChargptApp
+from chargpt_tui.tui.sources import OpenCheckpoint
 imported = time.monotonic()
 
 class FirstPaint(ChargptApp):
@@ -210,7 +212,7 @@ class FirstPaint(ChargptApp):
         print(imported, time.monotonic(), flush=True)
         self.exit()
 
-FirstPaint(checkpoint=Path(sys.argv[1]), device="cpu").run(headless=True, size=(120, 40))
+FirstPaint(OpenCheckpoint(Path(sys.argv[1])), device="cpu").run(headless=True, size=(120, 40))
 """
 
 

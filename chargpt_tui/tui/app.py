@@ -22,14 +22,17 @@ from textual.screen import Screen
 
 from chargpt_tui.events import EvalDone, StateChanged
 from chargpt_tui.exit_codes import SIGNAL_EXIT_CODES
+from chargpt_tui.runs import BEST_NAME
+from chargpt_tui.train import TrainResult
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.screens.attention import AttentionScreen
 from chargpt_tui.tui.screens.confirm_quit import ConfirmQuitScreen
 from chargpt_tui.tui.screens.help import HelpScreen
+from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, Source, TrainNew
 from chargpt_tui.tui.widgets.footer import Footer
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
-from chargpt_tui.tui.widgets.training_panel import SetupFactory, TrainingPanel
+from chargpt_tui.tui.widgets.training_panel import TrainingPanel
 
 HERE = Path(__file__).parent
 STYLESHEETS = [
@@ -60,21 +63,21 @@ class ChargptApp(App[int]):
         Binding("f4", "attention", "attn", tooltip="Attention maps of the last prompt"),
     ]
 
-    def __init__(self, *, setup_factory: SetupFactory | None = None,
-                 checkpoint: Path | None = None, follow: Path | None = None,
-                 device: str = "auto", show_timing: bool = True,
-                 handle_signals: bool = False) -> None:
+    def __init__(self, source: Source | None = None, *, device: str = "auto",
+                 show_timing: bool = True, handle_signals: bool = False) -> None:
         super().__init__()
-        self.source = ModelSource()
+        self.run_source = source  # None: the panels alone (tests of the layout)
+        self.live_model = ModelSource()  # the weights the prompt pane answers from
         self.handle_signals = handle_signals
         self.last_attention: messages.AttentionComputed | None = None
         self._quit_code: int | None = None
         self._unsaved_error: str | None = None  # why training's last checkpoint write failed
+        self._failure: str | None = None  # why training failed: quitting then exits 1
+        self._result: TrainResult | None = None
         # Kept as attributes: the actions need them while another screen is on top.
-        self.training = TrainingPanel(self.source, setup_factory=setup_factory,
-                                      checkpoint=checkpoint, follow=follow, device=device,
+        self.training = TrainingPanel(self.live_model, source, device=device,
                                       show_timing=show_timing, id="training")
-        self.prompt = PromptPane(self.source, show_timing=show_timing, id="prompt")
+        self.prompt = PromptPane(self.live_model, show_timing=show_timing, id="prompt")
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
@@ -117,6 +120,8 @@ class ChargptApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("pause", "resume", "toggle_pause", "save"):
+            if not isinstance(self.run_source, TrainNew):
+                return False  # chat-only and follow modes never train here: keys hidden
             panel = self.training
             if not panel.can_control:
                 return None if action != "resume" else False  # dimmed in the footer
@@ -166,7 +171,9 @@ class ChargptApp(App[int]):
                             "length, seed (F2)", prompt.action_edit_settings)
         yield SystemCommand("Switch sampling / beam search", "F3", prompt.action_toggle_mode)
         yield SystemCommand("Stop generation", "Escape", prompt.action_stop_generation)
-        yield from super().get_system_commands(screen)
+        # Textual's own "Quit" would be listed next to ours (which says it saves first).
+        yield from (command for command in super().get_system_commands(screen)
+                    if command.title != "Quit")
 
     # -- quitting ----------------------------------------------------------------------------
 
@@ -174,6 +181,8 @@ class ChargptApp(App[int]):
         """Stop training (which saves) and exit once it has; exit at once if not training."""
         if self._quit_code is not None:
             return  # already saving: the exit follows
+        if exit_code == 0 and self._failure:
+            exit_code = 1  # a failed run says so to whoever runs the app, also on a plain quit
         if self.training.stop(reason, exit_code):
             self._quit_code = exit_code
             self.notify("saving a checkpoint, then quitting…", title="quit")
@@ -189,6 +198,30 @@ class ChargptApp(App[int]):
                 self.exit(return_code=exit_code)
 
         self.push_screen(ConfirmQuitScreen(problem), answer)
+
+    def farewell(self) -> list[str]:
+        """What to print once the screen is gone: where the weights are, what to run next
+        (as headless ``train`` does)."""
+        source, saved = self.run_source, self.training.last_saved
+        if isinstance(source, OpenCheckpoint):
+            return [f"try: chargpt-tui sample --checkpoint {source.path} --prompt 'ROMEO:'"]
+        if isinstance(source, FollowRun):
+            return [f"followed {source.run_dir}; its newest checkpoint: chargpt-tui sample "
+                    f"--checkpoint {source.run_dir} --prompt 'ROMEO:'"]
+        lines = [f"training failed: {self._failure}"] if self._failure else []
+        if saved is None:
+            return [*lines, "no checkpoint was saved"]
+        folder = Path(saved.path).parent
+        lines.append(f"checkpoint: {saved.path} (step {saved.step})")
+        result = self._result
+        best = folder / BEST_NAME
+        if result is not None and result.best_step is not None and best.exists():
+            lines.append(f"best weights: {best} (val {result.best_val_loss:.4f} "
+                         f"from step {result.best_step})")
+        lines.append(f"try: chargpt-tui sample --checkpoint {folder} --prompt 'ROMEO:'")
+        if result is None or result.state != "finished":
+            lines.append(f"continue training: chargpt-tui --resume {folder}")
+        return lines
 
     # -- messages from the panels ------------------------------------------------------------
 
@@ -208,8 +241,20 @@ class ChargptApp(App[int]):
 
     def on_training_ended(self, message: messages.TrainingEnded) -> None:
         self.refresh_bindings()
+        self._result = message.result
         if message.unsaved:
             self._unsaved_error = message.error
+        failure = message.error or (message.result.reason or "training failed"
+                                    if message.result and message.result.state == "failed"
+                                    else None)
+        if failure:
+            self._failure = failure
+            if self.live_model.ready:  # weights from before the failure still answer
+                self.notify(f"training failed: {failure}; prompts use the last weights",
+                            severity="error", timeout=10)
+            else:
+                self.prompt.show_unavailable(f"training failed: {failure} — nothing to "
+                                             "prompt; Ctrl+Q quits")
         if self._quit_code is None:
             return
         code, self._quit_code = self._quit_code, None

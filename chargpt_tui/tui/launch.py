@@ -1,4 +1,9 @@
-"""``chargpt-tui`` / ``chargpt-tui tui``: resolve options, then run the app until it exits."""
+"""``chargpt-tui`` / ``chargpt-tui tui``: resolve what to show, then run the app until it exits.
+
+Everything ``train`` and ``sample`` check up front is checked here too, before the screen opens
+(preset, options, data, checkpoint, follow folder): a mistake gives the same one line and exit
+code instead of an app that opens only to show an error.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from chargpt_tui.errors import ConfigError
+from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, Source, TrainNew
 
 
-def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[str, Any],
-               out: Path | None, resume: Path | None, device: str, threads: int | None,
-               checkpoint: Path | None, mouse: bool, follow: Path | None = None) -> int:
-    """Run the app; returns the exit code (0, or 130/143/129 after SIGINT/SIGTERM/SIGHUP).
+def resolve_source(*, data: str | None, encoding: str, preset: str, overrides: dict[str, Any],
+                   out: Path | None, resume: Path | None, device: str,
+                   checkpoint: Path | None, follow: Path | None,
+                   progress: Callable[[int, int | None], None] | None = None) -> Source:
+    """The app's source, checked and loaded: raises a UserError for anything wrong with it."""
+    from chargpt_tui.checkpoint import load_for_sampling
+    from chargpt_tui.device import pick_device
+    from chargpt_tui.run_setup import prepare_run
 
-    Options that can be checked instantly are checked here, so a typo gives one line on the
-    terminal instead of an app that opens only to show an error. Loading (and downloading) the
-    data happens inside the app, where its progress is visible.
-    """
-
-    from chargpt_tui.checkpoint import resolve_checkpoint
-    from chargpt_tui.device import pick_device, set_torch_threads
-    from chargpt_tui.run_setup import RunSetup, prepare_run
-    from chargpt_tui.tui.app import ChargptApp
-
+    pick_device(device)
     if follow is not None:
         if checkpoint is not None or resume is not None or data is not None:
             raise ConfigError("--follow watches a run trained elsewhere: leave out --data, "
@@ -32,21 +33,22 @@ def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[
             raise ConfigError(f"--follow {follow}: no such run folder",
                               "give the --out folder of a running `chargpt-tui train`, "
                               "e.g. runs/latest")
-    set_torch_threads(threads)
-    pick_device(device)
-    if follow is not None:
-        app = ChargptApp(follow=follow, device=device, handle_signals=True)
-    elif checkpoint is not None:
-        app = ChargptApp(checkpoint=resolve_checkpoint(checkpoint, prefer_best=True),
-                         device=device,
-                         handle_signals=True)
-    else:
-        def setup_factory(progress: Callable[[int, int | None], None],
-                          notice: Callable[[str], None]) -> RunSetup:
-            return prepare_run(data=data, preset=preset, overrides=overrides, out=out,
-                               resume=resume, device=device, encoding=encoding,
-                               progress=progress, notice=notice)
+        return FollowRun(follow)
+    if checkpoint is not None:
+        opened = load_for_sampling(checkpoint, device, prefer_best=True)
+        return OpenCheckpoint(opened.file, opened)
+    # Notices (e.g. the offline fallback) stay in the setup: the trainer publishes them when it
+    # starts, so they land in the app's log and notifications.
+    setup = prepare_run(data=data, preset=preset, overrides=overrides, out=out, resume=resume,
+                        device=device, encoding=encoding, progress=progress)
+    return TrainNew(lambda _progress, _notice: setup)
 
-        app = ChargptApp(setup_factory=setup_factory, device=device, handle_signals=True)
+
+def run_app(source: Source, *, device: str, mouse: bool) -> tuple[int, list[str]]:
+    """Run the app; returns its exit code (0, 1 after a failure, 130/143/129 after
+    SIGINT/SIGTERM/SIGHUP) and the lines to print once the screen is gone."""
+    from chargpt_tui.tui.app import ChargptApp
+
+    app = ChargptApp(source, device=device, handle_signals=True)
     app.run(mouse=mouse)
-    return app.return_code or 0
+    return app.return_code or 0, app.farewell()

@@ -131,7 +131,9 @@ def test_train_and_tui_share_one_option_list(monkeypatch: pytest.MonkeyPatch) ->
     assert "grad_accum_steps" in options["tui"]
 
     received: dict[str, object] = {}
-    monkeypatch.setattr(launch, "launch_tui", lambda **kwargs: received.update(kwargs) or 0)
+    monkeypatch.setattr(launch, "resolve_source", lambda **kwargs: received.update(kwargs))
+    monkeypatch.setattr(launch, "run_app",
+                        lambda source, **kwargs: received.update(kwargs) or (0, []))
     monkeypatch.setenv("CHARGPT_TUI_FORCE_TUI", "1")
     result = CliRunner().invoke(cli.app, ["tui", "--grad-accum-steps", "2", "--preset", "tiny",
                                           "--no-mouse"])

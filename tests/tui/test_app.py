@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Select
 from tui_support import (
     TINY,
     async_test,
@@ -19,6 +20,7 @@ from tui_support import (
 
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.tui.app import ChargptApp
+from chargpt_tui.tui.sources import OpenCheckpoint, TrainNew
 from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
 from chargpt_tui.tui.widgets.transcript import TranscriptEntry
@@ -37,12 +39,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def chat_app(checkpoint: Path) -> ChargptApp:
-    return ChargptApp(checkpoint=checkpoint, device="cpu")
+    return ChargptApp(OpenCheckpoint(checkpoint), device="cpu")
 
 
 def make_app(tmp_path: Path, **overrides: object) -> ChargptApp:
     data = write_data(tmp_path)
-    return ChargptApp(setup_factory=tiny_factory(data, tmp_path / "run", **overrides),
+    return ChargptApp(TrainNew(tiny_factory(data, tmp_path / "run", **overrides)),
                       device="cpu")
 
 
@@ -115,7 +117,7 @@ async def test_prompt_streams_a_continuation_in_both_modes(tmp_path: Path) -> No
 async def test_escape_stops_a_generation(checkpoint: Path) -> None:
     app = chat_app(checkpoint)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.source.ready, what="model")
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
         app.prompt.settings = replace(app.prompt.settings, length=1_000_000)
         await type_prompt(pilot, "QUEEN:")
         entry = app.query(TranscriptEntry).last()
@@ -143,7 +145,7 @@ async def test_a_failing_sampler_ends_the_answer_and_the_prompt_works_again(
 
     app = chat_app(checkpoint)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.source.ready, what="model")
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
         app.prompt.settings = replace(app.prompt.settings, length=5)
         monkeypatch.setattr(prompt_pane, "stream_text", failing_stream_text)
         await type_prompt(pilot, "KING:")
@@ -161,7 +163,7 @@ async def test_a_failing_sampler_ends_the_answer_and_the_prompt_works_again(
 async def test_up_and_down_recall_earlier_prompts(checkpoint: Path) -> None:
     app = chat_app(checkpoint)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.source.ready, what="model")
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
         app.prompt.settings = replace(app.prompt.settings, length=5)
         await type_prompt(pilot, "first")
         await type_prompt(pilot, "second")
@@ -178,7 +180,7 @@ async def test_up_and_down_recall_earlier_prompts(checkpoint: Path) -> None:
 async def test_unknown_characters_are_reported(checkpoint: Path) -> None:
     app = chat_app(checkpoint)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.source.ready, what="model")
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
         app.prompt.settings = replace(app.prompt.settings, length=5)
         await type_prompt(pilot, "KING~")
         entry = app.query(TranscriptEntry).last()
@@ -220,7 +222,7 @@ async def test_ctrl_q_saves_and_exits(tmp_path: Path) -> None:
 
 @async_test
 async def test_bad_data_shows_one_line_in_the_log(tmp_path: Path) -> None:
-    app = ChargptApp(setup_factory=tiny_factory(tmp_path / "missing.txt", tmp_path / "run"),
+    app = ChargptApp(TrainNew(tiny_factory(tmp_path / "missing.txt", tmp_path / "run")),
                      device="cpu")
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: "data file not found" in log_text(app), what="error")
@@ -247,15 +249,19 @@ async def test_chat_only_app_opens_a_checkpoint(checkpoint: Path) -> None:
 async def test_f2_edits_sampling_parameters_from_the_keyboard(checkpoint: Path) -> None:
     app = chat_app(checkpoint)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.source.ready, what="model")
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
         await pilot.press("f2")
         assert app.focused is not None and app.focused.id == "field-mode"
+        # The mode is a list, not free text: Enter opens it, ↓ and Enter pick beam search.
+        await pilot.press("enter", "down", "enter")
+        assert app.screen.query_one("#field-mode", Select).value == "beam"
         await pilot.press("tab", "ctrl+u", "9", "enter")  # temperature 9 is allowed
         assert app.prompt.settings.temperature == 9.0
-        await pilot.press("f2", "ctrl+u", *"greedy", "enter")  # not a mode: stays open
-        assert "mode must be one of" in str(app.screen.query_one("#settings-error").render())
+        assert app.prompt.settings.mode == "beam"
+        await pilot.press("f2", "tab", "ctrl+u", *"hot", "enter")  # not a number: stays open
+        assert "is not a number" in str(app.screen.query_one("#settings-error").render())
         await pilot.press("escape")
-        assert app.prompt.settings.mode == "sample"
+        assert app.prompt.settings.temperature == 9.0
         assert app.focused is app.query_one(PromptInput)
 
 
@@ -271,7 +277,7 @@ async def test_next_character_view_shows_the_models_own_top_choices(checkpoint: 
     model, tokenizer = loaded.model, loaded.tokenizer
     app = chat_app(checkpoint)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.source.ready, what="model")
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
         view = app.query_one(NextChars)
         for typed in ("ROMEO:", "JULIET: O"):
             app.query_one(PromptInput).value = typed

@@ -15,6 +15,7 @@ from tui_support import async_test, press_quickly, tiny_factory, wait_until, wri
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.train import Trainer
 from chargpt_tui.tui.app import ChargptApp
+from chargpt_tui.tui.sources import FollowRun
 from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
@@ -39,13 +40,13 @@ async def test_follows_a_headless_run_while_it_trains(tmp_path: Path) -> None:
     # A real headless run on its own thread: the app only sees the files it writes.
     trainer = Trainer(tiny_factory(write_data(tmp_path), out, eval_interval=20)(None, None))
     training = threading.Thread(target=trainer.run, name="headless run")
-    app = ChargptApp(follow=out, device="cpu")
+    app = ChargptApp(FollowRun(out), device="cpu")
     async with app.run_test(size=SIZE) as pilot:
         stats = app.training.query_one("#stats")
         await wait_until(pilot, lambda: "no checkpoint" in str(app.prompt.border_subtitle),
                          what="the prompt pane to say there is no checkpoint yet")
         assert app.training.stats.state == "following"
-        assert "logged no live samples" in str(app.query_one(LiveSample).render())
+        assert "logged no live samples" in app.query_one(LiveSample).render_line(0).text
         training.start()
         try:
             await wait_until(pilot, lambda: app.training.stats.step >= 5, what="first steps")
@@ -57,15 +58,15 @@ async def test_follows_a_headless_run_while_it_trains(tmp_path: Path) -> None:
             assert app.training.stats.state == "following"
             assert "run training" in app.training.stats.detail
 
-            # Nothing to pause or save here: the keys are dimmed and do nothing.
-            assert app.check_action("pause", ()) is None
-            assert app.check_action("save", ()) is None
+            # Nothing to pause or save here: the keys are hidden and do nothing.
+            assert app.check_action("pause", ()) is False
+            assert app.check_action("save", ()) is False
             await press_quickly(pilot, "ctrl+t")
             await pilot.pause(0.2)
             assert not trainer.control.paused and app.training.stats.state == "following"
 
             # Prompts are answered from the run's checkpoint once it has saved one.
-            await wait_until(pilot, lambda: app.source.ready, what="the run's checkpoint")
+            await wait_until(pilot, lambda: app.live_model.ready, what="the run's checkpoint")
             assert app.prompt.border_subtitle == ""
             app.prompt.settings = replace(app.prompt.settings, length=20, seed=1)
             app.query_one(PromptInput).value = "ROMEO:"

@@ -22,6 +22,7 @@ from textual.worker import Worker, WorkerState
 from tui_support import press_quickly, tiny_factory, wait_until, write_data
 
 from chargpt_tui.tui.app import ChargptApp
+from chargpt_tui.tui.sources import Source, TrainNew
 from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
 from chargpt_tui.tui.widgets.transcript import MAX_ENTRIES, TranscriptEntry
@@ -52,8 +53,8 @@ def rss_bytes() -> int:
 class SoakApp(ChargptApp):
     """The real app, recording every worker that ends in an error."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, source: Source, device: str) -> None:
+        super().__init__(source, device=device)
         self.failed_workers: list[str] = []
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -107,7 +108,7 @@ async def soak_round(pilot: Pilot, number: int) -> None:
 
 async def soak(tmp_path: Path) -> None:
     data = write_data(tmp_path)
-    app = SoakApp(setup_factory=tiny_factory(data, tmp_path / "run", eval_interval=25),
+    app = SoakApp(TrainNew(tiny_factory(data, tmp_path / "run", eval_interval=25)),
                   device="cpu")
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.training.stats.step >= 5, what="training")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.geometry import Size
@@ -29,9 +29,9 @@ class Stats:
     device: str = "–"
     parameters: int | None = None
     detail: str = ""  # e.g. download progress or why training stopped
-
-    def with_(self, **changes: object) -> Stats:
-        return replace(self, **changes)
+    recipe: str = ""  # lecture / fast / custom
+    steps_estimated: bool = False  # max_iters is what a time budget allows at the recent pace
+    best: str = ""  # "best val 1.46 @ step 1750": the weights prompts get after the run
 
 
 class StatsLine(Widget):
@@ -50,7 +50,8 @@ class StatsLine(Widget):
         if s.detail:
             state.append(f" ({s.detail})", style="dim")
         fields = [
-            ("step ", f"{s.step}/{s.max_iters}" if s.max_iters else f"{s.step}"),
+            ("step ", f"{s.step}/{'~' if s.steps_estimated else ''}{s.max_iters}"
+             if s.max_iters else f"{s.step}"),
             ("", f"{count(s.tokens_per_second)} tok/s"
              if timed and s.tokens_per_second is not None else "– tok/s"),
             ("lr ", f"{s.lr:.2e}" if s.lr is not None else "–"),
@@ -59,6 +60,10 @@ class StatsLine(Widget):
             ("", s.device),
             ("", f"{count(s.parameters)} params" if s.parameters is not None else "– params"),
         ]
+        if s.recipe:
+            fields.append(("recipe ", s.recipe))
+        if s.best:
+            fields.append(("", s.best))
         return [state, *(Text.assemble((label, "dim"), value) for label, value in fields)]
 
     def lines(self, width: int) -> list[Text]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import queue
 import statistics
 import time
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from textual import work
@@ -35,19 +35,19 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
-from chargpt_tui.run_setup import RunSetup
+from chargpt_tui.presets import recipe_of
+from chargpt_tui.run_setup import sample_at_evaluations
 from chargpt_tui.runs import CHECKPOINT_NAME, METRICS_NAME, follow_metrics, loss_history
 from chargpt_tui.train import Trainer
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.formatting import count
 from chargpt_tui.tui.live_model import ModelSource
+from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, Source, TrainNew
 from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.stats_line import Stats, StatsLine
 
-SetupFactory = Callable[[Callable[[int, int | None], None], Callable[[str], None]], RunSetup]
-LIVE_SAMPLE_CHARS = 160
 DRAIN_INTERVAL = 1 / 30  # live-sample text: smooth streaming
 CHART_INTERVAL = 1 / 4  # loss chart: a redraw costs milliseconds, 4 Hz reads as live
 PROGRESS_RATE = 10  # stats-line updates per second at most
@@ -68,14 +68,13 @@ class TrainingPanel(Vertical):
     """Stats line, loss chart, live sample and log for one run (trained here or followed), or
     for one opened checkpoint."""
 
-    def __init__(self, source: ModelSource, *, setup_factory: SetupFactory | None = None,
-                 checkpoint: Path | None = None, follow: Path | None = None,
+    def __init__(self, live_model: ModelSource, source: Source | None = None, *,
                  device: str = "auto", show_timing: bool = True, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.source = source
-        self.setup_factory = setup_factory
-        self.checkpoint = checkpoint
-        self.follow = follow  # the folder of a run trained elsewhere
+        self.live_model = live_model
+        self.run_source = source
+        # The folder of a run trained elsewhere, when following one.
+        self.follow = source.run_dir if isinstance(source, FollowRun) else None
         self.device = device
         self.show_timing = show_timing
         self.trainer: Trainer | None = None
@@ -85,6 +84,7 @@ class TrainingPanel(Vertical):
         # that step on belong to a history it rewound (a resume after a crash).
         self._losses: queue.SimpleQueue[tuple[int, float | None]] = queue.SimpleQueue()
         self._reload_pending = False
+        self.last_saved: CheckpointSaved | None = None  # the newest checkpoint written
         self._last_progress = 0.0  # training thread only
         self._unposted: StepDone | None = None  # training thread only
 
@@ -102,15 +102,16 @@ class TrainingPanel(Vertical):
         self.border_title = "training"
         self.set_interval(DRAIN_INTERVAL, self._drain_samples)
         self.set_interval(CHART_INTERVAL, self._drain_losses)
-        if self.checkpoint is not None:
-            self.open_checkpoint()
-        elif self.follow is not None:
-            self.query_one(StatsLine).stats = self.stats.with_(
-                state="following", detail=f"waiting for {self.follow / METRICS_NAME}")
-            self.follow_run()
+        source = self.run_source
+        if isinstance(source, OpenCheckpoint):
+            self.open_checkpoint(source)
+        elif isinstance(source, FollowRun):
+            self.query_one(StatsLine).stats = replace(self.stats,
+                state="following", detail=f"waiting for {source.run_dir / METRICS_NAME}")
+            self.follow_run(source.run_dir)
             self.load_followed_checkpoint()
-        elif self.setup_factory is not None:
-            self.train()
+        elif isinstance(source, TrainNew):
+            self.train(source)
 
     def on_unmount(self) -> None:
         # The worker is cancelled with this widget, but the trainer only looks at its control.
@@ -129,7 +130,7 @@ class TrainingPanel(Vertical):
             return None
         assert self.trainer is not None
         paused = self.trainer.control.toggle_pause()
-        self.query_one(StatsLine).stats = self.stats.with_(
+        self.query_one(StatsLine).stats = replace(self.stats,
             state="paused" if paused else "training")
         return paused
 
@@ -146,15 +147,14 @@ class TrainingPanel(Vertical):
         if self.trainer is None or not self.running:
             return False
         self.trainer.control.stop(reason, exit_code)
-        self.query_one(StatsLine).stats = self.stats.with_(state="stopping")
+        self.query_one(StatsLine).stats = replace(self.stats, state="stopping")
         return True
 
     # -- workers ------------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False,
           description="training")
-    def train(self) -> None:
-        assert self.setup_factory is not None
+    def train(self, source: TrainNew) -> None:
         worker = get_current_worker()
         self.post_message(messages.LogLine("loading the training text…"))
         def progress(done: int, total: int | None) -> None:
@@ -164,12 +164,8 @@ class TrainingPanel(Vertical):
             self.post_message(messages.LogLine(text, "warning"))
 
         try:
-            setup = self.setup_factory(progress, notice)
-            if not setup.train_config.sample_interval:
-                # Live samples at every evaluation: often enough to watch the model learn,
-                # rare enough to cost training little.
-                setup.train_config.sample_interval = setup.train_config.eval_interval
-                setup.train_config.sample_chars = LIVE_SAMPLE_CHARS
+            setup = source.setup_factory(progress, notice)
+            sample_at_evaluations(setup)
             bus = EventBus()
             trainer = Trainer(setup, bus)
         except Exception as error:  # noqa: BLE001 - a UserError, or a bug: either ends the worker
@@ -179,11 +175,17 @@ class TrainingPanel(Vertical):
             return
         bus.subscribe(self._forward)
         self.trainer = trainer
-        self.source.attach_trainer(trainer)
+        self.live_model.attach_trainer(trainer)
         self.running = True
         self.post_message(messages.ModelReady(trainer.step, training=True))
         try:
             result = trainer.run()
+            if (result.state != "failed" and result.best_step is not None
+                    and result.best_step != result.step):
+                # The trainer put its best weights back: prompts now answer from them, and
+                # name their step (the trainer's own step is still the last one).
+                model, _ = trainer.snapshot()
+                self.live_model.attach_model(model, trainer.setup.tokenizer, result.best_step)
         except Exception as error:  # noqa: BLE001 - e.g. the disk refused a checkpoint
             self.post_message(messages.TrainingEnded(None, describe(error), unsaved=True))
             return
@@ -219,13 +221,12 @@ class TrainingPanel(Vertical):
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False,
           description="following a run")
-    def follow_run(self) -> None:
+    def follow_run(self, run_dir: Path) -> None:
         """Feed a run's logged events, old and new, through the same path as live training.
         Read only: nothing here writes to the followed folder."""
-        assert self.follow is not None
         worker = get_current_worker()
         try:
-            for event in follow_metrics(self.follow, worker.cancelled_event):
+            for event in follow_metrics(run_dir, worker.cancelled_event):
                 self._forward(event)
         except Exception as error:  # noqa: BLE001 - say so in the log rather than go quiet
             self.post_message(messages.LogLine(f"stopped following: {describe(error)}", "error"))
@@ -247,19 +248,18 @@ class TrainingPanel(Vertical):
             self.post_message(messages.ModelUnavailable(reason))
             return
         step = loaded.step
-        self.source.attach_model(loaded.model, loaded.tokenizer, step)
+        self.live_model.attach_model(loaded.model, loaded.tokenizer, step)
         self.post_message(messages.ModelReady(step, training=False))
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False,
           description="opening checkpoint")
-    def open_checkpoint(self) -> None:
-        assert self.checkpoint is not None
+    def open_checkpoint(self, source: OpenCheckpoint) -> None:
         try:
-            loaded = load_for_sampling(self.checkpoint, self.device)
+            loaded = source.opened or load_for_sampling(source.path, self.device)
         except Exception as error:  # noqa: BLE001 - shown in the log, whatever it was
             self.post_message(messages.TrainingEnded(None, describe(error)))
             return
-        self.source.attach_model(loaded.model, loaded.tokenizer, loaded.step)
+        self.live_model.attach_model(loaded.model, loaded.tokenizer, loaded.step)
         self.post_message(messages.HistoryLoaded(*loss_history(
             loaded.file.parent / METRICS_NAME, loaded.step)))
         for event in loaded.history_events():
@@ -278,7 +278,7 @@ class TrainingPanel(Vertical):
     def on_training_progress(self, message: messages.TrainingProgress) -> None:
         step = message.step
         stats = self.stats
-        self.query_one(StatsLine).stats = stats.with_(
+        self.query_one(StatsLine).stats = replace(stats,
             step=step.step, max_iters=step.max_iters, lr=step.lr,
             tokens_per_second=step.tokens_per_second, elapsed=step.elapsed, eta=step.eta,
             # Training clears the download progress; a followed run keeps its own state.
@@ -287,7 +287,7 @@ class TrainingPanel(Vertical):
 
     def on_download_progress(self, message: messages.DownloadProgress) -> None:
         total = f" of {count(message.total)}B" if message.total else ""
-        self.query_one(StatsLine).stats = self.stats.with_(
+        self.query_one(StatsLine).stats = replace(self.stats,
             detail=f"downloading {count(message.done)}B{total}")
         message.stop()
 
@@ -305,10 +305,14 @@ class TrainingPanel(Vertical):
         event = message.event
         stats_line = self.query_one(StatsLine)
         if isinstance(event, TrainingStarted):
-            stats_line.stats = stats_line.stats.with_(
+            train = event.config.get("train", {})
+            recipe = (recipe_of({**event.config.get("model", {}), **train})
+                      if event.config else "")  # an opened checkpoint's config is not known
+            stats_line.stats = replace(stats_line.stats,
                 step=event.step, max_iters=event.max_iters, device=event.device,
-                parameters=event.parameters, detail="")
-            if self.checkpoint is not None:
+                parameters=event.parameters, detail="", recipe=recipe,
+                steps_estimated=bool(train.get("time_budget")))
+            if isinstance(self.run_source, OpenCheckpoint):
                 self.log_line(f"opened {event.out_dir} (step {event.step}, trained on "
                               f"{event.data}) · {event.device}")
             elif self.follow is not None:
@@ -321,12 +325,16 @@ class TrainingPanel(Vertical):
                 self.log_line(f"training on {event.data} · {count(event.parameters)} "
                               f"parameters · {event.device} → {event.out_dir}")
         elif isinstance(event, EvalDone):
+            if event.best_step is not None:
+                stats_line.stats = replace(stats_line.stats, best=f"best val "
+                                           f"{event.best_val_loss:.2f} @ step {event.best_step}")
             chart = self.query_one(LossChart)
             if not chart.val_points or chart.val_points[-1][0] != event.step:
                 chart.val_points = (*chart.val_points, (event.step, event.val_loss))
             self.log_line(f"step {event.step}: train {event.train_loss:.3f} · val "
                           f"{event.val_loss:.3f}")
         elif isinstance(event, CheckpointSaved):
+            self.last_saved = event
             self.log_line(f"saved {event.path} (step {event.step}, {event.reason})", "good")
             if self.follow is not None and not self._reload_pending:
                 self._reload_pending = True
@@ -334,9 +342,9 @@ class TrainingPanel(Vertical):
         elif isinstance(event, StateChanged):
             if self.follow is not None:  # the run's own state, next to ours
                 detail = f"run {event.state}" + (f": {event.reason}" if event.reason else "")
-                stats_line.stats = stats_line.stats.with_(state="following", detail=detail)
+                stats_line.stats = replace(stats_line.stats, state="following", detail=detail)
             else:
-                stats_line.stats = stats_line.stats.with_(state=event.state, detail=event.reason)
+                stats_line.stats = replace(stats_line.stats, state=event.state, detail=event.reason)
             if event.state in ("stopped", "failed", "finished"):
                 level = "error" if event.state == "failed" else "info"
                 self.log_line(f"training {event.state}"
@@ -347,7 +355,7 @@ class TrainingPanel(Vertical):
     def on_training_ended(self, message: messages.TrainingEnded) -> None:
         if message.error:
             self.log_line(message.error, "error")
-            self.query_one(StatsLine).stats = self.stats.with_(state="failed")
+            self.query_one(StatsLine).stats = replace(self.stats, state="failed")
             self.notify(message.error, title="training", severity="error", timeout=10)
         # Bubbles on to the app, which may be waiting for it to quit.
 

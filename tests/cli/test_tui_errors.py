@@ -1,0 +1,80 @@
+"""Mistakes on the app's command line are caught before its screen opens: one line on stderr,
+exit 2, the same words `train`/`sample` use, and no full-screen escape written at all."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers_robust import invoke, write_text
+
+ALTERNATE_SCREEN = "\x1b[?1049h"  # what Textual writes first when its screen opens
+
+
+def run_app(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``chargpt-tui ARGS`` in a real process. CHARGPT_TUI_FORCE_TUI lets the app start
+    without a terminal, so a check that came too late would open the screen (and the escape
+    would show in stdout) instead of passing by accident."""
+    env = {**os.environ, "CHARGPT_TUI_FORCE_TUI": "1", "CHARGPT_TUI_CACHE": str(cwd / "cache")}
+    return subprocess.run([sys.executable, "-m", "chargpt_tui", *args], cwd=cwd, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+
+
+def assert_refused_before_the_screen(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert ALTERNATE_SCREEN not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def headless_line(*args: str) -> str:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    return result.stderr.strip()
+
+
+@pytest.mark.parametrize("options", [
+    ["--preset", "tinny"],
+    ["--data", "nosuch.txt"],
+    ["--data", "ftp://example.org/text.txt"],
+    ["--dropout", "1.5"],
+])
+def test_training_mistakes_give_trains_line(options: list[str], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    line = assert_refused_before_the_screen(run_app(tmp_path, *options, "--device", "cpu"))
+    monkeypatch.chdir(tmp_path)  # `nosuch.txt` names the same missing file for both
+    assert line == headless_line("train", *options, "--device", "cpu")
+
+
+def test_a_file_that_is_not_a_checkpoint_gives_samples_line(tmp_path: Path) -> None:
+    text = write_text(tmp_path)
+    line = assert_refused_before_the_screen(run_app(tmp_path, "--checkpoint", str(text)))
+    assert line == headless_line("sample", "--checkpoint", str(text), "--prompt", "x")
+    assert "damaged or not a checkpoint" in line
+
+
+def test_a_follow_folder_that_does_not_exist(tmp_path: Path) -> None:
+    line = assert_refused_before_the_screen(run_app(tmp_path, "--follow", "runs/nosuch"))
+    assert "--follow runs/nosuch: no such run folder" in line
+
+
+def test_a_headless_run_logs_live_samples_for_follow(tmp_path: Path) -> None:
+    """`train` samples at every evaluation, so `--follow` has live samples to show."""
+    from helpers_robust import TINY_MODEL
+
+    from chargpt_tui.events import SampleChunk
+    from chargpt_tui.runs import METRICS_NAME, read_metrics
+
+    out = tmp_path / "run"
+    result = invoke("train", "--data", str(write_text(tmp_path)), "--out", str(out),
+                    *TINY_MODEL, "--max-iters", "6", "--eval-interval", "3")
+    assert result.exit_code == 0, result.stderr
+    events = read_metrics(out / METRICS_NAME)
+    samples = [event for event in events if isinstance(event, SampleChunk)]
+    assert [sample.step for sample in samples] == [3, 6]
+    assert all(sample.final and sample.text for sample in samples)
