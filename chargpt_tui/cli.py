@@ -547,28 +547,28 @@ def usage_error_line(message: str, command: str) -> int:
 
 
 def runs_table(runs: list[RunInfo]) -> Table:
-    """The rich table ``chargpt-tui runs`` prints (compact: fits 80 columns)."""
+    """The rich table ``chargpt-tui runs`` prints; it fits 80 columns (``--json`` has every
+    field, parameters and checkpoint size included)."""
     import time
 
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(box=None, header_style="bold")
+    table = Table(box=None, header_style="bold", padding=(0, 1, 0, 0))
     table.add_column("run", no_wrap=True)
-    for column in ("steps", "best val", "params", "ckpt"):
+    table.add_column("recipe", no_wrap=True)
+    for column in ("steps", "best val"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("data", overflow="ellipsis", no_wrap=True)
+    table.add_column("data", overflow="ellipsis", no_wrap=True, max_width=14)
     for column in ("state", "modified"):
         table.add_column(column, no_wrap=True)
     for run in runs:
         steps = "?" if run.step is None else f"{run.step:,}"
-        if run.max_iters is not None:
+        if run.max_iters is not None and run.max_iters < 10**9:  # 10**9: a time-budgeted run
             steps += f"/{_compact(run.max_iters)}"
         table.add_row(
-            escape(run.name), steps,
+            escape(run.name), run.recipe or "?", steps,
             "-" if run.best_val_loss is None else f"{run.best_val_loss:.4f}",
-            "?" if run.parameters is None else _compact(run.parameters),
-            "-" if run.checkpoint_bytes is None else f"{_compact(run.checkpoint_bytes)}B",
             escape(Path(run.data).name if run.data and os.sep in run.data else run.data or "?"),
             run.state or "?",
             time.strftime("%m-%d %H:%M", time.localtime(run.modified)),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chargpt_tui.errors import UserError
+from chargpt_tui.presets import recipe_of
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
@@ -204,6 +205,7 @@ class RunInfo:
     state: str | None  # the last state the run reported: training, finished, stopped, ...
     modified: float  # seconds since the epoch, newest of metrics.jsonl and ckpt.pt
     checkpoint_bytes: int | None  # size of ckpt.pt, None if there is none
+    recipe: str | None = None  # lecture, fast or custom (see presets.recipe_of)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -240,10 +242,12 @@ def read_run(folder: Path) -> RunInfo | None:
         device=summary.get("device"), state=summary.get("state"),
         modified=max(s.st_mtime for s in stats.values()),
         checkpoint_bytes=stats[checkpoint].st_size if checkpoint in stats else None,
+        recipe=summary.get("recipe"),
     )
 
 
-SUMMARY_KEYS = ("step", "max_iters", "best_val_loss", "parameters", "data", "device", "state")
+SUMMARY_KEYS = ("step", "max_iters", "best_val_loss", "parameters", "data", "device", "state",
+                "recipe")
 
 
 def _summarize_metrics(path: Path) -> dict[str, Any]:
@@ -259,7 +263,9 @@ def _summarize_metrics(path: Path) -> dict[str, Any]:
     for event in _events_backwards(path):
         if isinstance(event, TrainingStarted):
             fill(parameters=event.parameters, data=event.data, device=event.device,
-                 max_iters=event.max_iters, step=event.step)
+                 max_iters=event.max_iters, step=event.step,
+                 recipe=recipe_of({**event.config.get("model", {}),
+                                   **event.config.get("train", {})}))
         elif isinstance(event, StepDone):
             fill(step=event.step, max_iters=event.max_iters)
         elif isinstance(event, EvalDone):
@@ -299,6 +305,7 @@ def _summarize_checkpoint(path: Path) -> dict[str, Any]:
             "parameters": sum(t.numel() for t in payload["model"].values()),
             "data": payload.get("data"),
             "max_iters": payload.get("train_config", {}).get("max_iters"),
+            "recipe": recipe_of({**payload["model_config"], **payload.get("train_config", {})}),
         }
     except Exception:  # noqa: BLE001 - a damaged checkpoint is listed with what metrics say
         return {}

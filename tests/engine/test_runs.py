@@ -86,12 +86,15 @@ def test_runs_lists_two_real_runs_newest_first(tmp_path: Path, text: Path) -> No
         assert run["state"] == "finished"
         assert run["checkpoint_bytes"] == (root / run["name"] / "ckpt.pt").stat().st_size
 
-    table = CliRunner().invoke(app, ["runs", str(root)])
+        assert run["recipe"] == "lecture"
+
+    table = CliRunner().invoke(app, ["runs", str(root)], env={"COLUMNS": "80"})
     assert table.exit_code == 0
     lines = table.output.splitlines()
-    assert "best val" in lines[0]
+    assert "best val" in lines[0] and "recipe" in lines[0]
     assert "newer" in lines[1] and "6/6" in lines[1] and "finished" in lines[1]
-    assert "older" in lines[2] and "12/12" in lines[2]
+    assert "older" in lines[2] and "12/12" in lines[2] and "lecture" in lines[2]
+    assert max(len(line) for line in lines) <= 80
 
 
 def test_a_run_without_metrics_is_listed_from_its_checkpoint(tmp_path: Path, text: Path) -> None:
