@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from chargpt_tui.errors import UserError
-from chargpt_tui.presets import recipe_of
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
@@ -31,6 +30,7 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
+from chargpt_tui.presets import recipe_of
 
 # What a run folder holds. Named here, not in checkpoint.py, so listing runs never imports torch.
 METRICS_NAME = "metrics.jsonl"  # what MetricsWriter writes in every run folder
