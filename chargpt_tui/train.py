@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from chargpt_tui import distributed
+from chargpt_tui import distributed, history
 from chargpt_tui.checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
@@ -69,6 +69,7 @@ class TrainConfig:
     sample_chars: int = 200
     seed: int = 1337
     compile: bool = False
+    history_keep: int = 12  # weight snapshots kept in history/ for the views to step through
 
     def __post_init__(self) -> None:
         positive = ("max_iters", "batch_size", "eval_interval", "eval_iters", "grad_accum_steps")
@@ -80,7 +81,8 @@ class TrainConfig:
             raise ConfigError(f"learning-rate must be a positive number, not {self.learning_rate}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be between 0 and 2**63 - 1, not {self.seed}")
-        for name in ("warmup_iters", "weight_decay", "grad_clip", "sample_interval"):
+        for name in ("warmup_iters", "weight_decay", "grad_clip", "sample_interval",
+                     "history_keep"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative")
         if self.lr_decay_iters is not None and self.lr_decay_iters < 1:
@@ -681,6 +683,8 @@ class Trainer:
         if self.best_val_loss is None or losses["val"] < self.best_val_loss:
             self.best_val_loss = losses["val"]
             self.save_best()
+        if problem := history.record(self.out_dir, self.weights_payload(), self.tconf.history_keep):
+            self.bus.publish(Notice(problem))
         self.bus.publish(EvalDone(self.step, losses["train"], losses["val"], self.best_val_loss))
         return losses
 
