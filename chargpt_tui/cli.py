@@ -354,6 +354,41 @@ def tui(
 
 
 @app.command()
+def explain(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file or run folder.")] = Path(
+        "runs/latest"),
+    text: Annotated[str | None, typer.Option(help="The text to score.")] = None,
+    file: Annotated[Path | None, typer.Option(help="Score this file's text instead.")] = None,
+    stride: Annotated[int | None, typer.Option(
+        help="Past the context: a new window every N characters (default half the context; "
+        "smaller gives each character more context).")] = None,
+    top_k: Annotated[int, typer.Option(help="Guesses kept per character.")] = 5,
+    device: Device = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every "
+                                          "character's loss and the model's guesses.")] = False,
+) -> None:
+    """Show how surprised the model is by each character of a text (its loss, coloured).
+
+    Green: the model was sure and right. Red: it did no better than a uniform guess.
+    """
+
+    def go() -> None:
+        from chargpt_tui.errors import UserError
+        from chargpt_tui.explain_view import run_explain
+
+        if (text is None) == (file is None):
+            raise UserError("give the text to score with --text or --file (one of them)")
+        try:
+            body = text if file is None else file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"cannot read {file}: {error}") from None
+        run_explain(checkpoint, body, stride=stride, top_k=top_k, device=device,
+                    as_json=as_json, notice=notice)
+
+    run_guarded(go)
+
+
+@app.command()
 def runs(
     root: Annotated[Path, typer.Argument(help="Folder that holds the run folders.")] = Path(
         "runs"),
@@ -416,7 +451,7 @@ def bench(
     run_guarded(go)
 
 
-COMMANDS = {"train", "sample", "tui", "bench", "runs"}
+COMMANDS = {"train", "sample", "tui", "bench", "runs", "explain"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -169,6 +169,18 @@ def surprise(model: GPTLanguageModel, tokenizer: CharTokenizer, ids: list[int],
     return Surprise(tokenizer.decode(ids), nats, guesses, block - stride + 1)
 
 
+SURPRISE_256 = (34, 70, 106, 142, 178, 214, 208, 202, 196)  # green (sure) → red (lost)
+SURPRISE_16 = ("green", "yellow", "red")
+
+
+def surprise_level(nats: float, vocab_size: int, levels: int) -> int:
+    """A loss as one of ``levels`` colours: 0 for a certain, right guess; the last for a loss of
+    ``ln(vocab_size)`` or more — what guessing uniformly at random costs, so red means the model
+    did no better than not knowing the language at all."""
+    uniform = math.log(max(2, vocab_size))
+    return max(0, min(levels - 1, round(nats / uniform * (levels - 1))))
+
+
 # -- character embeddings --------------------------------------------------------------------
 
 
