@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -26,7 +27,11 @@ from chargpt_tui.tui import messages
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.screens.attention import AttentionScreen
 from chargpt_tui.tui.screens.confirm_quit import ConfirmQuitScreen
+from chargpt_tui.tui.screens.embeddings import EmbeddingsScreen
+from chargpt_tui.tui.screens.explain_base import ExplainScreen, view_context
 from chargpt_tui.tui.screens.help import HelpScreen
+from chargpt_tui.tui.screens.model_view import ModelViewScreen
+from chargpt_tui.tui.screens.surprise import SurpriseScreen
 from chargpt_tui.tui.widgets.footer import Footer
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
 from chargpt_tui.tui.widgets.training_panel import SetupFactory, TrainingPanel
@@ -37,7 +42,9 @@ STYLESHEETS = [
     *(f"widgets/{name}.tcss" for name in (
         "training_panel", "stats_line", "loss_chart", "live_sample", "event_log",
         "prompt_pane", "transcript", "next_chars")),
-    *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit")),
+    *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit",
+                                          "explain_base", "model_view", "surprise",
+                                          "embeddings")),
 ]
 QUIT_SAVE_TIMEOUT = 60.0  # seconds to wait for the final checkpoint before exiting anyway
 SIGNAL_EXIT_GRACE = 5.0  # seconds a signalled app gets to exit normally after its last save
@@ -57,7 +64,10 @@ class ChargptApp(App[int]):
         Binding("ctrl+s", "save", "save", priority=True, tooltip="Save a checkpoint now"),
         Binding("ctrl+q", "quit", "quit", priority=True, tooltip="Save a checkpoint and quit"),
         Binding("f1", "help", "help"),
-        Binding("f4", "attention", "attn", tooltip="Attention maps of the last prompt"),
+        Binding("f4", "attention", "attn", tooltip="Attention over the last prompt"),
+        Binding("f7", "model_view", "heads", tooltip="Every layer's and head's attention"),
+        Binding("f8", "surprise", "surprise", tooltip="The model's loss on each character"),
+        Binding("f9", "embeddings", "embed", tooltip="The characters' embeddings, projected"),
     ]
 
     def __init__(self, *, setup_factory: SetupFactory | None = None,
@@ -150,8 +160,20 @@ class ChargptApp(App[int]):
             self.push_screen(HelpScreen())
 
     def action_attention(self) -> None:
-        if not isinstance(self.screen, AttentionScreen):
-            self.push_screen(AttentionScreen(self.last_attention))
+        self._open_view(AttentionScreen)
+
+    def action_model_view(self) -> None:
+        self._open_view(ModelViewScreen)
+
+    def action_surprise(self) -> None:
+        self._open_view(SurpriseScreen)
+
+    def action_embeddings(self) -> None:
+        self._open_view(EmbeddingsScreen)
+
+    def _open_view(self, kind: type[ExplainScreen[Any]]) -> None:
+        if not isinstance(self.screen, kind):
+            self.push_screen(kind(view_context(self)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         prompt = self.prompt
@@ -160,8 +182,14 @@ class ChargptApp(App[int]):
         yield SystemCommand("Quit", "Save a checkpoint and quit (Ctrl+Q)",
                             lambda: self.begin_quit(0, "quit"))
         yield SystemCommand("Help", "Keys and panels (F1)", self.action_help)
-        yield SystemCommand("Attention view", "Attention maps of the last prompt (F4)",
+        yield SystemCommand("Attention view", "Attention over the last prompt (F4)",
                             self.action_attention)
+        yield SystemCommand("Model view", "Every layer's and head's attention (F7)",
+                            self.action_model_view)
+        yield SystemCommand("Surprise view", "The model's loss on each character (F8)",
+                            self.action_surprise)
+        yield SystemCommand("Embeddings view", "The characters' embeddings (F9)",
+                            self.action_embeddings)
         yield SystemCommand("Sampling parameters", "Temperature, top-k, top-p, beam width, "
                             "length, seed (F2)", prompt.action_edit_settings)
         yield SystemCommand("Switch sampling / beam search", "F3", prompt.action_toggle_mode)
