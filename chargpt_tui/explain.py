@@ -81,26 +81,34 @@ def mean_look_back(grid: torch.Tensor) -> float:
 # ramp of background colours from dark to bright yellow (xterm palette numbers).
 SHADE_CHARS = " ░▒▓█"
 SHADE_256 = (235, 236, 58, 94, 100, 136, 142, 178, 184, 220, 226)
+FAINTEST = 0.01  # weights below this are drawn blank
 
 
-def shade_level(weight: float, top: float, levels: int) -> int:
-    """``weight`` as one of ``levels`` shades, ``top`` drawn darkest (the brightest colour).
+def shade_level(weight: float, levels: int) -> int:
+    """``weight`` (0..1) as one of ``levels`` shades, on a log scale from :data:`FAINTEST`
+    (level 1) to 1 (the last level); 0 below it.
 
-    Views pass the row's largest weight as ``top``: over a long text the weights are small
-    numbers, and scaling by the row's maximum keeps the picture readable; the views print that
-    maximum so the absolute value is never hidden. Any non-zero weight gets at least shade 1.
+    A log scale because attention weights span orders of magnitude: over a long text a weight
+    of 0.05 already stands out, and a row spread evenly over 200 characters (0.005 each) is
+    honestly drawn as nearly blank — it looks everywhere and nowhere in particular.
     """
-    if weight <= 0 or top <= 0:
+    if weight < FAINTEST:
         return 0
-    return max(1, min(levels - 1, round(weight / top * (levels - 1))))
+    position = math.log(weight / FAINTEST) / math.log(1 / FAINTEST)  # 0..1
+    return max(1, min(levels - 1, math.ceil(position * (levels - 1))))
 
 
-def shade_char(weight: float, top: float) -> str:
-    return SHADE_CHARS[shade_level(weight, top, len(SHADE_CHARS))]
+def shade_bounds(levels: int) -> list[float]:
+    """The smallest weight drawn at each level 1..levels-1 (for legends)."""
+    return [FAINTEST ** (1 - (level - 1) / (levels - 1)) for level in range(1, levels)]
 
 
-def shade_color_256(weight: float, top: float) -> int:
-    return SHADE_256[shade_level(weight, top, len(SHADE_256))]
+def shade_char(weight: float) -> str:
+    return SHADE_CHARS[shade_level(weight, len(SHADE_CHARS))]
+
+
+def shade_color_256(weight: float) -> int:
+    return SHADE_256[shade_level(weight, len(SHADE_256))]
 
 
 # -- surprise per character ------------------------------------------------------------------

@@ -15,12 +15,12 @@ from chargpt_tui import history
 from chargpt_tui.errors import UserError
 from chargpt_tui.explain import (
     SHADE_256,
-    SHADE_CHARS,
     attention_over,
     char_group,
     mean_look_back,
     pca_2d,
     run_curves,
+    shade_bounds,
     shade_char,
     shade_color_256,
     shade_level,
@@ -73,14 +73,14 @@ def test_two_character_attention_row_by_hand(attention: str) -> None:
 
 
 def test_shades_follow_the_weights() -> None:
-    row = [0.25, 0.75]  # a two-character row: the second char is the most attended
-    assert [shade_char(w, max(row)) for w in row] == [SHADE_CHARS[1], SHADE_CHARS[-1]]
-    assert shade_color_256(0.75, 0.75) == SHADE_256[-1]
-    assert shade_color_256(0.0, 0.75) == SHADE_256[0]
-    # Half the top weight is about half-way up the scale, and nothing non-zero is blank.
-    assert shade_level(0.5, 1.0, 5) == 2 and shade_level(1e-6, 1.0, 5) == 1
-    levels = [shade_level(w / 10, 1.0, 11) for w in range(11)]
-    assert levels == sorted(levels) and levels[-1] == 10
+    row = [0.25, 0.75]  # a two-character row
+    assert [shade_char(w) for w in row] == ["▓", "█"]
+    assert shade_color_256(1.0) == SHADE_256[-1] and shade_color_256(0.0) == SHADE_256[0]
+    # Log scale from 0.01 to 1: each of the four shades covers a factor of 10 ** 0.5.
+    assert shade_bounds(5) == pytest.approx([0.01, 0.01 ** 0.75, 0.1, 0.01 ** 0.25])
+    assert [shade_char(w) for w in (0.009, 0.01, 0.03, 0.05, 0.2, 0.5)] == list(" ░░▒▓█")
+    levels = [shade_level(w / 100, len(SHADE_256)) for w in range(101)]
+    assert levels == sorted(levels) and levels[-1] == len(SHADE_256) - 1
 
 
 def test_look_back_of_a_previous_character_head() -> None:

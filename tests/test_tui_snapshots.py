@@ -78,7 +78,10 @@ def test_attention_view(snap_compare, in_run_folder: Path) -> None:
     async def run_before(pilot: Pilot) -> None:
         await settle_chat(pilot)
         await answer_prompt(pilot, "JULIET: thou art")
-        await pilot.press("f4", "right", "down")  # layer 1 has one head: wraps to head 2
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: getattr(pilot.app.screen, "result", None) is not None,
+                         what="the attention view")
+        await pilot.press("left", "left", "down")  # the third-last character, head 2
 
     assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
 

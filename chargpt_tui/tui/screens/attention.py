@@ -19,9 +19,11 @@ from textual.widgets import Static
 
 from chargpt_tui.explain import (
     SHADE_256,
+    SHADE_CHARS,
     TextAttention,
     attention_over,
     mean_look_back,
+    shade_bounds,
     shade_char,
     shade_color_256,
     shade_level,
@@ -33,6 +35,9 @@ from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
 from chargpt_tui.tui.widgets.footer import Footer
 
 TOP_SHOWN = 5  # the most-attended characters listed under the text
+SHADE_LEGEND = "weight: " + " ".join(
+    f"{char} ≥{bound:.2f}".replace("0.", ".") for char, bound in
+    zip(SHADE_CHARS[1:], shade_bounds(len(SHADE_CHARS)))) + " (log scale) · dim: not seen yet"
 
 
 def few_colours(widget: Widget) -> bool:
@@ -43,9 +48,8 @@ def few_colours(widget: Widget) -> bool:
 def attention_text(chars: str, row: list[float], cursor: int, width: int,
                    shade_rows: bool) -> Text:
     """``chars`` laid out in lines of ``width``, each character up to ``cursor`` shaded by its
-    weight in ``row`` (scaled to the row's largest weight); ``shade_rows`` adds a line of
-    shade characters under each line of text."""
-    top = max(row) if row else 0.0
+    weight in ``row``; ``shade_rows`` draws a line of shade characters under each line of text
+    instead of colouring it."""
     text = Text(no_wrap=True, overflow="crop")
     line: list[tuple[str, int]] = []  # (shown char, position) of the line being built
 
@@ -54,16 +58,16 @@ def attention_text(chars: str, row: list[float], cursor: int, width: int,
             if position == cursor:
                 style = "bold reverse"
             elif position < cursor and not shade_rows:
-                level = shade_level(row[position], top, len(SHADE_256))
+                level = shade_level(row[position], len(SHADE_256))
                 fg = "black" if level > len(SHADE_256) // 2 else "white"
-                style = f"{fg} on color({shade_color_256(row[position], top)})"
+                style = f"{fg} on color({shade_color_256(row[position])})"
             else:
                 style = "" if position < cursor else "dim"
             text.append(shown, style=style)
         if shade_rows:
             text.append("\n")
             for _, position in line:
-                text.append(shade_char(row[position], top) if position <= cursor else " ",
+                text.append(shade_char(row[position]) if position <= cursor else " ",
                             style="yellow")
         if not last:
             text.append("\n")
@@ -113,7 +117,7 @@ class AttentionScreen(ExplainScreen[TextAttention]):
     ]
 
     def __init__(self, context: ViewContext, text_name: str | None = None, layer: int = 0,
-                 head: int | None = None) -> None:
+                 head: int | None = 0) -> None:
         super().__init__(context, text_name)
         self.layer_index = layer
         self.head_index = head  # None: the mean of the layer's heads
@@ -167,9 +171,7 @@ class AttentionScreen(ExplainScreen[TextAttention]):
         self.query_one("#attention-detail", Static).update(
             f"[b]{visible_char(result.chars[cursor])}[/b] ({where}) looks at  {looks}\n"
             f"[dim]on average this head looks {mean_look_back(grid):.1f} chars back[/]")
-        self.query_one("#attention-legend", Static).update(
-            f"[dim]shade: weight ÷ the row's largest ({max(row):.2f}) · after the cursor: "
-            "not seen yet[/]")
+        self.query_one("#attention-legend", Static).update(f"[dim]{SHADE_LEGEND}[/]")
         self.update_title()
 
     def action_cursor(self, delta: int) -> None:

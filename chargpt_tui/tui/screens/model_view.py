@@ -32,14 +32,13 @@ LABEL_WIDTH = 11  # "L1 H2 ↶1.3" and a space
 
 
 def thumbnail(grid: list[list[float]], chars: str, wide: bool) -> list[Text]:
-    """One head's grid as lines of shade characters (each row scaled to its largest weight);
-    ``wide`` draws each cell two characters wide, so the grid looks square."""
+    """One head's grid as lines of shade characters; ``wide`` draws each cell two characters
+    wide, so the grid looks square."""
     lines = []
     for q, row in enumerate(grid):
         line = Text()
-        top = max(row[: q + 1])
         for k in range(len(row)):
-            cell = shade_char(row[k], top) if k <= q else "·"
+            cell = shade_char(row[k]) if k <= q else "·"
             line.append(cell * 2 if wide else cell, style="yellow" if k <= q else "dim")
         line.append(" " + visible_char(chars[q]), style="dim")
         lines.append(line)
