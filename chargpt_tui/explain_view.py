@@ -38,6 +38,8 @@ def run_explain(checkpoint: Path, text: str, *, stride: int | None, top_k: int, 
     if len(ids) < 2:
         raise UserError("the text needs at least two known characters to score",
                         "pass a longer --text or --file")
+    if top_k < 1:
+        raise UserError(f"top-k must be at least 1, not {top_k}")
     if stride is not None and not 1 <= stride <= model.config.block_size:
         raise UserError(f"stride must be between 1 and the context ({model.config.block_size})")
     result = surprise(model, tokenizer, ids, stride=stride, top_k=top_k)

@@ -54,6 +54,7 @@ def test_plain_output_shows_the_text_and_the_hardest_characters(run: Path, tmp_p
     (("--text", "R"), "at least two"),
     (("--text", "ROMEO", "--stride", "99"), "stride"),
     (("--file", "/nowhere/at/all.txt"), "cannot read"),
+    (("--text", "ROMEO", "--top-k", "0"), "top-k"),
 ])
 def test_bad_input_is_one_line(run: Path, args: tuple[str, ...], needle: str) -> None:
     assert_one_line_error(invoke("explain", "--checkpoint", str(run), "--device", "cpu", *args),

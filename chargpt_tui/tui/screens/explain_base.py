@@ -150,6 +150,9 @@ class ExplainScreen(Screen[None], Generic[Result]):
                 self.post_message(ViewComputed(result, saved_step, True))
         except UserError as error:
             self.post_message(ViewComputed(None, saved_step, saved_step is not None, str(error)))
+        except Exception as error:  # noqa: BLE001 - a view that fails must say so, not hang
+            self.post_message(ViewComputed(None, saved_step, saved_step is not None,
+                                           f"could not compute this view: {error}"))
 
     def compute_view(self, model: GPTLanguageModel, tokenizer: CharTokenizer,
                      text: str) -> Result:
