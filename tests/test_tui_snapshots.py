@@ -77,6 +77,7 @@ def test_help_screen(snap_compare, in_run_folder: Path) -> None:
 def test_attention_view(snap_compare, in_run_folder: Path) -> None:
     async def run_before(pilot: Pilot) -> None:
         await settle_chat(pilot)
+        pilot.app.prompt.settings = PromptSettings(seed=3, length=20)  # the view shows the answer
         await answer_prompt(pilot, "JULIET: thou art")
         await pilot.press("f4")
         await wait_until(pilot, lambda: getattr(pilot.app.screen, "result", None) is not None,
