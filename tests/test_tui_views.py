@@ -60,12 +60,14 @@ class ViewHost(App[None]):
         self.push_screen(self.view)
 
 
-async def computed(pilot: Pilot, step: int | None = None, saved: bool = False) -> None:
+async def computed(pilot: Pilot, step: int | None = None, saved: bool = False,
+                   timeout: float = 20.0) -> None:
     view = pilot.app.screen
     assert isinstance(view, ExplainScreen)
     kind = "(saved)" if saved else "(live)"
     await wait_until(pilot, lambda: view.result is not None and kind in view.status
-                     and (step is None or view.step == step), what=f"a view at step {step}")
+                     and (step is None or view.step == step), timeout=timeout,
+                     what=f"a view at step {step}")
     await pilot.pause()
 
 
@@ -238,19 +240,21 @@ async def test_a_view_while_training_takes_turns_with_it(tmp_path: Path,
     app = ChargptApp(setup_factory=tiny_factory(Path("play.txt"), "run"), device="cpu",
                      show_timing=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.training.stats.step >= 3, what="training")
+        # Generous deadlines: a busy shared machine can take many seconds to start a run.
+        await wait_until(pilot, lambda: app.training.stats.step >= 3, timeout=90,
+                         what="training")
         await pilot.press("f8")  # no prompt yet: a live sample, or the validation text
-        await computed(pilot)
+        await computed(pilot, timeout=90)
         view = app.screen
         assert isinstance(view, SurpriseScreen) and view.text_name != "last prompt"
         assert len(view.context.texts["validation"]) == 2 * 16
         assert holds and app.training.trainer is not None
         step = app.training.trainer.step
-        await wait_until(pilot, lambda: app.training.trainer.step > step + 2,
+        await wait_until(pilot, lambda: app.training.trainer.step > step + 2, timeout=90,
                          what="training to continue after the view")
         await pilot.press("escape")
         app.training.stop("test")
-        await wait_until(pilot, lambda: not app.training.running, what="stop")
+        await wait_until(pilot, lambda: not app.training.running, timeout=90, what="stop")
 
 
 # -- snapshots -------------------------------------------------------------------------------------
