@@ -13,16 +13,20 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from chargpt_tui.device import pick_device
 from chargpt_tui.errors import CheckpointError, UserError
+from chargpt_tui.events import EvalDone, Event, StateChanged, TrainingStarted
+from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy
+from chargpt_tui.runs import BEST_NAME, CHECKPOINT_NAME
+from chargpt_tui.tokenizer import CharTokenizer
 
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "ckpt.pt"  # the latest state: weights, optimizer, RNG — what --resume uses
-BEST_NAME = "best.pt"  # weights with the lowest validation loss so far — what sampling prefers
 REQUIRED_KEYS = ("format_version", "model_config", "vocab", "model", "step")
 FIELD_TYPES = {"model_config": dict, "vocab": str, "model": dict, "step": int}
 OPTIONAL_FIELD_TYPES = {"train_config": dict, "optimizer": dict, "rng": dict, "data": str,
@@ -146,8 +150,6 @@ def check_model_fits(payload: dict[str, Any], file: Path) -> None:
     Checked on the ``meta`` device, which allocates no memory, so a mismatch is reported here,
     naming the file and the first differing tensor, instead of deep inside ``load_state_dict``.
     """
-    from chargpt_tui.model import GPTConfig, GPTLanguageModel
-
     try:
         config = GPTConfig(**payload["model_config"])
     except (TypeError, UserError) as error:
@@ -169,3 +171,62 @@ def check_model_fits(payload: dict[str, Any], file: Path) -> None:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise CheckpointError(f"{file} does not match its model description: {name} is "
                                   f"{shape}, the model needs {tuple(tensor.shape)}")
+
+
+@dataclass
+class SamplingModel:
+    """A checkpoint opened for sampling: the fused eval-mode model, its tokenizer, and the raw
+    payload (step, configs, last evaluation) for whoever wants to show them."""
+
+    model: GPTLanguageModel
+    tokenizer: CharTokenizer
+    payload: dict[str, Any]
+    file: Path
+    device: torch.device
+
+    @property
+    def step(self) -> int:
+        return int(self.payload["step"])
+
+    def history_events(self) -> list[Event]:
+        """What the checkpoint can tell a run's panels, as the events a live run would have
+        published: its start, its last evaluation, and that it is open for chat only."""
+        payload, step = self.payload, self.step
+        events: list[Event] = [TrainingStarted(
+            step=step, max_iters=int(payload.get("train_config", {}).get("max_iters", step)),
+            device=str(self.device), parameters=self.model.num_parameters(),
+            data=str(payload.get("data", "?")), out_dir=str(self.file), config={})]
+        last_eval = payload.get("last_eval") or {}
+        if last_eval:
+            events.append(EvalDone(step, last_eval["train"], last_eval["val"],
+                                   payload.get("best_val_loss") or last_eval["val"],
+                                   payload.get("best_step")))
+        events.append(StateChanged("chat only"))
+        return events
+
+
+def load_for_sampling(path: str | os.PathLike[str], device: str = "auto",
+                      prefer_best: bool = False) -> SamplingModel:
+    """Everything a sampler needs from a checkpoint file or run folder, on ``device``."""
+    torch_device = pick_device(device)
+    file = resolve_checkpoint(path, prefer_best)
+    payload = load_checkpoint(file, map_location=torch_device)
+    model, tokenizer = _model_from_payload(payload, torch_device)
+    return SamplingModel(model, tokenizer, payload, file, torch_device)
+
+
+def _model_from_payload(payload: dict[str, Any], device: torch.device | str = "cpu"
+                          ) -> tuple[GPTLanguageModel, CharTokenizer]:
+    """A fused, eval-mode model and its tokenizer from a loaded checkpoint, ready to sample."""
+    try:
+        config = GPTConfig(**payload["model_config"])
+        tokenizer = CharTokenizer(payload["vocab"])
+        if tokenizer.vocab_size != config.vocab_size:
+            raise CheckpointError(f"vocabulary of {tokenizer.vocab_size} characters does not "
+                                  f"match the model's {config.vocab_size}")
+        model = GPTLanguageModel(config)
+        model.load_state_dict(payload["model"])
+    except (TypeError, RuntimeError, KeyError) as error:
+        first = str(error).strip().splitlines()[0][:160]
+        raise CheckpointError(f"checkpoint does not describe a valid model: {first}") from None
+    return fused_copy(model.to(device)), tokenizer

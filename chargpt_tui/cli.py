@@ -7,24 +7,32 @@ non-zero exit; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from chargpt_tui.presets import PRESET_NAMES
+from chargpt_tui.presets import PRESET_NAMES, RECIPE_NAMES
 
 try:  # recent typer releases vendor click; older ones depend on it
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import UsageError
+    from click.exceptions import UsageError  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    pass
+    from rich.table import Table
+
+    from chargpt_tui.runs import RunInfo
+
+T = TypeVar("T")
 
 # torch prints a warning at import when NumPy is absent; chargpt-tui never needs NumPy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -95,11 +103,131 @@ Resume = Annotated[Path | None, typer.Option(
     rich_help_panel="Checkpoints")]
 Threads = Annotated[int | None, typer.Option(
     help="CPU threads for torch (default: all cores).", rich_help_panel="Training")]
+Patience = Annotated[int | None, typer.Option(
+    help="Stop after this many evaluations without a new best val loss (0 = never). Either way "
+    "the model ends on its best weights.", rich_help_panel="Training")]
+TimeBudget = Annotated[str | None, typer.Option(
+    help="Finish within this wall-clock time (e.g. 5m, 90s, 1h), start-up included: the "
+    "schedule is fitted to it. Replaces --max-iters.", rich_help_panel="Training")]
+Recipe = Annotated[str | None, typer.Option(
+    help=f"Which parts to train with: {' or '.join(RECIPE_NAMES)} (fast: rotary positions, "
+    "QK-norm, Muon, a warmup-stable-decay schedule). The preset picks one; the options below "
+    "switch single parts.", rich_help_panel="Recipe")]
+Rope = Annotated[bool | None, typer.Option(
+    "--rope/--no-rope", help="Rotary positions instead of a learned position table.",
+    rich_help_panel="Recipe")]
+Norm = Annotated[str | None, typer.Option(help="layernorm or rmsnorm.", rich_help_panel="Recipe")]
+QkNorm = Annotated[bool | None, typer.Option(
+    "--qk-norm/--no-qk-norm", help="Normalise queries and keys in every head.",
+    rich_help_panel="Recipe")]
+Mlp = Annotated[str | None, typer.Option(help="MLP activation: gelu or relu2 (ReLU squared).",
+                                         rich_help_panel="Recipe")]
+ZeroInit = Annotated[bool | None, typer.Option(
+    "--zero-init/--no-zero-init", help="Output projections and the head start at zero.",
+    rich_help_panel="Recipe")]
+Bigram = Annotated[bool | None, typer.Option(
+    "--bigram/--no-bigram", help="An exact previous-character logit table.",
+    rich_help_panel="Recipe")]
+Optimizer = Annotated[str | None, typer.Option(
+    help="adamw, or muon (Muon for the blocks' matrices, AdamW for the rest).",
+    rich_help_panel="Recipe")]
+MuonLr = Annotated[float | None, typer.Option(help="Muon's peak learning rate.",
+                                              rich_help_panel="Recipe")]
+Schedule = Annotated[str | None, typer.Option(
+    help="cosine, or wsd (warmup, flat, linear cooldown over the last --cooldown-frac).",
+    rich_help_panel="Recipe")]
+CooldownFrac = Annotated[float | None, typer.Option(help="wsd: the share of the run cooling down.",
+                                                    rich_help_panel="Recipe")]
+Precision = Annotated[str | None, typer.Option(
+    help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.", rich_help_panel="Recipe")]
 
 
 def training_overrides(**options: Any) -> dict[str, Any]:
     """The options the user gave (typer passes None for the rest)."""
     return {k: v for k, v in options.items() if v is not None}
+
+
+# The options `train` and `tui` share, in --help order: written once, so the two commands cannot
+# drift apart. name → (typer annotation, default).
+RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "data": (Data, None),
+    "encoding": (Encoding, "utf-8"),
+    "preset": (Preset, "auto"),
+    "n_layer": (NLayer, None),
+    "n_head": (NHead, None),
+    "n_embd": (NEmbd, None),
+    "block_size": (BlockSize, None),
+    "dropout": (Dropout, None),
+    "attention": (Attention, None),
+    "batch_size": (BatchSize, None),
+    "learning_rate": (LearningRate, None),
+    "max_iters": (MaxIters, None),
+    "lr_decay_iters": (LrDecayIters, None),
+    "grad_accum_steps": (GradAccumSteps, None),
+    "eval_interval": (EvalInterval, None),
+    "eval_iters": (EvalIters, None),
+    "seed": (Seed, None),
+    "compile": (Compile, None),
+    "patience": (Patience, None),
+    "time_budget": (TimeBudget, None),
+    "recipe": (Recipe, None),
+    "rope": (Rope, None),
+    "norm": (Norm, None),
+    "qk_norm": (QkNorm, None),
+    "mlp": (Mlp, None),
+    "zero_init": (ZeroInit, None),
+    "bigram": (Bigram, None),
+    "optimizer": (Optimizer, None),
+    "muon_lr": (MuonLr, None),
+    "schedule": (Schedule, None),
+    "cooldown_frac": (CooldownFrac, None),
+    "precision": (Precision, None),
+    "device": (Device, "auto"),
+    "threads": (Threads, None),
+    "out": (Out, None),
+    "resume": (Resume, None),
+}
+# Everything else in RUN_OPTIONS overrides the preset (or the resumed checkpoint).
+NOT_OVERRIDES = ("data", "encoding", "preset", "device", "threads", "out", "resume")
+
+
+@dataclass
+class RunOptions:
+    """What a command decorated with :func:`with_run_options` receives as ``run``."""
+
+    data: str | None
+    encoding: str
+    preset: str
+    device: str
+    threads: int | None
+    out: Path | None
+    resume: Path | None
+    overrides: dict[str, Any]
+
+
+def with_run_options(command: Callable[..., T]) -> Callable[..., T]:
+    """Give a command every option in :data:`RUN_OPTIONS`, collected into its ``run`` argument.
+
+    typer reads a command's options from its signature, so the wrapper shows typer the shared
+    options followed by the command's own ones (all but ``run``)."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.name != "run"]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                annotation=annotation)
+              for name, (annotation, default) in RUN_OPTIONS.items()]
+    parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in shared + own]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> T:
+        given = {name: values.pop(name) for name in RUN_OPTIONS}
+        overrides = training_overrides(**{k: v for k, v in given.items()
+                                           if k not in NOT_OVERRIDES})
+        run = RunOptions(**{k: given[k] for k in NOT_OVERRIDES}, overrides=overrides)
+        return command(run=run, **values)
+
+    setattr(wrapper, "__signature__", inspect.Signature(parameters))  # noqa: B010
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
 
 
 # -- error handling ------------------------------------------------------------------------------
@@ -131,7 +259,8 @@ def run_guarded(function: Any) -> Any:
         raise fail("interrupted", 130) from None
     except BrokenPipeError:
         # The reader went away (`| head`, a dropped SSH session): stop quietly, like `cat` does.
-        from chargpt_tui.headless import EXIT_OUTPUT_CLOSED, silence_stdout
+        from chargpt_tui.exit_codes import EXIT_OUTPUT_CLOSED
+        from chargpt_tui.headless import silence_stdout
 
         silence_stdout()
         raise typer.Exit(EXIT_OUTPUT_CLOSED) from None
@@ -194,29 +323,9 @@ def root(
 
 
 @app.command()
+@with_run_options
 def train(
-    data: Data = None,
-    encoding: Encoding = "utf-8",
-    preset: Preset = "auto",
-    n_layer: NLayer = None,
-    n_head: NHead = None,
-    n_embd: NEmbd = None,
-    block_size: BlockSize = None,
-    dropout: Dropout = None,
-    attention: Attention = None,
-    batch_size: BatchSize = None,
-    learning_rate: LearningRate = None,
-    max_iters: MaxIters = None,
-    lr_decay_iters: LrDecayIters = None,
-    grad_accum_steps: GradAccumSteps = None,
-    eval_interval: EvalInterval = None,
-    eval_iters: EvalIters = None,
-    seed: Seed = None,
-    compile: Compile = None,
-    device: Device = "auto",
-    threads: Threads = None,
-    out: Out = None,
-    resume: Resume = None,
+    run: RunOptions,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end "
                                           "instead of progress.")] = False,
 ) -> None:
@@ -225,26 +334,22 @@ def train(
     Example: chargpt-tui train --max-iters 2000, then chargpt-tui sample --checkpoint runs/latest.
     Several GPUs or machines: torchrun --nproc_per_node=N -m chargpt_tui train ...
     """
-    overrides = training_overrides(
-        n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
-        attention=attention, batch_size=batch_size, learning_rate=learning_rate,
-        max_iters=max_iters, lr_decay_iters=lr_decay_iters, eval_interval=eval_interval,
-        eval_iters=eval_iters, seed=seed, compile=compile, grad_accum_steps=grad_accum_steps)
 
     def go() -> None:
-        from chargpt_tui.train import set_torch_threads
+        from chargpt_tui.device import set_torch_threads
 
-        set_torch_threads(threads)
+        set_torch_threads(run.threads)
         from chargpt_tui import distributed
         from chargpt_tui.headless import download_progress, run_headless_training
-        from chargpt_tui.train import prepare_run
+        from chargpt_tui.run_setup import prepare_run
 
         # under torchrun: join the process group; only rank 0 speaks (see distributed.py)
-        with distributed.launch(device) as launch:
+        with distributed.launch(run.device) as launch:
             with download_progress(enabled=not as_json and launch.is_main) as progress:
                 setup = launch.leader_first(lambda: prepare_run(
-                    data=data, preset=preset, overrides=overrides, out=out, resume=resume,
-                    device=launch.device, encoding=encoding, progress=progress,
+                    data=run.data, preset=run.preset, overrides=run.overrides, out=run.out,
+                    resume=run.resume, device=launch.device, encoding=run.encoding,
+                    progress=progress,
                     notice=notice if launch.is_main else None))
             result = run_headless_training(setup, as_json=as_json)
         if as_json and launch.is_main:
@@ -282,7 +387,7 @@ def sample(
     """Continue a prompt from a trained checkpoint, streaming the text as it is generated."""
 
     def go() -> None:
-        from chargpt_tui.train import set_torch_threads
+        from chargpt_tui.device import set_torch_threads
 
         set_torch_threads(threads)
         from chargpt_tui.headless import run_sample
@@ -298,28 +403,9 @@ def sample(
 
 
 @app.command()
+@with_run_options
 def tui(
-    data: Data = None,
-    encoding: Encoding = "utf-8",
-    preset: Preset = "auto",
-    n_layer: NLayer = None,
-    n_head: NHead = None,
-    n_embd: NEmbd = None,
-    block_size: BlockSize = None,
-    dropout: Dropout = None,
-    attention: Attention = None,
-    batch_size: BatchSize = None,
-    learning_rate: LearningRate = None,
-    max_iters: MaxIters = None,
-    lr_decay_iters: LrDecayIters = None,
-    eval_interval: EvalInterval = None,
-    eval_iters: EvalIters = None,
-    seed: Seed = None,
-    compile: Compile = None,
-    device: Device = "auto",
-    threads: Threads = None,
-    out: Out = None,
-    resume: Resume = None,
+    run: RunOptions,
     checkpoint: Annotated[Path | None, typer.Option(
         help="Open a trained checkpoint to chat with, without training.")] = None,
     follow: Annotated[Path | None, typer.Option(
@@ -331,11 +417,6 @@ def tui(
     ] = True,
 ) -> None:
     """Open the app: watch training live and prompt the model while it learns (the default)."""
-    overrides = training_overrides(
-        n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
-        attention=attention, batch_size=batch_size, learning_rate=learning_rate,
-        max_iters=max_iters, lr_decay_iters=lr_decay_iters, eval_interval=eval_interval,
-        eval_iters=eval_iters, seed=seed, compile=compile)
     if not (sys.stdout.isatty() and sys.stdin.isatty()) and not os.environ.get(
             "CHARGPT_TUI_FORCE_TUI"):
         raise fail("chargpt-tui's app needs a terminal (stdout/stdin are not a TTY) — "
@@ -344,8 +425,9 @@ def tui(
     def go() -> int:
         from chargpt_tui.tui.launch import launch_tui
 
-        return launch_tui(data=data, encoding=encoding, preset=preset, overrides=overrides,
-                          out=out, resume=resume, device=device, threads=threads,
+        return launch_tui(data=run.data, encoding=run.encoding, preset=run.preset,
+                          overrides=run.overrides, out=run.out, resume=run.resume,
+                          device=run.device, threads=run.threads,
                           checkpoint=checkpoint, mouse=mouse, follow=follow)
 
     code = run_guarded(go)
@@ -378,10 +460,13 @@ def explain(
 
         if (text is None) == (file is None):
             raise UserError("give the text to score with --text or --file (one of them)")
-        try:
-            body = text if file is None else file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise UserError(f"cannot read {file}: {error}") from None
+        body = text
+        if file is not None:
+            try:
+                body = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise UserError(f"cannot read {file}: {error}") from None
+        assert body is not None  # one of the two was given (checked above)
         run_explain(checkpoint, body, stride=stride, top_k=top_k, device=device,
                     as_json=as_json, notice=notice)
 
@@ -398,7 +483,7 @@ def runs(
     """List training runs, newest first: steps, best validation loss, size, data."""
 
     def go() -> None:
-        from chargpt_tui.runs import list_runs, runs_table
+        from chargpt_tui.runs import list_runs
 
         found = list_runs(root)
         if as_json:
@@ -433,12 +518,12 @@ def bench(
     """
 
     def go() -> None:
-        from chargpt_tui.train import set_torch_threads
+        from chargpt_tui.device import set_torch_threads
 
         set_torch_threads(threads)
         from rich.console import Console
 
-        from chargpt_tui.bench import print_report, run_bench
+        from chargpt_tui.bench.runner import print_report, run_bench
 
         progress = Console(stderr=True, highlight=False)
         report = run_bench(mode="tiny" if tiny else "quick" if quick else "full", device=device,
@@ -489,3 +574,41 @@ def usage_error_line(message: str, command: str) -> int:
     """Print a mistyped option or value as one line; returns click's usage exit code."""
     fail(_escape(f"{message} — see `{command} --help`"), 2)
     return 2
+
+
+def runs_table(runs: list[RunInfo]) -> Table:
+    """The rich table ``chargpt-tui runs`` prints (compact: fits 80 columns)."""
+    import time
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("run", no_wrap=True)
+    for column in ("steps", "best val", "params", "ckpt"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("data", overflow="ellipsis", no_wrap=True)
+    for column in ("state", "modified"):
+        table.add_column(column, no_wrap=True)
+    for run in runs:
+        steps = "?" if run.step is None else f"{run.step:,}"
+        if run.max_iters is not None:
+            steps += f"/{_compact(run.max_iters)}"
+        table.add_row(
+            escape(run.name), steps,
+            "-" if run.best_val_loss is None else f"{run.best_val_loss:.4f}",
+            "?" if run.parameters is None else _compact(run.parameters),
+            "-" if run.checkpoint_bytes is None else f"{_compact(run.checkpoint_bytes)}B",
+            escape(Path(run.data).name if run.data and os.sep in run.data else run.data or "?"),
+            run.state or "?",
+            time.strftime("%m-%d %H:%M", time.localtime(run.modified)),
+        )
+    return table
+
+
+def _compact(number: int) -> str:
+    """10600000 → 10.6M, 4720 → 4.7k, 100000 → 100k."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if number >= limit:
+            return f"{number / limit:.1f}".removesuffix(".0") + suffix
+    return str(number)

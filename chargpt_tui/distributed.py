@@ -26,11 +26,12 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
+from chargpt_tui.device import pick_device
 from chargpt_tui.errors import ConfigError
 from chargpt_tui.torchrun import launched_by_torchrun
 
@@ -65,8 +66,6 @@ def current() -> DistContext | None:
 
 def _device_for(requested: str, local_rank: int) -> torch.device:
     """One GPU per process (``cuda:LOCAL_RANK``) when CUDA is there, else the CPU."""
-    from chargpt_tui.train import pick_device
-
     if requested.startswith("cuda:"):
         raise ConfigError(f"--device {requested} cannot be used under torchrun",
                           "pass --device cuda: each process takes cuda:LOCAL_RANK")
@@ -215,7 +214,8 @@ def wrap_model(context: DistContext, model: torch.nn.Module) -> torch.nn.Module:
     device_ids = [context.device.index] if context.device.type == "cuda" else None
     # torch ≥ 2.13 renamed the option (the old name still works, with a warning)
     newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-    no_buffer_sync = {"forward_sync_buffers" if newer else "broadcast_buffers": False}
+    no_buffer_sync: dict[str, Any] = {
+        "forward_sync_buffers" if newer else "broadcast_buffers": False}
     return DistributedDataParallel(model, device_ids=device_ids, **no_buffer_sync)
 
 

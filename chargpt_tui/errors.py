@@ -26,3 +26,11 @@ class CheckpointError(UserError):
 
 class ConfigError(UserError):
     """Model, training or sampling options that cannot work together."""
+
+
+def describe(error: BaseException) -> str:
+    """One line for an error: a user's problem as it is worded, anything else with its type."""
+    if isinstance(error, UserError):
+        return str(error)
+    first = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

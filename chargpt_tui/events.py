@@ -40,6 +40,7 @@ class EvalDone:
     train_loss: float
     val_loss: float
     best_val_loss: float
+    best_step: int | None = None  # the step of best_val_loss (None in runs logged before it)
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
+from chargpt_tui.checkpoint import load_for_sampling
 from chargpt_tui.errors import UserError
 from chargpt_tui.explain import SURPRISE_256, Surprise, surprise, surprise_level
-from chargpt_tui.train import model_from_checkpoint, pick_device
 
 HARDEST_SHOWN = 5
 
@@ -28,10 +27,8 @@ HARDEST_SHOWN = 5
 def run_explain(checkpoint: Path, text: str, *, stride: int | None, top_k: int, device: str,
                 as_json: bool, notice: Callable[[str], None]) -> None:
     """Score ``text`` with the checkpoint's model and print it coloured by loss (or JSON)."""
-    torch_device = pick_device(device)
-    file = resolve_checkpoint(checkpoint, prefer_best=True)
-    payload = load_checkpoint(file, map_location=torch_device)
-    model, tokenizer = model_from_checkpoint(payload, torch_device)
+    opened = load_for_sampling(checkpoint, device, prefer_best=True)
+    model, tokenizer, payload, file = opened.model, opened.tokenizer, opened.payload, opened.file
     ids, unknown = tokenizer.encode_lenient(text)
     if unknown:
         notice(f"left out characters the model never saw: {unknown!r}")

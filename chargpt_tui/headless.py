@@ -20,6 +20,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -27,7 +28,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
+from chargpt_tui.checkpoint import load_for_sampling
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
@@ -37,18 +38,15 @@ from chargpt_tui.events import (
     StateChanged,
     StepDone,
 )
+from chargpt_tui.exit_codes import EXIT_OUTPUT_CLOSED, SIGNAL_EXIT_CODES
+from chargpt_tui.run_setup import RunSetup
 from chargpt_tui.sampling import (
     SamplingParams,
-    beam_search,
     prepare_prompt,
+    stream_beam_text,
     stream_text,
 )
-from chargpt_tui.train import RunSetup, Trainer, TrainResult, model_from_checkpoint, pick_device
-
-SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
-if hasattr(signal, "SIGHUP"):
-    SIGNAL_EXIT_CODES[signal.SIGHUP] = 129
-EXIT_OUTPUT_CLOSED = 141  # what a shell reports for a process killed by SIGPIPE (128 + 13)
+from chargpt_tui.train import Trainer, TrainResult
 
 
 def silence_stdout() -> None:
@@ -81,7 +79,7 @@ def download_progress(enabled: bool = True) -> Iterator[Callable[[int, int | Non
     progress = Progress(TextColumn("downloading"), BarColumn(), DownloadColumn(),
                         TransferSpeedColumn(), console=console, transient=True,
                         disable=not enabled)
-    task: list[int] = []
+    task: list[TaskID] = []
 
     def update(done: int, total: int | None) -> None:
         if not task:
@@ -188,34 +186,32 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
 def run_sample(checkpoint: Path, prompt_text: str, params: SamplingParams, *, device: str,
                as_json: bool, notice: Callable[[str], None]) -> None:
     """Stream a continuation to stdout (plain) or print one JSON object (``--json``)."""
-    torch_device = pick_device(device)
-    checkpoint = resolve_checkpoint(checkpoint, prefer_best=True)
-    payload = load_checkpoint(checkpoint, map_location=torch_device)
-    model, tokenizer = model_from_checkpoint(payload, torch_device)
+    loaded = load_for_sampling(checkpoint, device, prefer_best=True)
+    model, tokenizer, checkpoint = loaded.model, loaded.tokenizer, loaded.file
     prompt = prepare_prompt(tokenizer, prompt_text, model.config.block_size)
     for warning in prompt.warnings():
         notice(warning)
     out = sys.stdout
-    result: dict[str, object] = {"prompt": prompt_text, "step": payload["step"],
+    result: dict[str, object] = {"prompt": prompt_text, "step": loaded.step,
                                  "checkpoint": str(checkpoint), **vars(params)}
     if params.beam_width > 1:
         shown = 0
         if not as_json:
             out.write(prompt_text)
-        for state in beam_search(model, prompt.ids, params):
+        for update in stream_beam_text(model, tokenizer, prompt, params):
             if not as_json:  # stream the part every beam agrees on: it can no longer change
-                out.write(tokenizer.decode(state.best[shown : state.stable]))
+                out.write(update.stable)
                 out.flush()
-                shown = state.stable
-        beams = state.live_beams(tokenizer)
-        if len(state.best) < params.max_new_tokens:
-            notice(f"beam search stopped after {len(state.best)} characters: every "
+                shown += len(update.stable)
+        beams = update.state.result(tokenizer)
+        if beams.chars < params.max_new_tokens:
+            notice(f"beam search stopped after {beams.chars} characters: every "
                    f"continuation would repeat a {params.no_repeat_ngram}-character sequence "
                    "(--no-repeat-ngram)")
-        result.update(completion=beams[0][0],
-                      beams=[{"text": t, "score": s} for t, s in beams])
+        result.update(completion=beams.texts[0],
+                      beams=[{"text": t, "score": s} for t, s in zip(beams.texts, beams.scores)])
         if not as_json:
-            out.write(beams[0][0][shown:] + "\n")
+            out.write(beams.texts[0][shown:] + "\n")
     else:
         pieces = []
         if not as_json:

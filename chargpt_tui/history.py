@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from chargpt_tui.checkpoint import load_checkpoint, save_checkpoint
+from chargpt_tui.checkpoint import load_for_sampling, save_checkpoint
 from chargpt_tui.errors import CheckpointError
 from chargpt_tui.model import GPTLanguageModel
 from chargpt_tui.tokenizer import CharTokenizer
@@ -88,7 +88,5 @@ def record(run_dir: Path, payload: dict[str, Any], keep: int) -> str | None:
 def load_step(run_dir: str | os.PathLike[str], step: int, device: torch.device | str = "cpu"
               ) -> tuple[GPTLanguageModel, CharTokenizer]:
     """The model as it was at ``step`` (from the run's history), ready to sample or explain."""
-    from chargpt_tui.train import model_from_checkpoint
-
-    payload = load_checkpoint(history_path(Path(run_dir), step), map_location=device)
-    return model_from_checkpoint(payload, device)
+    opened = load_for_sampling(history_path(Path(run_dir), step), str(device))
+    return opened.model, opened.tokenizer

@@ -9,6 +9,13 @@ Two attention paths compute the same function with the same parameters:
 
 :func:`convert_attention_weights` maps one layout onto the other; the tests prove both paths give
 the same outputs. Training defaults to the fused path; sampling always uses it (with a KV cache).
+
+Two *recipes* share these classes. The lecture's (the defaults of :class:`GPTConfig`): learned
+position embeddings, LayerNorm, a GELU MLP. The fast recipe switches on, one field each, what
+small GPTs have been shown to train faster with (see ``RECIPES`` in ``recipes.py`` and the
+README's ablation table): rotary positions, RMSNorm, QK-norm, a ReLU² MLP, zero-initialised
+output projections and an exact bigram table. Every part is off by default, so a lecture
+checkpoint loads and behaves exactly as before.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from torch.nn import functional as F
 from chargpt_tui.errors import ConfigError
 
 ATTENTION_KINDS = ("fused", "heads")
+NORM_KINDS = ("layernorm", "rmsnorm")
+MLP_KINDS = ("gelu", "relu2")
 
 
 @dataclass
@@ -37,6 +46,13 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False  # biases in Linear/LayerNorm: nanoGPT found them unneeded, and slower
     attention: str = "fused"  # "fused" (fast) or "heads" (the lecture's per-head modules)
+    # -- the fast recipe's parts; the defaults are the lecture model (figures: README ablation) --
+    rope: bool = False  # rotary positions instead of a learned table: attention sees distances
+    norm: str = "layernorm"  # "rmsnorm": scale only, no mean subtraction — cheaper, as good
+    qk_norm: bool = False  # normalise queries and keys per head: bounded logits, stable at high lr
+    mlp: str = "gelu"  # "relu2": ReLU(x)² — sparser and trains faster than GELU in small GPTs
+    zero_init: bool = False  # output projections and lm_head start at 0: each block starts as id
+    bigram: bool = False  # an exact (previous char → next char) logit table, V×V, learned fast
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -51,6 +67,16 @@ class GPTConfig:
             raise ConfigError(f"dropout {self.dropout} is outside [0, 1)")
         if self.attention not in ATTENTION_KINDS:
             raise ConfigError(f"attention must be one of {ATTENTION_KINDS}")
+        if self.norm not in NORM_KINDS:
+            raise ConfigError(f"norm must be one of {NORM_KINDS}")
+        if self.mlp not in MLP_KINDS:
+            raise ConfigError(f"mlp must be one of {MLP_KINDS}")
+        if self.attention == "heads" and (self.rope or self.qk_norm):
+            raise ConfigError("the per-head lecture path has learned positions and no QK-norm",
+                              "use --attention fused with the fast recipe (or --recipe lecture)")
+        if self.rope and self.head_size % 2:
+            raise ConfigError(f"rotary positions need an even head size, not {self.head_size}",
+                              "pick n-embd / n-head even (e.g. 128 / 4)")
 
     @property
     def head_size(self) -> int:
@@ -71,6 +97,8 @@ class Head(nn.Module):
     their dot products say how much each position attends to every earlier one, and the output
     is the attention-weighted sum of the positions' values.
     """
+
+    tril: torch.Tensor
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -118,6 +146,81 @@ class MultiHeadAttention(nn.Module):
 # The fast path: all heads in one batched computation, same parameters rearranged.
 
 
+def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Divide each vector by its root-mean-square: unit "size", direction kept (no mean shift)."""
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+
+class RMSNorm(nn.Module):
+    """LayerNorm without the mean subtraction and bias: fewer operations, trains as well."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x) * self.weight
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoPE): rotate queries and keys by their position.
+
+    Each pair of channels (x₁, x₂) turns by an angle ``position × frequency`` (one frequency per
+    pair, from fast to slow). A rotated query at i dotted with a rotated key at j depends only on
+    ``i − j``: attention sees *distances*, not absolute places. So no position table is learned,
+    and a KV cache can slide past ``block_size`` (cached keys stay valid as the window moves).
+    """
+
+    inv_freq: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    def __init__(self, head_size: int, block_size: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        cos, sin = self._angles(0, block_size, inv_freq)
+        # The training positions 0..block_size-1, precomputed (fewer operations per step).
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    @staticmethod
+    def _angles(start: int, length: int, inv_freq: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(start, start + length, dtype=torch.float32,
+                                 device=inv_freq.device)
+        angles = torch.outer(positions, inv_freq)  # (T, head_size / 2)
+        return angles.cos(), angles.sin()
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """``x``: (B, T, heads, head_size) at positions start..start+T-1."""
+        T = x.size(1)
+        if start + T <= self.cos.size(0):
+            cos, sin = self.cos[start : start + T], self.sin[start : start + T]
+        else:  # generation past the block: positions the table does not hold
+            cos, sin = self._angles(start, T, self.inv_freq)
+        cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # broadcast over heads
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+def attention_mask(queries: int, keys: int, window: int, device: torch.device) -> torch.Tensor:
+    """Which keys each query may see: no later position, and none ``window`` or more back.
+
+    The last ``queries`` of ``keys`` positions are the queries. Inside the block the window never
+    bites (plain causal mask); past it, a rotary model attends within a sliding window.
+    """
+    query_pos = torch.arange(keys - queries, keys, device=device)[:, None]
+    key_pos = torch.arange(keys, device=device)[None, :]
+    return (key_pos <= query_pos) & (query_pos - key_pos < window)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention in a few large operations.
 
@@ -129,7 +232,10 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
+        self.block_size = config.block_size
         self.dropout_p = config.dropout
+        self.qk_norm = config.qk_norm
+        self.rotary = Rotary(config.head_size, config.block_size) if config.rope else None
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
@@ -138,9 +244,16 @@ class CausalSelfAttention(nn.Module):
         self, x: torch.Tensor, kv: LayerKV | None = None, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        head_size = C // self.n_head
+        # Queries and keys of all heads side by side (one normalisation, one rotation), then values.
+        qk, v = self.qkv(x).view(B, T, 3 * self.n_head, head_size).split(2 * self.n_head, dim=2)
+        if self.qk_norm:  # zero mean, unit variance per head (LayerNorm's fused kernel)
+            qk = F.layer_norm(qk, (head_size,))
+        if self.rotary is not None:
+            qk = self.rotary(qk, kv.seen if kv is not None else 0)
+        # (B, T, heads, head_size) -> (B, heads, T, head_size): heads become a batch dimension.
+        q, k = qk.transpose(1, 2).split(self.n_head, dim=1)
+        v = v.transpose(1, 2)
         if kv is not None:
             # Decoding: keys/values of earlier positions come from the cache, not recomputation.
             # A multi-token call (prefill) must start from an empty cache so the causal mask
@@ -148,49 +261,68 @@ class CausalSelfAttention(nn.Module):
             if T > 1 and kv.length:
                 raise ValueError("prefill must start from an empty KV cache")
             k, v = kv.append(k, v)
+        # Only a rotary model runs more than block_size positions at once: then the window bites.
+        mask = (attention_mask(T, k.size(2), self.block_size, x.device)
+                if T > 1 and (need_weights or k.size(2) > self.block_size) else None)
         weights = None
         if need_weights:
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
-            mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
-            weights = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+            weights = F.softmax(scores.masked_fill(~mask, float("-inf")) if mask is not None
+                                else scores, dim=-1)
             y = self.dropout(weights) @ v
         else:
             y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout_p if self.training else 0.0, is_causal=T > 1
+                q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0,
+                is_causal=T > 1 and mask is None,
             )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.dropout(self.proj(y)), weights
 
 
 class LayerKV:
-    """One layer's cached keys and values, (batch, n_head, block_size, head_size), in order."""
+    """One layer's cached keys and values, (batch, n_head, block_size, head_size).
 
-    def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
+    With learned positions the cache fills up at ``block_size``. With rotary positions it keeps
+    going as a ring: the newest key overwrites the oldest. Attention over the cache is a weighted
+    sum over a *set* of keys, and each key already carries its position, so slot order is free.
+    """
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, rolling: bool = False) -> None:
         self.k, self.v = k, v
-        self.length = 0
+        self.rolling = rolling
+        self.length = 0  # filled slots
+        self.seen = 0  # tokens appended since the reset: the next token's position
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + k.size(2)
-        self.k[:, :, self.length : end] = k
-        self.v[:, :, self.length : end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        capacity, new = self.k.size(2), k.size(2)
+        if self.length + new <= capacity:
+            end = self.length + new
+            self.k[:, :, self.length : end] = k
+            self.v[:, :, self.length : end] = v
+            self.length = end
+        elif self.rolling and new == 1:
+            slot = self.seen % capacity  # the oldest token's slot
+            self.k[:, :, slot : slot + 1] = k
+            self.v[:, :, slot : slot + 1] = v
+        else:
+            raise ValueError(f"the KV cache holds {capacity} positions")
+        self.seen += new
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
 
 
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, preallocated to block_size.
 
-    Positions are absolute (learned position embeddings), so the cache can hold at most
-    ``block_size`` tokens; what happens past that is the sampler's policy (see sampling.py).
+    With learned positions the cache holds at most ``block_size`` tokens, and what happens past
+    that is the sampler's policy (see sampling.py); with rotary positions it slides (a ring).
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, device: torch.device | str,
                  dtype: torch.dtype = torch.float32) -> None:
         shape = (batch_size, config.n_head, config.block_size, config.head_size)
-        self.capacity = config.block_size
         self.layers = [
             LayerKV(torch.empty(shape, device=device, dtype=dtype),
-                    torch.empty(shape, device=device, dtype=dtype))
+                    torch.empty(shape, device=device, dtype=dtype), rolling=config.rope)
             for _ in range(config.n_layer)
         ]
 
@@ -198,9 +330,13 @@ class KVCache:
     def length(self) -> int:
         return self.layers[0].length
 
+    @property
+    def seen(self) -> int:
+        return self.layers[0].seen
+
     def reset(self) -> None:
         for layer in self.layers:
-            layer.length = 0
+            layer.length = layer.seen = 0
 
     def reorder(self, parents: torch.Tensor) -> None:
         """Beam search: row ``i`` of the cache becomes a copy of row ``parents[i]``.
@@ -230,6 +366,13 @@ class KVCache:
 # The rest of the transformer.
 
 
+class ReLUSquared(nn.Module):
+    """max(0, x)²: as cheap as ReLU, smooth at 0 like GELU, and many exact zeros."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
 class FeedForward(nn.Module):
     """Per-position MLP: where each token "thinks" about what attention gathered for it."""
 
@@ -237,7 +380,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias),  # 4x wider, as in GPT
-            nn.GELU(),
+            ReLUSquared() if config.mlp == "relu2" else nn.GELU(),
             nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias),
             nn.Dropout(config.dropout),
         )
@@ -255,10 +398,10 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln1 = make_norm(config)
         fused = config.attention == "fused"
         self.sa = CausalSelfAttention(config) if fused else MultiHeadAttention(config)
-        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln2 = make_norm(config)
         self.ffwd = FeedForward(config)
 
     def forward(
@@ -277,17 +420,28 @@ class GPTLanguageModel(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding_table = nn.Embedding(config.vocab_size, config.n_embd)
-        self.position_embedding_table = nn.Embedding(config.block_size, config.n_embd)
+        if not config.rope:  # rotary models get their positions inside attention
+            self.position_embedding_table = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
+        if config.bigram:
+            # logits += table[current char]: the bigram statistics, exact and learned in a few
+            # hundred steps, so the transformer spends its capacity on longer context.
+            self.bigram_table = nn.Embedding(config.vocab_size, config.vocab_size)
         self.apply(self._init_weights)
         # GPT-2: scale the init of projections that write into the residual stream by
         # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth.
         for name, param in self.named_parameters():
             if name.endswith(("proj.weight", "net.2.weight")):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init:
+                    nn.init.zeros_(param)
+        if config.zero_init:  # the first steps then learn the unigram/bigram output first
+            nn.init.zeros_(self.lm_head.weight)
+        if config.bigram:
+            nn.init.zeros_(self.bigram_table.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -302,11 +456,20 @@ class GPTLanguageModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def _embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        tokens = self.token_embedding_table(idx)
+        if self.config.rope:  # positions enter as rotations inside attention
+            return self.drop(tokens)
         T = idx.size(1)
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, device=idx.device)
-        return self.drop(self.token_embedding_table(idx) + self.position_embedding_table(pos))
+        return self.drop(tokens + self.position_embedding_table(pos))
+
+    def _logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(self.ln_f(x))
+        if self.config.bigram:
+            logits = logits + self.bigram_table(idx)
+        return logits
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -315,7 +478,7 @@ class GPTLanguageModel(nn.Module):
         x = self._embed(idx)
         for block in self.blocks:
             x, _ = block(x)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+        logits = self._logits(x, idx)  # (B, T, vocab_size)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
@@ -327,10 +490,10 @@ class GPTLanguageModel(nn.Module):
         ``idx`` holds only the tokens the cache has not seen yet (the whole prompt for prefill,
         then one token per step). Each step costs O(T) instead of re-running O(T²) attention.
         """
-        x = self._embed(idx, start=cache.length)
+        x = self._embed(idx, start=cache.seen)
         for block, kv in zip(self.blocks, cache.layers):
             x, _ = block(x, kv)
-        return self.lm_head(self.ln_f(x[:, -1, :]))
+        return self._logits(x[:, -1, :], idx[:, -1])
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
@@ -341,30 +504,6 @@ class GPTLanguageModel(nn.Module):
             x, weights = block(x, need_weights=True)
             maps.append(weights[0])
         return maps
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """The lecture's sampler: re-run the (cropped) context for every new token. No cache.
-
-        Simple and obviously correct; :mod:`chargpt_tui.sampling` has the fast, streaming one and
-        the tests check the two agree.
-        """
-        from chargpt_tui.sampling import SamplingParams, sample_next
-
-        params = SamplingParams(temperature=temperature, top_k=top_k)
-        for _ in range(max_new_tokens):
-            idx_cond = idx[:, -self.config.block_size :]  # positions beyond block_size don't exist
-            logits, _ = self(idx_cond)
-            next_id = sample_next(logits[:, -1, :], params, generator)
-            idx = torch.cat((idx, next_id), dim=1)
-        return idx
 
 
 def convert_attention_weights(state: dict[str, torch.Tensor], config: GPTConfig,
@@ -389,7 +528,7 @@ def convert_attention_weights(state: dict[str, torch.Tensor], config: GPTConfig,
                 for h in range(nh):
                     out[f"{prefix}.sa.heads.{h}.{name}.{kind}"] = chunk[h * hs : (h + 1) * hs]
         elif rest.startswith("heads.") and to == "fused":
-            _, h, name, kind = rest.split(".")
+            kind = rest.rsplit(".", 1)[1]  # heads.<h>.<query|key|value>.<weight|bias>
             fused_key = f"{prefix}.sa.qkv.{kind}"
             if fused_key not in out:
                 out[fused_key] = torch.cat(

@@ -1,7 +1,7 @@
 """Past and running runs, read back from their folders.
 
 Every run folder holds ``metrics.jsonl``: one JSON object per training event (everything but the
-live sample text), written by :class:`~chargpt_tui.train.MetricsWriter`. That file is enough to
+live sample text), written by :class:`MetricsWriter`. That file is enough to
 list runs (:func:`list_runs`) and to replay or follow a run's panels from another process
 (:func:`follow_metrics`), without loading any checkpoint. A run with only a ``ckpt.pt`` (no
 metrics) is still listed, from a memory-mapped load that reads no weights.
@@ -9,13 +9,15 @@ metrics) is still listed, from a memory-mapped load that reads no weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chargpt_tui.errors import UserError
 from chargpt_tui.events import (
@@ -29,16 +31,69 @@ from chargpt_tui.events import (
     TrainingStarted,
 )
 
-if TYPE_CHECKING:
-    from rich.table import Table
-
+# What a run folder holds. Named here, not in checkpoint.py, so listing runs never imports torch.
 METRICS_NAME = "metrics.jsonl"  # what MetricsWriter writes in every run folder
-# checkpoint.CHECKPOINT_NAME, repeated so that listing runs never has to import torch
-CHECKPOINT_NAME = "ckpt.pt"
+CHECKPOINT_NAME = "ckpt.pt"  # the latest state: weights, optimizer, RNG — what --resume uses
+BEST_NAME = "best.pt"  # weights with the lowest validation loss so far — what sampling prefers
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     TrainingStarted, StepDone, EvalDone, CheckpointSaved, SampleChunk, StateChanged, Notice)}
 # Metrics are read backwards in blocks of this size; one block (~1000 steps) usually suffices.
 BLOCK_BYTES = 256 * 1024
+
+
+def point_latest_at(out_dir: Path) -> None:
+    """Keep ``<runs root>/latest`` a symlink to the newest run (best effort: not on all OSes)."""
+    latest = out_dir.parent / "latest"
+    if out_dir.name == "latest" or (latest.exists() and not latest.is_symlink()):
+        return
+    tmp = out_dir.parent / f".latest.{os.getpid()}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(out_dir.name, target_is_directory=True)
+        os.replace(tmp, latest)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+class MetricsWriter:
+    """Appends every event of a run as one JSON line to ``metrics.jsonl`` beside the checkpoint.
+
+    Flushed at most once a second (and on evals and checkpoints), so it costs training nothing.
+    Live samples arrive a character at a time; each is written once, whole, when it ends. The
+    file is enough to replay a run's panels (see :mod:`chargpt_tui.runs`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+        self._last_flush = 0.0
+        self.failed = False
+        self._sample: list[str] = []
+
+    def __call__(self, event: Any) -> None:
+        if self.failed:
+            return
+        if isinstance(event, SampleChunk):
+            self._sample.append(event.text)
+            if not event.final:
+                return
+            event = SampleChunk(event.step, "".join(self._sample), final=True)
+            self._sample = []
+        record = {"event": type(event).__name__, "time": time.time(), **asdict(event)}
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            now = time.monotonic()
+            if now - self._last_flush > 1.0 or not isinstance(event, StepDone):
+                self._file.flush()
+                self._last_flush = now
+        except OSError:
+            # A log that cannot be written (full disk) must not crash the run it describes;
+            # the next checkpoint save reports the disk problem if it persists.
+            self.failed = True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def event_from_json(line: str | bytes) -> Event | None:
@@ -63,6 +118,20 @@ def read_metrics(path: str | os.PathLike[str]) -> list[Event]:
     """All events in a metrics file, as it is now."""
     with open(path, "rb") as handle:
         return _parse_lines(handle.read().split(b"\n"))
+
+
+def loss_history(path: str | os.PathLike[str], up_to_step: int
+                 ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """Train and val losses a run logged up to ``up_to_step`` (later steps belong to weights
+    other than the checkpoint being shown). Best effort: a missing file or torn lines give less."""
+    try:
+        events = read_metrics(path)
+    except OSError:
+        return [], []
+    train = [(e.step, e.loss) for e in events if isinstance(e, StepDone) and e.step <= up_to_step]
+    val = [(e.step, e.val_loss) for e in events
+           if isinstance(e, EvalDone) and e.step <= up_to_step]
+    return train, val
 
 
 def _parse_lines(lines: Iterable[bytes]) -> list[Event]:
@@ -233,41 +302,3 @@ def _summarize_checkpoint(path: Path) -> dict[str, Any]:
         }
     except Exception:  # noqa: BLE001 - a damaged checkpoint is listed with what metrics say
         return {}
-
-
-def runs_table(runs: list[RunInfo]) -> Table:
-    """The rich table ``chargpt-tui runs`` prints (compact: fits 80 columns)."""
-    import time
-
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    table.add_column("run", no_wrap=True)
-    for column in ("steps", "best val", "params", "ckpt"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("data", overflow="ellipsis", no_wrap=True)
-    for column in ("state", "modified"):
-        table.add_column(column, no_wrap=True)
-    for run in runs:
-        steps = "?" if run.step is None else f"{run.step:,}"
-        if run.max_iters is not None:
-            steps += f"/{_compact(run.max_iters)}"
-        table.add_row(
-            escape(run.name), steps,
-            "-" if run.best_val_loss is None else f"{run.best_val_loss:.4f}",
-            "?" if run.parameters is None else _compact(run.parameters),
-            "-" if run.checkpoint_bytes is None else f"{_compact(run.checkpoint_bytes)}B",
-            escape(Path(run.data).name if run.data and os.sep in run.data else run.data or "?"),
-            run.state or "?",
-            time.strftime("%m-%d %H:%M", time.localtime(run.modified)),
-        )
-    return table
-
-
-def _compact(number: int) -> str:
-    """10600000 → 10.6M, 4720 → 4.7k, 100000 → 100k."""
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if number >= limit:
-            return f"{number / limit:.1f}".removesuffix(".0") + suffix
-    return str(number)

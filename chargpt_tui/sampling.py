@@ -14,11 +14,14 @@ their position and a cache cannot simply slide. Two policies:
   ``generate``, and as slow.
 
 Inside the block both are exactly the lecture's ``generate`` (the tests check token for token).
+
+A model with rotary positions needs neither: its cache slides (a ring, see ``LayerKV``), which is
+exactly its own definition past the block — attention within a ``block_size``-wide window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -94,6 +97,31 @@ def sample_next(logits: torch.Tensor, params: SamplingParams,
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
+@torch.no_grad()
+def generate(
+    model: GPTLanguageModel,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The lecture's sampler: re-run the (cropped) context for every new token. No cache.
+
+    Simple and obviously correct; :func:`stream_tokens` is the fast, streaming one and the
+    tests check the two agree.
+    """
+    params = SamplingParams(temperature=temperature, top_k=top_k)
+    for _ in range(max_new_tokens):
+        # Learned positions stop at block_size: crop. A rotary model takes the whole history
+        # and its attention mask keeps each position to a block_size-wide sliding window.
+        idx_cond = idx if model.config.rope else idx[:, -model.config.block_size :]
+        logits, _ = model(idx_cond)
+        next_id = sample_next(logits[:, -1, :], params, generator)
+        idx = torch.cat((idx, next_id), dim=1)
+    return idx
+
+
 @dataclass
 class Prompt:
     """A prompt ready for the model, and what had to change to make it fit."""
@@ -153,15 +181,15 @@ class _CachedContext:
 
     def step(self, new_tokens: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """Logits after appending ``new_tokens`` (B, 1); ``history`` is every token so far."""
-        if self.cache.length < self.block_size:
-            return self.model.forward_cached(new_tokens, self.cache)
+        if self.cache.length < self.block_size or self.model.config.rope:
+            return self.model.forward_cached(new_tokens, self.cache)  # a rotary cache slides
         keep = self.block_size if self.policy == "exact" else self.block_size // 2
         return self.prefill(history[:, -max(keep, 1) :])
 
 
 @torch.inference_mode()
 def stream_tokens(model: GPTLanguageModel, prompt_ids: list[int],
-                  params: SamplingParams) -> Iterator[int]:
+                  params: SamplingParams) -> Generator[int, None, None]:
     """Yield sampled token ids one at a time (batch 1), as soon as each is chosen."""
     ctx = _CachedContext(model, 1, params.context_policy)
     generator = make_generator(params.seed, ctx.device)
@@ -194,19 +222,24 @@ class BeamState:
     def best(self) -> list[int]:
         return self.sequences[0]
 
-    def live_beams(self, tokenizer: CharTokenizer) -> list[tuple[str, float]]:
+    def result(self, tokenizer: CharTokenizer) -> BeamResult:
         """Decoded beams that are real continuations (finite score), best first.
 
         With fewer reachable continuations than beams (tiny vocabularies, the first steps, or a
         no-repeat guard), the leftover beams keep a score of -inf and are not continuations."""
-        return [(tokenizer.decode(seq), score) for seq, score in zip(self.sequences, self.scores)
+        live = [(tokenizer.decode(seq), score) for seq, score in zip(self.sequences, self.scores)
                 if score > float("-inf")]
+        return BeamResult([text for text, _ in live], [score for _, score in live],
+                          len(self.best))
 
 
 @dataclass
 class BeamResult:
-    text: str
-    beams: list[tuple[str, float]] = field(default_factory=list)
+    """What a beam search found: the texts of the live beams and their scores, best first."""
+
+    texts: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    chars: int = 0  # the best beam's length: short of max_new_tokens if the n-gram guard ended it
 
 
 def _banned_tokens(sequence: list[int], n: int) -> set[int]:
@@ -279,9 +312,35 @@ def beam_search(model: GPTLanguageModel, prompt_ids: list[int],
         yield BeamState([[]], [0.0], 0, done=True)
 
 
-def run_beam_search(model: GPTLanguageModel, tokenizer: CharTokenizer, prompt: Prompt,
-                    params: SamplingParams) -> BeamResult:
-    """Beam search to the end; the best text and every finite-scored beam with its score."""
-    *_, state = beam_search(model, prompt.ids, params)
-    beams = state.live_beams(tokenizer)
-    return BeamResult(text=beams[0][0], beams=beams)
+@dataclass
+class BeamText:
+    """One step of a beam search as text: what to append for good, what to show for now."""
+
+    stable: str  # newly agreed on by every live beam: it can no longer change
+    tentative: str  # the rest of the best beam: may still change
+    state: BeamState
+
+
+def stream_beam_text(model: GPTLanguageModel, tokenizer: CharTokenizer, prompt: Prompt,
+                     params: SamplingParams) -> Iterator[BeamText]:
+    """Beam search streamed the way a reader can follow it: the shared prefix as it settles
+    (the CLI prints only that), plus the best beam's unsettled tail (the app shows it dimmed)."""
+    shown = 0
+    for state in beam_search(model, prompt.ids, params):
+        stable = tokenizer.decode(state.best[shown : state.stable])
+        shown = state.stable
+        yield BeamText(stable, tokenizer.decode(state.best[state.stable :]), state)
+
+
+@torch.inference_mode()
+def next_char_probabilities(model: GPTLanguageModel, tokenizer: CharTokenizer, text: str,
+                            count: int) -> list[tuple[str, float]]:
+    """The ``count`` likeliest next characters after ``text`` and their probabilities (no
+    temperature or filtering: what the model itself expects)."""
+    prompt = prepare_prompt(tokenizer, text, model.config.block_size)
+    window = prompt.ids[-model.config.block_size :]
+    device = next(model.parameters()).device
+    logits, _ = model(torch.tensor([window], device=device))
+    probs = logits[0, -1].float().softmax(-1)
+    top = probs.topk(min(count, probs.numel()))
+    return [(tokenizer.vocab[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]

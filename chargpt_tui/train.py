@@ -1,38 +1,32 @@
-"""Training: the loop, its schedule, evaluation, checkpoints, and control from other threads.
+"""Training: the loop, its schedule, evaluation and checkpoints.
 
 :class:`Trainer` runs on whatever thread calls :meth:`Trainer.run` (the CLI's main thread, or a
 Textual worker) and publishes :mod:`~chargpt_tui.events` on a bus. Other threads steer it
-through :class:`TrainerControl`: pause, resume, save now, stop. Every request is honoured at a
-step boundary, so checkpoints always hold a consistent model/optimizer pair.
+through :class:`~chargpt_tui.control.TrainerControl`: pause, resume, save now, stop. Every
+request is honoured at a step boundary, so checkpoints always hold a consistent model/optimizer
+pair.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from chargpt_tui import distributed, history
-from chargpt_tui.checkpoint import (
-    BEST_NAME,
-    CHECKPOINT_NAME,
-    FORMAT_VERSION,
-    clean_stale_temp_files,
-    load_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
-from chargpt_tui.data import TokenizedData, get_batch, load_dataset, split_data
-from chargpt_tui.errors import CheckpointError, ConfigError, DataError, UserError
+from chargpt_tui.checkpoint import FORMAT_VERSION, clean_stale_temp_files, save_checkpoint
+from chargpt_tui.control import TrainerControl
+from chargpt_tui.data import TokenizedData, get_batch
+from chargpt_tui.device import autocast_context, use_tf32_matmuls
+from chargpt_tui.durations import format_duration
+from chargpt_tui.errors import CheckpointError, ConfigError, UserError
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
@@ -43,11 +37,24 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
-from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy, iter_decay_groups
-from chargpt_tui.presets import PRESETS, resolve_preset
-from chargpt_tui.runs import METRICS_NAME
+from chargpt_tui.model import GPTLanguageModel, fused_copy, iter_decay_groups
+from chargpt_tui.optim import Muon, MuonWithAdamW
+from chargpt_tui.runs import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    MetricsWriter,
+    point_latest_at,
+)
 from chargpt_tui.sampling import SamplingParams, stream_tokens
-from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
+
+if TYPE_CHECKING:  # run_setup builds the RunSetup from options and sits above this module
+    from chargpt_tui.run_setup import RunSetup
+
+
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -69,6 +76,15 @@ class TrainConfig:
     sample_chars: int = 200
     seed: int = 1337
     compile: bool = False
+    # -- the fast recipe's parts; the defaults are the lecture's (figures: README ablation) --
+    optimizer: str = "adamw"  # "muon": Muon for the blocks' matrices, AdamW for the rest
+    muon_lr: float = 0.02  # Muon's peak learning rate (its updates are orthogonalised, unitless)
+    muon_momentum: float = 0.95
+    schedule: str = "cosine"  # "wsd": warmup, flat, then a linear cooldown over the last part
+    cooldown_frac: float = 0.4  # wsd: the share of the run spent cooling down to min_lr
+    patience: int = 0  # stop after this many evaluations without a new best val (0 = never)
+    time_budget: float | None = None  # seconds for the whole run; the schedule fits inside it
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; "bf16" also on CPU
     history_keep: int = 12  # weight snapshots kept in history/ for the views to step through
 
     def __post_init__(self) -> None:
@@ -87,6 +103,20 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative")
         if self.lr_decay_iters is not None and self.lr_decay_iters < 1:
             raise ConfigError("lr-decay-iters must be at least 1")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} {getattr(self, name)!r} is not one of "
+                                  f"{', '.join(allowed)}")
+        if not 0 < self.muon_lr < math.inf or not 0 <= self.muon_momentum < 1:
+            raise ConfigError("muon-lr must be positive and muon-momentum in [0, 1)")
+        if not 0 <= self.cooldown_frac <= 1:
+            raise ConfigError(f"cooldown-frac must be between 0 and 1, not {self.cooldown_frac}")
+        if self.patience < 0:
+            raise ConfigError("patience must be 0 (off) or more")
+        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
+            raise ConfigError(f"time budget must be a positive duration, not {self.time_budget}",
+                              "use e.g. --time-budget 5m or 90s")
 
     @property
     def final_lr(self) -> float:
@@ -97,87 +127,62 @@ class TrainConfig:
         return self.lr_decay_iters or self.max_iters
 
 
-def get_lr(step: int, config: TrainConfig) -> float:
+def get_lr(step: int, config: TrainConfig, progress: float | None = None) -> float:
     """Linear warmup, then cosine decay to ``final_lr`` at ``decay_iters``, then flat.
 
     Warmup avoids huge early updates while Adam's moment estimates are still noise.
+    ``schedule="wsd"`` (warmup–stable–decay) holds the peak and decays linearly over the last
+    ``cooldown_frac`` of the run: the flat part needs no knowledge of the run's length, so a
+    run measured in *time* (``progress``: the share of the time budget used) fits it exactly.
     """
     if step < config.warmup_iters:
         return config.learning_rate * (step + 1) / (config.warmup_iters + 1)
-    if step >= config.decay_iters:
+    if progress is None:
+        progress = min(1.0, (step - config.warmup_iters)
+                       / max(1, config.decay_iters - config.warmup_iters))
+    if config.schedule == "wsd":
+        cooldown = min(1.0, max(0.0, (progress - 1 + config.cooldown_frac)
+                                / max(config.cooldown_frac, 1e-9)))
+        return config.learning_rate + cooldown * (config.final_lr - config.learning_rate)
+    if progress >= 1.0:
         return config.final_lr
-    progress = (step - config.warmup_iters) / max(1, config.decay_iters - config.warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 → 0
     return config.final_lr + coeff * (config.learning_rate - config.final_lr)
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """``auto``: CUDA, then Apple's MPS, then CPU. An explicit device must exist."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {requested!r}", "use auto, cpu, cuda or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but CUDA is not available here",
-                          "use --device cpu (or auto)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"--device {requested}: this machine has {torch.cuda.device_count()} "
-                          "CUDA device(s)", "use --device cuda:0 (or auto)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps was asked for but MPS is not available here",
-                          "use --device cpu (or auto)")
-    return device
+def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: torch.device
+                        ) -> torch.optim.AdamW | MuonWithAdamW:
+    """AdamW with weight decay on weight matrices only (see :func:`iter_decay_groups`); with
+    ``optimizer="muon"``, the blocks' matrices go to Muon instead and AdamW keeps the rest.
 
-
-def set_torch_threads(threads: int | None) -> None:
-    """``--threads``: torch's CPU threads for this process (None keeps torch's default)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise ConfigError("--threads must be at least 1")
-    torch.set_num_threads(threads)
-
-
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (same range as fp32, no loss scaling needed); fp32 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def use_tf32_matmuls() -> None:
-    """On CUDA, let float32 matmuls and convolutions use TF32 tensor cores (Ampere and newer):
-    several times the fp32 speed at a 10-bit mantissa, which training does not notice. It
-    speeds up what bf16 autocast leaves in fp32, and sampling, whose snapshot runs in fp32."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-
-
-def configure_optimizer(model: GPTLanguageModel, config: TrainConfig,
-                        device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only (see :func:`iter_decay_groups`)."""
+    Every parameter group records its ``peak_lr``: the schedule scales them all alike.
+    """
     params = dict(model.named_parameters())
-    decay, no_decay = [], []
+    muon = {name for name, param in params.items()
+            if config.optimizer == "muon" and name.startswith("blocks.") and param.dim() == 2}
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, wants_decay in iter_decay_groups(model):
-        (decay if wants_decay else no_decay).append(params[name])
+        if name not in muon:
+            (decay if wants_decay else no_decay).append(params[name])
     groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": config.weight_decay, "peak_lr": config.learning_rate},
+        {"params": no_decay, "weight_decay": 0.0, "peak_lr": config.learning_rate},
     ]
     extra = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=config.learning_rate,
-                             betas=(config.beta1, config.beta2), **extra)
+    adamw = torch.optim.AdamW(groups, lr=config.learning_rate,
+                              betas=(config.beta1, config.beta2), **extra)
+    if not muon:
+        return adamw
+    hidden = [params[name] for name in params if name in muon]
+    return MuonWithAdamW(Muon([{"params": hidden, "peak_lr": config.muon_lr}],
+                              lr=config.muon_lr, momentum=config.muon_momentum), adamw)
 
 
 @torch.no_grad()
 def estimate_loss(model: torch.nn.Module, data: TokenizedData, block_size: int, batch_size: int,
-                  eval_iters: int, device: torch.device, seed: int) -> dict[str, float]:
+                  eval_iters: int, device: torch.device, seed: int, precision: str = "auto"
+                  ) -> dict[str, float]:
     """Mean loss over ``eval_iters`` random batches of each split, in eval mode (no dropout).
 
     Uses its own generator with a fixed seed: every evaluation sees the same batches (so curves
@@ -191,7 +196,7 @@ def estimate_loss(model: torch.nn.Module, data: TokenizedData, block_size: int, 
         losses = torch.zeros(eval_iters)
         for k in range(eval_iters):
             x, y = get_batch(getattr(data, split), block_size, batch_size, generator)
-            with autocast_context(device):
+            with autocast_context(device, precision):
                 _, loss = model(x.to(device), y.to(device))
             losses[k] = loss.item()
         out[split] = losses.mean().item()
@@ -199,123 +204,35 @@ def estimate_loss(model: torch.nn.Module, data: TokenizedData, block_size: int, 
     return out
 
 
-class TrainerControl:
-    """Thread-safe steering of a running :class:`Trainer`; every call returns at once.
+class TimeBudget:
+    """A wall-clock budget for a whole command, turned into the schedule's progress (0 → 1).
 
-    Two kinds of pause: the user's (``pause``/``resume``, shown as "paused") and short *holds*
-    that other work takes (``with control.hold(): ...``) — e.g. the TUI answering a prompt, so
-    the two computations don't fight over the CPU cores. Training runs only when neither applies.
+    Counted from when the command started (``RunSetup.started``), so start-up and data loading
+    are inside it; time spent paused (or holding for a prompt) is given back; the last evaluation
+    and save get a reserve sized from the first evaluation, so the command ends on time.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running = threading.Event()  # set ⇔ the loop may take steps
-        self._running.set()
-        self._parked = threading.Event()  # set ⇔ the loop is not inside a step
-        self._parked.set()
-        self._stop = threading.Event()
-        self._save = threading.Event()
-        self._user_paused = False
-        self._holds = 0
-        self.stop_reason = ""
-        self.exit_code = 0
+    def __init__(self, seconds: float, started: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.end = started + seconds
+        self.training_from = clock()
+        self.reserve = 0.0
+        self.paused = 0.0
 
-    def _update(self) -> None:
-        with self._lock:
-            if self._stop.is_set() or (not self._user_paused and self._holds == 0):
-                self._running.set()
-            else:
-                self._running.clear()
+    def start_training(self, evaluation_seconds: float) -> None:
+        self.training_from = self.clock()
+        self.reserve = 1.5 * evaluation_seconds + 0.5  # the final evaluation, save and exit
 
-    def pause(self) -> None:
-        self._user_paused = True
-        self._update()
+    def give_back(self, seconds: float) -> None:
+        self.paused += seconds
 
-    def resume(self) -> None:
-        self._user_paused = False
-        self._update()
+    def usable(self) -> float:
+        return self.end - self.reserve - self.training_from
 
-    def toggle_pause(self) -> bool:
-        """Pause if running, resume if paused; returns True when now paused."""
-        if self._user_paused:
-            self.resume()
-        else:
-            self.pause()
-        return self._user_paused
-
-    @property
-    def paused(self) -> bool:
-        return self._user_paused
-
-    @contextlib.contextmanager
-    def hold(self, wait: float = 0.0) -> Iterator[None]:
-        """Keep training parked while the block runs; waits up to ``wait`` s for the current
-        step to finish first. Holds nest and never show up as a user pause."""
-        with self._lock:
-            self._holds += 1
-        self._update()
-        try:
-            if wait:
-                self._parked.wait(wait)
-            yield
-        finally:
-            with self._lock:
-                self._holds -= 1
-            self._update()
-
-    def request_save(self) -> None:
-        self._save.set()
-        self._running.set()  # wake a paused loop so it saves now; it parks again after
-
-    # -- the training loop's side (called from the training thread only) ------------------------
-
-    def take_save_request(self) -> bool:
-        """True once per :meth:`request_save`."""
-        requested = self._save.is_set()
-        if requested:
-            self._save.clear()
-        return requested
-
-    def rearm(self) -> None:
-        """After a save that woke a paused or held loop: make it park again."""
-        self._update()
-
-    def wait_until_runnable(self, on_state: Callable[[str], None]) -> bool:
-        """At a step boundary: park while paused or held, without busy-waiting.
-
-        Returns False when the loop should re-check stop/save requests before stepping.
-        ``on_state`` hears "paused"/"training" around a user pause (holds stay silent).
-        """
-        if not self._running.is_set():
-            user_pause = self.paused
-            if user_pause:
-                on_state("paused")
-            self._parked.set()
-            self._running.wait()
-            if self.stopping or self._save.is_set():
-                return False
-            if user_pause:
-                on_state("training")
-        self._parked.clear()
-        # A hold may have begun while we woke up. Checked only after clearing _parked, so a hold
-        # either sees this and parks us first or waits for the step: never both at once.
-        return self._running.is_set()
-
-    def mark_idle(self) -> None:
-        """The loop has ended: holds need not wait for a step boundary any more."""
-        self._parked.set()
-
-    def stop(self, reason: str = "stopped", exit_code: int = 0) -> None:
-        """Finish at the next step boundary (saving a checkpoint). Safe from signal handlers:
-        it only sets events, it takes no lock."""
-        if not self._stop.is_set():
-            self.stop_reason, self.exit_code = reason, exit_code
-        self._stop.set()
-        self._running.set()  # wake a paused loop so it can stop
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
+    def progress(self) -> float:
+        used = self.clock() - self.training_from - self.paused
+        return 1.0 if self.usable() <= 0 else min(1.0, used / self.usable())
 
 
 @dataclass
@@ -332,197 +249,10 @@ class TrainResult:
     elapsed: float
     reason: str = ""
     exit_code: int = 0
+    best_step: int | None = None  # the step best.pt (and the in-memory model at the end) is from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class RunSetup:
-    """What the CLI/TUI resolved from options, before training starts."""
-
-    model_config: GPTConfig
-    train_config: TrainConfig
-    tokenizer: CharTokenizer
-    data: TokenizedData
-    data_name: str
-    device: torch.device
-    out_dir: Path
-    preset: str
-    resume: dict[str, Any] | None = None
-    notices: list[str] = field(default_factory=list)
-
-
-MODEL_KEYS = {f.name for f in fields(GPTConfig)}
-TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
-
-
-def default_out_dir(runs_root: Path = Path("runs")) -> Path:
-    """A fresh run folder named by the start time: runs/20261125-221100."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = runs_root / stamp
-    suffix = 1
-    while out.exists():
-        suffix += 1
-        out = runs_root / f"{stamp}-{suffix}"
-    return out
-
-
-def prepare_run(
-    *,
-    data: str | None = None,
-    preset: str = "auto",
-    overrides: dict[str, Any] | None = None,
-    out: str | Path | None = None,
-    resume: str | Path | None = None,
-    device: str = "auto",
-    encoding: str = "utf-8",
-    progress: Callable[[int, int | None], None] | None = None,
-    notice: Callable[[str], None] | None = None,
-) -> RunSetup:
-    """Resolve options (preset < checkpoint < explicit overrides) and load the data.
-
-    ``overrides`` holds only options the user actually gave (None values are ignored). When
-    resuming, the model shape comes from the checkpoint and may not be changed.
-    """
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    unknown = set(given) - MODEL_KEYS - TRAIN_KEYS
-    if unknown:
-        raise ConfigError(f"unknown training options: {', '.join(sorted(unknown))}")
-    torch_device = pick_device(device)
-    notices: list[str] = []
-
-    def tell(message: str) -> None:
-        # Shown once: at once through the callback, or else by the Trainer when it starts.
-        if notice:
-            notice(message)
-        else:
-            notices.append(message)
-
-    checkpoint = None
-    if resume is not None:
-        checkpoint = load_checkpoint(resume)
-        changed = [k for k in given if k in MODEL_KEYS and k != "dropout"
-                   and given[k] != checkpoint["model_config"].get(k)]
-        if changed:
-            raise ConfigError(f"cannot change {', '.join(changed)} when resuming",
-                              "drop those options, or start a new run without --resume")
-        preset_name = checkpoint.get("preset", "custom")
-        base = {**checkpoint["model_config"], **checkpoint.get("train_config", {})}
-        data_spec = data or checkpoint.get("data", "shakespeare")
-    else:
-        preset_name = resolve_preset(preset, torch_device.type)
-        if preset_name not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}",
-                              f"choose one of: auto, {', '.join(PRESETS)}")
-        base = dict(PRESETS[preset_name])
-        data_spec = data or "shakespeare"
-    settings = {**base, **given}
-    # Check every option before any download or data loading: a typo should cost nothing.
-    # (The real vocabulary size is only known once the text is loaded.)
-    model_config = GPTConfig(**{"vocab_size": 1, **{k: v for k, v in settings.items()
-                                                    if k in MODEL_KEYS}})
-    train_config = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_KEYS})
-    out_dir = resolve_out_dir(out, resume)
-    refuse_to_overwrite(out_dir, resume)
-
-    corpus = load_dataset(data_spec, encoding=encoding, progress=progress, notice=tell)
-    if checkpoint is not None:
-        tokenizer = CharTokenizer(checkpoint["vocab"])
-        unknown_chars = tokenizer.unknown_chars(corpus.text)
-        if unknown_chars:
-            raise DataError(
-                f"{corpus.name} has characters the checkpoint's vocabulary lacks: "
-                f"{UnknownCharacterError(unknown_chars).unknown[:20]!r}",
-                "resume on the same data the run started with",
-            )
-        if corpus.name != checkpoint.get("data", corpus.name):
-            tell(f"resuming on {corpus.name}, but this run started on {checkpoint['data']}")
-    else:
-        tokenizer = CharTokenizer.from_text(corpus.text)
-    model_config = replace(model_config, vocab_size=tokenizer.vocab_size)
-    split = split_data(corpus.text, tokenizer, model_config.block_size)
-    return RunSetup(model_config, train_config, tokenizer, split, corpus.name, torch_device,
-                    out_dir, preset_name, checkpoint, notices)
-
-
-def resolve_out_dir(out: str | Path | None, resume: str | Path | None) -> Path:
-    """``--out``, else the folder of the checkpoint being resumed, else a fresh runs/<time>."""
-    if out is not None:
-        return Path(out).expanduser()
-    if resume is not None:
-        resumed = Path(resume).expanduser().resolve()
-        return resumed if resumed.is_dir() else resumed.parent
-    return default_out_dir()
-
-
-def refuse_to_overwrite(out_dir: Path, resume: str | Path | None) -> None:
-    """A new run must not replace a checkpoint someone already paid for in training time."""
-    existing = out_dir / CHECKPOINT_NAME
-    try:
-        if not existing.exists():
-            return
-    except OSError:
-        return  # a folder we may not look into: creating the run there reports it clearly
-    if resume is not None and existing.resolve() == resolve_checkpoint(resume).resolve():
-        return
-    raise ConfigError(f"{out_dir} already holds a checkpoint that this run would overwrite",
-                      f"continue it with --resume {out_dir}, or pick another --out")
-
-
-def point_latest_at(out_dir: Path) -> None:
-    """Keep ``<runs root>/latest`` a symlink to the newest run (best effort: not on all OSes)."""
-    latest = out_dir.parent / "latest"
-    if out_dir.name == "latest" or (latest.exists() and not latest.is_symlink()):
-        return
-    tmp = out_dir.parent / f".latest.{os.getpid()}.tmp"
-    try:
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(out_dir.name, target_is_directory=True)
-        os.replace(tmp, latest)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-
-
-class MetricsWriter:
-    """Appends every event of a run as one JSON line to ``metrics.jsonl`` beside the checkpoint.
-
-    Flushed at most once a second (and on evals and checkpoints), so it costs training nothing.
-    Live samples arrive a character at a time; each is written once, whole, when it ends. The
-    file is enough to replay a run's panels (see :mod:`chargpt_tui.runs`).
-    """
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8")
-        self._last_flush = 0.0
-        self.failed = False
-        self._sample: list[str] = []
-
-    def __call__(self, event: Any) -> None:
-        if self.failed:
-            return
-        if isinstance(event, SampleChunk):
-            self._sample.append(event.text)
-            if not event.final:
-                return
-            event = SampleChunk(event.step, "".join(self._sample), final=True)
-            self._sample = []
-        record = {"event": type(event).__name__, "time": time.time(), **asdict(event)}
-        try:
-            self._file.write(json.dumps(record) + "\n")
-            now = time.monotonic()
-            if now - self._last_flush > 1.0 or not isinstance(event, StepDone):
-                self._file.flush()
-                self._last_flush = now
-        except OSError:
-            # A log that cannot be written (full disk) must not crash the run it describes;
-            # the next checkpoint save reports the disk problem if it persists.
-            self.failed = True
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
 
 
 class Trainer:
@@ -552,15 +282,19 @@ class Trainer:
             torch.manual_seed(self.tconf.seed + rank)
         self.step = 0
         self.best_val_loss: float | None = None
+        self.best_step: int | None = None
+        self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory, see evaluate
+        self.evals_since_best = 0
         self.last_eval: dict[str, float] | None = None
         if setup.resume is not None:
             self._restore(setup.resume)
         self.train_model: torch.nn.Module = self.model
         if self.tconf.compile:
-            self.train_model = torch.compile(self.model)
+            self.train_model = cast(torch.nn.Module, torch.compile(self.model))
         if self.dist:
             self.train_model = distributed.wrap_model(self.dist, self.train_model)
         self._weights_lock = threading.Lock()  # held while weights change (for snapshots)
+        self.clock: Callable[[], float] = time.monotonic  # what a time budget is measured by
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -581,6 +315,8 @@ class Trainer:
             raise CheckpointError(f"checkpoint does not fit this model: {first}") from None
         self.step = int(payload["step"])
         self.best_val_loss = payload.get("best_val_loss")
+        self.best_step = payload.get("best_step")
+        self.evals_since_best = int(payload.get("evals_since_best", 0))
         if self.dist:
             self._restore_rank_rng(payload.get("distributed", {}).get("rank_rng"))
 
@@ -615,6 +351,8 @@ class Trainer:
             "model": self.model.state_dict(),  # the uncompiled module: no "_orig_mod." prefixes
             "step": self.step,
             "best_val_loss": self.best_val_loss,
+            "best_step": self.best_step,
+            "evals_since_best": self.evals_since_best,
             "last_eval": self.last_eval,
             "torch_version": str(torch.__version__),
         }
@@ -678,15 +416,31 @@ class Trainer:
         # the unwrapped module: a forward through DDP on rank 0 alone would wait for the others
         losses = estimate_loss(distributed.unwrap(self.train_model), self.data,
                                self.mconf.block_size, self.tconf.batch_size,
-                               self.tconf.eval_iters, self.device, self.tconf.seed)
+                               self.tconf.eval_iters, self.device, self.tconf.seed,
+                               self.tconf.precision)
         self.last_eval = losses
         if self.best_val_loss is None or losses["val"] < self.best_val_loss:
-            self.best_val_loss = losses["val"]
+            self.best_val_loss, self.best_step = losses["val"], self.step
+            self.evals_since_best = 0
+            # A copy in memory too: when the run ends, the model goes back to these weights.
+            self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.save_best()
+        else:
+            self.evals_since_best += 1
         if problem := history.record(self.out_dir, self.weights_payload(), self.tconf.history_keep):
             self.bus.publish(Notice(problem))
-        self.bus.publish(EvalDone(self.step, losses["train"], losses["val"], self.best_val_loss))
+        self.bus.publish(EvalDone(self.step, losses["train"], losses["val"], self.best_val_loss,
+                                  self.best_step))
         return losses
+
+    def restore_best(self) -> bool:
+        """Put the best-validation weights back into the model (after the run): what the user
+        samples from is then never worse than the best the run saw. False if already there."""
+        if self._best_weights is None or self.best_step == self.step:
+            return False
+        with self._weights_lock:
+            self.model.load_state_dict(self._best_weights)
+        return True
 
     def live_sample(self) -> None:
         """Stream a short sample from the current weights (seeded by the step: reproducible)."""
@@ -710,17 +464,21 @@ class Trainer:
                     y.pin_memory().to(self.device, non_blocking=True))
         return x.to(self.device), y.to(self.device)
 
-    def train_step(self) -> float:
-        """One optimizer step (with gradient accumulation); returns the mean loss."""
-        lr = get_lr(self.step, self.tconf)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def train_step(self, progress: float | None = None) -> float:
+        """One optimizer step (with gradient accumulation); returns the mean loss.
+
+        ``progress`` (0..1) places a time-budgeted run on its schedule; else the step does.
+        """
+        lr = get_lr(self.step, self.tconf, progress)
+        scale = lr / self.tconf.learning_rate
+        for group in self.optimizer.param_groups:  # Muon's groups peak elsewhere: scale alike
+            group["lr"] = group.get("peak_lr", self.tconf.learning_rate) * scale
         total = 0.0
         last = self.tconf.grad_accum_steps - 1
         for micro_step in range(self.tconf.grad_accum_steps):
             x, y = self._batch()
             with distributed.gradient_sync(self.train_model, micro_step == last):
-                with autocast_context(self.device):
+                with autocast_context(self.device, self.tconf.precision):
                     _, loss = self.train_model(x, y)
                 (loss / self.tconf.grad_accum_steps).backward()
             total += loss.item()
@@ -811,24 +569,45 @@ class Trainer:
         train_time, trained_tokens = 0.0, 0
         step_time_ema: float | None = None
         last_loss: float | None = None
-        saved_at = -1
+        saved_at = evaluated_at = -1
+        clock = self.clock
+        budget = (TimeBudget(tconf.time_budget, self.setup.started, clock) if tconf.time_budget
+                  else None)
         if self.step == 0 and self.step < tconf.max_iters:
+            eval_started = clock()
             self._with_compile_fallback(self.evaluate)
+            evaluated_at = 0
+            if budget:
+                budget.start_training(clock() - eval_started)
+        elif budget:  # resuming: size the reserve from one evaluation's worth of batches
+            budget.start_training(0.0)
         self.bus.publish(StateChanged("training"))
+        finishing = False  # the run itself decided to end (time budget, patience)
         while self.step < tconf.max_iters:
             stop_requested, save_requested = self._requests()
             if stop_requested:
-                state, reason = "stopped", control.stop_reason
+                state = "finished" if finishing and control.exit_code == 0 else "stopped"
+                reason = control.stop_reason
                 break
             if save_requested:
                 self.save("requested")
                 saved_at = self.step
                 control.rearm()  # back to paused/held if the save request woke the loop
-            if not control.wait_until_runnable(lambda state: self.bus.publish(StateChanged(state))):
+            waited = clock()
+            runnable = control.wait_until_runnable(
+                lambda state: self.bus.publish(StateChanged(state)))
+            if budget:  # paused or holding for a prompt: not the run's time
+                budget.give_back(clock() - waited)
+            if not runnable:
+                continue
+            progress = budget.progress() if budget else None
+            if progress is not None and progress >= 1.0:
+                finishing = True  # stops every process at the same step, via _requests
+                control.stop(f"time budget of {format_duration(tconf.time_budget or 0)} used", 0)
                 continue
             started = time.perf_counter()
-            loss = (self._with_compile_fallback(self.train_step) if trained_tokens == 0
-                    else self.train_step())
+            loss = (self._with_compile_fallback(partial(self.train_step, progress))
+                    if trained_tokens == 0 else self.train_step(progress))
             if not math.isfinite(loss):
                 state = "failed"
                 kept = ("kept the last good checkpoint" if self.checkpoint_path.exists()
@@ -843,22 +622,38 @@ class Trainer:
             step_time_ema = (elapsed_step if step_time_ema is None
                              else 0.9 * step_time_ema + 0.1 * elapsed_step)
             last_loss = loss
+            max_iters, eta = tconf.max_iters, (tconf.max_iters - self.step) * step_time_ema
+            if budget and progress:  # the step count the clock will allow, at this pace
+                max_iters = max(self.step, round(self.step / progress))
+                eta = (1.0 - progress) * budget.usable()
             self.bus.publish(StepDone(
-                step=self.step, max_iters=tconf.max_iters, loss=loss,
-                lr=self.optimizer.param_groups[0]["lr"],
-                tokens_per_second=tokens_per_step / step_time_ema, elapsed=train_time,
-                eta=(tconf.max_iters - self.step) * step_time_ema,
+                step=self.step, max_iters=max_iters, loss=loss,
+                lr=get_lr(self.step - 1, tconf, progress),
+                tokens_per_second=tokens_per_step / step_time_ema, elapsed=train_time, eta=eta,
             ))
             if self.step % tconf.eval_interval == 0 or self.step == tconf.max_iters:
                 self.evaluate()
+                evaluated_at = self.step
                 self.save("eval" if self.step < tconf.max_iters else "final")
                 saved_at = self.step
+                if tconf.patience and self.evals_since_best >= tconf.patience:
+                    finishing = True
+                    control.stop(f"early stop: val has not improved for {tconf.patience} "
+                                 f"evaluations (best {self.best_val_loss:.4f} at step "
+                                 f"{self.best_step})", 0)
             if tconf.sample_interval and self.step % tconf.sample_interval == 0:
                 self.live_sample()
+        if state == "finished" and evaluated_at != self.step and self.step > 0:
+            self.evaluate()  # a time-budgeted run ends between evaluations: measure the end
         if state != "failed" and saved_at != self.step:
             self.save("stop" if state == "stopped" else "final")
         if state == "finished" and control.stopping:
             reason = control.stop_reason
+        if state != "failed" and self.is_main and self.restore_best():
+            self.bus.publish(Notice(f"the model now holds its best weights: val "
+                                    f"{self.best_val_loss:.4f} from step {self.best_step} "
+                                    f"(the last step, {self.step}, stays in {CHECKPOINT_NAME})",
+                                    level="info"))
         self.bus.publish(StateChanged(state, reason))
         return TrainResult(
             state=state, step=self.step,
@@ -869,22 +664,5 @@ class Trainer:
             checkpoint=str(self.checkpoint_path) if self.checkpoint_path.exists() else None,
             device=str(self.device), parameters=self.model.num_parameters(), elapsed=train_time,
             reason=reason, exit_code=control.exit_code if state == "stopped" else
-            (1 if state == "failed" else 0),
+            (1 if state == "failed" else 0), best_step=self.best_step,
         )
-
-
-def model_from_checkpoint(payload: dict[str, Any], device: torch.device | str = "cpu"
-                          ) -> tuple[GPTLanguageModel, CharTokenizer]:
-    """A fused, eval-mode model and its tokenizer from a loaded checkpoint, ready to sample."""
-    try:
-        config = GPTConfig(**payload["model_config"])
-        tokenizer = CharTokenizer(payload["vocab"])
-        if tokenizer.vocab_size != config.vocab_size:
-            raise CheckpointError(f"vocabulary of {tokenizer.vocab_size} characters does not "
-                                  f"match the model's {config.vocab_size}")
-        model = GPTLanguageModel(config)
-        model.load_state_dict(payload["model"])
-    except (TypeError, RuntimeError, KeyError) as error:
-        first = str(error).strip().splitlines()[0][:160]
-        raise CheckpointError(f"checkpoint does not describe a valid model: {first}") from None
-    return fused_copy(model.to(device)), tokenizer

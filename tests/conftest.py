@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from corpus import pseudo_shakespeare
+from tiny_model import TINY_SHAPE
 
 
 def make_corpus(n_chars: int = 20_000, seed: int = 0) -> str:
@@ -29,5 +30,5 @@ def corpus_file(tmp_path: Path) -> Path:
     return path
 
 
-TINY = dict(n_layer=2, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2,
-            eval_interval=10, warmup_iters=2, learning_rate=3e-3)
+TINY = dict(**TINY_SHAPE, batch_size=4, eval_iters=2, eval_interval=10, warmup_iters=2,
+            learning_rate=3e-3)

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corpus import write_corpus
+from tiny_model import tiny_cli_args
 from typer.testing import CliRunner
 
 from chargpt_tui.cli import app
 
 # A model small enough that a few steps take well under a second on a loaded 2-core box.
-TINY_MODEL = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
-              "--block-size", "8", "--batch-size", "4", "--eval-iters", "2", "--device", "cpu"]
+TINY_MODEL = [*tiny_cli_args(n_layer=1, block_size=8), "--batch-size", "4", "--eval-iters", "2",
+              "--device", "cpu"]
 
 
 def write_text(folder: Path, name: str = "corpus.txt", lines: int = 120, seed: int = 0) -> Path:
@@ -61,7 +62,8 @@ TINY_OVERRIDES = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=4
 
 def train_tiny(out_dir: Path, data_path: Path, steps: int = 6) -> Path:
     """Train a tiny model in-process for ``steps`` steps; returns its checkpoint file."""
-    from chargpt_tui.train import Trainer, prepare_run
+    from chargpt_tui.run_setup import prepare_run
+    from chargpt_tui.train import Trainer
 
     setup = prepare_run(data=str(data_path), preset="tiny", device="cpu", out=out_dir,
                         overrides={**TINY_OVERRIDES, "max_iters": steps, "eval_interval": steps})

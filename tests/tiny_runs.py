@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from corpus import write_corpus
+from tiny_model import tiny_cli_args
 
 # The smallest shapes that still exercise every code path; seconds per run on 2 CPU cores.
-TINY_MODEL = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
-              "--block-size", "16", "--batch-size", "4", "--eval-iters", "2"]
+TINY_MODEL = [*tiny_cli_args(n_layer=1), "--batch-size", "4", "--eval-iters", "2"]
 
 
 def write_text(folder: Path, name: str = "play.txt") -> Path:

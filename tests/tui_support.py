@@ -12,12 +12,13 @@ from typing import Any
 
 from corpus import write_corpus
 from textual import events
+from tiny_model import TINY_SHAPE
 
-from chargpt_tui.train import RunSetup, prepare_run
+from chargpt_tui.run_setup import RunSetup, prepare_run
 
 # A model small enough that tens of steps take well under a second on 2 shared cores.
-TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, dropout=0.0,
-            learning_rate=3e-3, warmup_iters=2, eval_interval=10, eval_iters=2)
+TINY = dict(TINY_SHAPE, n_layer=1, batch_size=4, dropout=0.0, learning_rate=3e-3,
+            warmup_iters=2, eval_interval=10, eval_iters=2)
 
 
 def write_data(folder: Path) -> Path:

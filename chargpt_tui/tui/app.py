@@ -22,7 +22,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 
 from chargpt_tui.events import EvalDone, StateChanged
-from chargpt_tui.headless import SIGNAL_EXIT_CODES
+from chargpt_tui.exit_codes import SIGNAL_EXIT_CODES
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.screens.attention import AttentionScreen

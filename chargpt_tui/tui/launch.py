@@ -20,7 +20,8 @@ def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[
     """
 
     from chargpt_tui.checkpoint import resolve_checkpoint
-    from chargpt_tui.train import RunSetup, pick_device, prepare_run, set_torch_threads
+    from chargpt_tui.device import pick_device, set_torch_threads
+    from chargpt_tui.run_setup import RunSetup, prepare_run
     from chargpt_tui.tui.app import ChargptApp
 
     if follow is not None:

@@ -11,12 +11,10 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from chargpt_tui.control import HOLD_WAIT_SECONDS
 from chargpt_tui.model import GPTLanguageModel
 from chargpt_tui.tokenizer import CharTokenizer
 from chargpt_tui.train import Trainer
-
-# How long a prompt waits for the training step in flight to finish before it starts anyway.
-HOLD_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)

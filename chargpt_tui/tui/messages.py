@@ -8,11 +8,10 @@ it is buffered in queues and drained on a UI timer (see the widgets).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from textual.message import Message
 
 from chargpt_tui.events import Event, StepDone
+from chargpt_tui.sampling import BeamResult
 from chargpt_tui.train import TrainResult
 
 
@@ -91,12 +90,6 @@ class TrainingEnded(Message):
         self.result, self.error, self.unsaved = result, error, unsaved
 
 
-@dataclass
-class BeamSummary:
-    texts: list[str] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-
-
 class GenerationStarted(Message):
     """A prompt is being answered from the snapshot of ``step``; ``warnings`` about the prompt."""
 
@@ -109,7 +102,7 @@ class GenerationEnded(Message):
     """A generation finished or was stopped; chars/s and (beam mode) the final beams."""
 
     def __init__(self, generation_id: int, chars: int, seconds: float, stopped: bool,
-                 beams: BeamSummary | None = None, error: str | None = None) -> None:
+                 beams: BeamResult | None = None, error: str | None = None) -> None:
         super().__init__()
         self.generation_id, self.chars, self.seconds = generation_id, chars, seconds
         self.stopped, self.beams, self.error = stopped, beams, error
@@ -126,9 +119,10 @@ class AttentionComputed(Message):
 class NextCharsComputed(Message):
     """The most likely next characters after the text typed so far, with probabilities."""
 
-    def __init__(self, text: str, candidates: list[tuple[str, float]], step: int) -> None:
+    def __init__(self, text: str, candidates: list[tuple[str, float]], step: int,
+                 error: str | None = None) -> None:
         super().__init__()
-        self.text, self.candidates, self.step = text, candidates, step
+        self.text, self.candidates, self.step, self.error = text, candidates, step, error
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, NextCharsComputed)

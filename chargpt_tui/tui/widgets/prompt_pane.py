@@ -22,8 +22,14 @@ from textual.timer import Timer
 from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
-from chargpt_tui.errors import UserError
-from chargpt_tui.sampling import beam_search, prepare_prompt, stream_text
+from chargpt_tui.errors import UserError, describe
+from chargpt_tui.sampling import (
+    BeamText,
+    next_char_probabilities,
+    prepare_prompt,
+    stream_beam_text,
+    stream_text,
+)
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.prompt_settings import PromptSettings
@@ -148,6 +154,14 @@ class PromptPane(Vertical):
           description="answering a prompt")
     def _generate(self, generation_id: int, text: str, settings: PromptSettings,
                   chunks: queue.SimpleQueue[tuple[str, str]]) -> None:
+        try:
+            self._answer(generation_id, text, settings, chunks)
+        except Exception as error:  # noqa: BLE001 - any failure must end the answer, not hang it
+            self.post_message(messages.GenerationEnded(
+                generation_id, 0, 0.0, stopped=True, error=f"generation failed: {describe(error)}"))
+
+    def _answer(self, generation_id: int, text: str, settings: PromptSettings,
+                chunks: queue.SimpleQueue[tuple[str, str]]) -> None:
         worker = get_current_worker()
         snapshot = self.source.snapshot()
         if snapshot is None:
@@ -171,18 +185,15 @@ class PromptPane(Vertical):
                 tokenizer.decode(window), [layer.float().cpu().tolist() for layer in maps],
                 snapshot.step))
             if params.beam_width > 1:
-                shown, state = 0, None
-                for state in beam_search(model, prompt.ids, params):
+                last: BeamText | None = None
+                for last in stream_beam_text(model, tokenizer, prompt, params):
                     if worker.is_cancelled:
                         break
-                    chunks.put(("stable", tokenizer.decode(state.best[shown:state.stable])))
-                    shown = state.stable
-                    chunks.put(("tentative", tokenizer.decode(state.best[state.stable:])))
-                if state is not None:
-                    live = state.live_beams(tokenizer)
-                    beams = messages.BeamSummary([text for text, _ in live],
-                                                 [score for _, score in live])
-                    produced = len(state.best)
+                    chunks.put(("stable", last.stable))
+                    chunks.put(("tentative", last.tentative))
+                if last is not None:  # decoded once, at the end: where the search stopped
+                    beams = last.state.result(tokenizer)
+                    produced = beams.chars
             else:
                 for char in stream_text(model, tokenizer, prompt, params):
                     if worker.is_cancelled:
@@ -199,21 +210,23 @@ class PromptPane(Vertical):
         snapshot = self.source.snapshot()
         if snapshot is None:
             return
-        model, tokenizer = snapshot.model, snapshot.tokenizer
-        prompt = prepare_prompt(tokenizer, text, model.config.block_size)
-        window = prompt.ids[-model.config.block_size:]
-        with self.source.hold_training(), torch.inference_mode():
-            logits, _ = model(torch.tensor([window], device=_device(model)))
-        probs = logits[0, -1].float().softmax(-1)
-        top = probs.topk(min(NEXT_CHAR_COUNT, probs.numel()))
-        candidates = [(tokenizer.vocab[i], p) for p, i in zip(top.values.tolist(),
-                                                               top.indices.tolist())]
+        try:
+            with self.source.hold_training():
+                candidates = next_char_probabilities(snapshot.model, snapshot.tokenizer, text,
+                                                     NEXT_CHAR_COUNT)
+        except Exception as error:  # noqa: BLE001 - the view empties; the app carries on
+            self.post_message(messages.NextCharsComputed(text, [], snapshot.step,
+                                                         error=describe(error)))
+            return
         self.post_message(messages.NextCharsComputed(text, candidates, snapshot.step))
 
     # -- messages from the workers (UI thread) ------------------------------------------------
 
     def on_next_chars_computed(self, message: messages.NextCharsComputed) -> None:
         message.stop()
+        if message.error:
+            self.notify(f"next-character view failed: {message.error}", title="prompt",
+                        severity="error")
         view = self.query_one(NextChars)
         view.candidates = tuple(message.candidates)
         view.step = message.step

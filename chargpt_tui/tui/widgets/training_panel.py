@@ -11,7 +11,6 @@ widget that shows it means the worker dies with the widget — no teardown races
 
 from __future__ import annotations
 
-import json
 import queue
 import statistics
 import time
@@ -23,8 +22,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.worker import get_current_worker
 
-from chargpt_tui.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
-from chargpt_tui.errors import UserError
+from chargpt_tui.checkpoint import load_for_sampling
+from chargpt_tui.errors import describe
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
@@ -36,14 +35,9 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
-from chargpt_tui.runs import follow_metrics
-from chargpt_tui.train import (
-    METRICS_NAME,
-    RunSetup,
-    Trainer,
-    model_from_checkpoint,
-    pick_device,
-)
+from chargpt_tui.run_setup import RunSetup
+from chargpt_tui.runs import CHECKPOINT_NAME, METRICS_NAME, follow_metrics, loss_history
+from chargpt_tui.train import Trainer
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.formatting import count
 from chargpt_tui.tui.live_model import ModelSource
@@ -68,29 +62,6 @@ def thin(points: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]
     """Halve a long history by averaging neighbours (keeps the curve's shape, bounds memory)."""
     pairs = zip(points[0::2], points[1::2])
     return tuple((b[0], statistics.fmean((a[1], b[1]))) for a, b in pairs)
-
-
-def read_history(path: Path, up_to_step: int
-                 ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """Train and val losses a run logged (best effort: a missing or torn file gives less)."""
-    train: list[tuple[int, float]] = []
-    val: list[tuple[int, float]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return train, val
-    for line in lines:
-        try:
-            record = json.loads(line)
-            if record["step"] > up_to_step:
-                continue
-            if record["event"] == "StepDone":
-                train.append((record["step"], float(record["loss"])))
-            elif record["event"] == "EvalDone":
-                val.append((record["step"], float(record["val_loss"])))
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a crash
-    return train, val
 
 
 class TrainingPanel(Vertical):
@@ -186,10 +157,14 @@ class TrainingPanel(Vertical):
         assert self.setup_factory is not None
         worker = get_current_worker()
         self.post_message(messages.LogLine("loading the training text…"))
+        def progress(done: int, total: int | None) -> None:
+            self.post_message(messages.DownloadProgress(done, total))
+
+        def notice(text: str) -> None:
+            self.post_message(messages.LogLine(text, "warning"))
+
         try:
-            setup = self.setup_factory(
-                lambda done, total: self.post_message(messages.DownloadProgress(done, total)),
-                lambda text: self.post_message(messages.LogLine(text, "warning")))
+            setup = self.setup_factory(progress, notice)
             if not setup.train_config.sample_interval:
                 # Live samples at every evaluation: often enough to watch the model learn,
                 # rare enough to cost training little.
@@ -197,8 +172,8 @@ class TrainingPanel(Vertical):
                 setup.train_config.sample_chars = LIVE_SAMPLE_CHARS
             bus = EventBus()
             trainer = Trainer(setup, bus)
-        except UserError as error:
-            self.post_message(messages.TrainingEnded(None, str(error)))
+        except Exception as error:  # noqa: BLE001 - a UserError, or a bug: either ends the worker
+            self.post_message(messages.TrainingEnded(None, describe(error)))
             return
         if worker.is_cancelled:
             return
@@ -209,8 +184,8 @@ class TrainingPanel(Vertical):
         self.post_message(messages.ModelReady(trainer.step, training=True))
         try:
             result = trainer.run()
-        except UserError as error:  # e.g. the disk refused a checkpoint
-            self.post_message(messages.TrainingEnded(None, str(error), unsaved=True))
+        except Exception as error:  # noqa: BLE001 - e.g. the disk refused a checkpoint
+            self.post_message(messages.TrainingEnded(None, describe(error), unsaved=True))
             return
         finally:
             self.running = False
@@ -249,8 +224,11 @@ class TrainingPanel(Vertical):
         Read only: nothing here writes to the followed folder."""
         assert self.follow is not None
         worker = get_current_worker()
-        for event in follow_metrics(self.follow, worker.cancelled_event):
-            self._forward(event)
+        try:
+            for event in follow_metrics(self.follow, worker.cancelled_event):
+                self._forward(event)
+        except Exception as error:  # noqa: BLE001 - say so in the log rather than go quiet
+            self.post_message(messages.LogLine(f"stopped following: {describe(error)}", "error"))
 
     def _reload_followed_checkpoint(self) -> None:
         self._reload_pending = False
@@ -262,16 +240,14 @@ class TrainingPanel(Vertical):
         assert self.follow is not None
         path = self.follow / CHECKPOINT_NAME
         try:
-            device = pick_device(self.device)
-            payload = load_checkpoint(path, map_location=device)
-            model, tokenizer = model_from_checkpoint(payload, device)
-        except UserError as error:
+            loaded = load_for_sampling(path, self.device)
+        except Exception as error:  # noqa: BLE001 - shown under the prompt, whatever it was
             reason = (f"no checkpoint in {self.follow} yet: prompts work once the run saves one"
-                      if not path.exists() else str(error))
+                      if not path.exists() else describe(error))
             self.post_message(messages.ModelUnavailable(reason))
             return
-        step = int(payload["step"])
-        self.source.attach_model(model, tokenizer, step)
+        step = loaded.step
+        self.source.attach_model(loaded.model, loaded.tokenizer, step)
         self.post_message(messages.ModelReady(step, training=False))
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False,
@@ -279,27 +255,16 @@ class TrainingPanel(Vertical):
     def open_checkpoint(self) -> None:
         assert self.checkpoint is not None
         try:
-            device = pick_device(self.device)
-            payload = load_checkpoint(self.checkpoint, map_location=device)
-            model, tokenizer = model_from_checkpoint(payload, device)
-        except UserError as error:
-            self.post_message(messages.TrainingEnded(None, str(error)))
+            loaded = load_for_sampling(self.checkpoint, self.device)
+        except Exception as error:  # noqa: BLE001 - shown in the log, whatever it was
+            self.post_message(messages.TrainingEnded(None, describe(error)))
             return
-        step = int(payload["step"])
-        self.source.attach_model(model, tokenizer, step)
-        self.post_message(messages.HistoryLoaded(*read_history(
-            resolve_checkpoint(self.checkpoint).parent / METRICS_NAME, step)))
-        self.post_message(messages.EngineEvent(TrainingStarted(
-            step=step, max_iters=int(payload.get("train_config", {}).get("max_iters", step)),
-            device=str(device), parameters=model.num_parameters(),
-            data=str(payload.get("data", "?")), out_dir=str(self.checkpoint), config={})))
-        last_eval = payload.get("last_eval") or {}
-        if last_eval:
-            self.post_message(messages.EngineEvent(EvalDone(
-                step, last_eval["train"], last_eval["val"],
-                payload.get("best_val_loss") or last_eval["val"])))
-        self.post_message(messages.EngineEvent(StateChanged("chat only")))
-        self.post_message(messages.ModelReady(step, training=False))
+        self.source.attach_model(loaded.model, loaded.tokenizer, loaded.step)
+        self.post_message(messages.HistoryLoaded(*loss_history(
+            loaded.file.parent / METRICS_NAME, loaded.step)))
+        for event in loaded.history_events():
+            self.post_message(messages.EngineEvent(event))
+        self.post_message(messages.ModelReady(loaded.step, training=False))
 
     # -- message handlers (UI thread) ---------------------------------------------------------
 

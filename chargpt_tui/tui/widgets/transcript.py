@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from chargpt_tui.tui.messages import BeamSummary
+from chargpt_tui.sampling import BeamResult
 
 BEAM_TAIL_MIN = 8  # characters of each beam listed under a beam-search answer, at least
 # Older answers are dropped beyond this: each entry is a widget with its own render caches,
@@ -26,7 +26,7 @@ class TranscriptEntry(Static):
         self.tentative = ""  # beam search: the current best beam beyond the stable prefix
         self.status = "waiting for the model…"
         self.warnings: list[str] = []
-        self.beams: BeamSummary | None = None
+        self.beams: BeamResult | None = None
 
     def on_mount(self) -> None:
         self.update(self.render_entry())

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_model import tiny_config
 from torch.nn import functional as F
 
-from chargpt_tui.model import GPTConfig, GPTLanguageModel, KVCache
+from chargpt_tui.model import GPTLanguageModel, KVCache
 from chargpt_tui.sampling import SamplingParams, beam_search
 
 
@@ -18,8 +19,7 @@ def peaked_model(seed: int) -> GPTLanguageModel:
     """A small random model with large weights: distinct log-probabilities, so no near-ties
     that rounding could order differently in the two computations."""
     torch.manual_seed(seed)
-    model = GPTLanguageModel(GPTConfig(vocab_size=12, block_size=24, n_layer=2, n_head=2,
-                                       n_embd=16))
+    model = GPTLanguageModel(tiny_config(vocab_size=12, block_size=24))
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.6)
@@ -54,7 +54,7 @@ def test_cached_beam_search_equals_brute_force(seed: int, width: int) -> None:
 
 
 def test_reorder_copies_rows_like_index_select() -> None:
-    config = GPTConfig(vocab_size=10, block_size=16, n_layer=2, n_head=2, n_embd=8)
+    config = tiny_config(vocab_size=10, n_embd=8)
     cache = KVCache(config, 1, "cpu")
     generator = torch.Generator().manual_seed(0)
     for layer in cache.layers:

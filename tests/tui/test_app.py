@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -128,6 +129,35 @@ async def test_escape_stops_a_generation(checkpoint: Path) -> None:
 
 
 @async_test
+async def test_a_failing_sampler_ends_the_answer_and_the_prompt_works_again(
+        checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error inside a worker (here a FloatingPointError from the sampler) is shown
+    on the answer instead of leaving it "generating…" for good; the next prompt is answered."""
+    from chargpt_tui.tui.widgets import prompt_pane
+
+    real_stream_text = prompt_pane.stream_text
+
+    def failing_stream_text(*args: object, **kwargs: object) -> Iterator[str]:
+        yield "x"
+        raise FloatingPointError("probabilities are nan")
+
+    app = chat_app(checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.source.ready, what="model")
+        app.prompt.settings = replace(app.prompt.settings, length=5)
+        monkeypatch.setattr(prompt_pane, "stream_text", failing_stream_text)
+        await type_prompt(pilot, "KING:")
+        failed = app.query(TranscriptEntry).last()
+        await wait_until(pilot, lambda: not app.prompt.generating, what="the failed answer")
+        assert "FloatingPointError" in failed.status and "generating" not in failed.status
+        monkeypatch.setattr(prompt_pane, "stream_text", real_stream_text)
+        await type_prompt(pilot, "QUEEN:")
+        answered = app.query(TranscriptEntry).last()
+        assert answered is not failed
+        await wait_until(pilot, lambda: "5 chars" in answered.status, what="the next answer")
+
+
+@async_test
 async def test_up_and_down_recall_earlier_prompts(checkpoint: Path) -> None:
     app = chat_app(checkpoint)
     async with app.run_test(size=SIZE) as pilot:
@@ -234,10 +264,11 @@ async def test_next_character_view_shows_the_models_own_top_choices(checkpoint: 
     """As the user types, the bars show the live model's likeliest next characters."""
     import torch
 
-    from chargpt_tui.train import model_from_checkpoint
+    from chargpt_tui.checkpoint import load_for_sampling
     from chargpt_tui.tui.widgets.next_chars import NextChars
 
-    model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint))
+    loaded = load_for_sampling(checkpoint, "cpu")
+    model, tokenizer = loaded.model, loaded.tokenizer
     app = chat_app(checkpoint)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.source.ready, what="model")

@@ -16,19 +16,10 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from chargpt_tui.bench import (
-    CASES,
-    BareLoop,
-    BenchContext,
-    Measurement,
-    TrainingWindow,
-    Variant,
-    alternate,
-    flops_per_token,
-    known_peak_flops,
-    make_plan,
-    print_report,
-)
+from chargpt_tui.bench.app_cases import TrainingWindow
+from chargpt_tui.bench.engine_cases import BareLoop, flops_per_token, known_peak_flops
+from chargpt_tui.bench.harness import BenchContext, Measurement, Variant, alternate, make_plan
+from chargpt_tui.bench.runner import CASES, print_report
 from chargpt_tui.cli import app
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
 from chargpt_tui.train import Trainer
@@ -101,7 +92,7 @@ def test_startup_reports_the_app_first_paint_next_to_help(tiny_report: dict) -> 
 
 
 def test_bench_module_does_not_import_textual() -> None:
-    check = ("import sys, chargpt_tui.bench; "
+    check = ("import sys, chargpt_tui.bench.runner; "
              "sys.exit('textual' in sys.modules or 'chargpt_tui.tui.app' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", check], timeout=60).returncode == 0
 

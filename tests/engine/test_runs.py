@@ -18,14 +18,17 @@ from chargpt_tui import checkpoint, runs
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.cli import app
 from chargpt_tui.events import Event, EventBus, Notice, SampleChunk, TrainingStarted
+from chargpt_tui.run_setup import prepare_run
 from chargpt_tui.runs import (
+    MetricsWriter,
     _events_backwards,
     event_from_json,
     follow_metrics,
     list_runs,
+    loss_history,
     read_metrics,
 )
-from chargpt_tui.train import MetricsWriter, Trainer, prepare_run
+from chargpt_tui.train import Trainer
 
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4,
         "eval_iters": 2, "eval_interval": 5, "sample_chars": 12}
@@ -191,3 +194,20 @@ def test_listing_runs_does_not_import_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "False"
+
+
+# The rest of a StepDone record, as MetricsWriter writes it.
+STEP_FIELDS = ('"max_iters": 10, "lr": 0.001, "tokens_per_second": 1.0, "elapsed": 1.0, '
+               '"eta": 1.0')
+
+
+def test_loss_history_skips_torn_lines_and_later_steps(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(
+        f'{{"event": "StepDone", "step": 1, "loss": 2.5, {STEP_FIELDS}}}\n'
+        '{"event": "EvalDone", "step": 1, "val_loss": 2.7, "train_loss": 2.4, '
+        '"best_val_loss": 2.7}\n'
+        '{"event": "StepDone", "step": 2, "loss"\n'
+        f'{{"event": "StepDone", "step": 9, "loss": 1.0, {STEP_FIELDS}}}\n', encoding="utf-8")
+    assert loss_history(metrics, up_to_step=5) == ([(1, 2.5)], [(1, 2.7)])
+    assert loss_history(tmp_path / "missing.jsonl", 5) == ([], [])

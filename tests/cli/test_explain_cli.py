@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from helpers_robust import assert_one_line_error, invoke
+from tiny_model import open_model
 from tui_support import train_tiny_checkpoint
 
-from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.explain import surprise
-from chargpt_tui.train import model_from_checkpoint
 
 TEXT = "ROMEO:\nThou art my love, the night is sweet."
 
@@ -27,7 +26,7 @@ def test_json_gives_the_engine_losses(run: Path) -> None:
                     "--device", "cpu", "--stride", "4")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    model, tokenizer = model_from_checkpoint(load_checkpoint(run, prefer_best=True))
+    model, tokenizer = open_model(run, prefer_best=True)
     expected = surprise(model, tokenizer, tokenizer.encode(TEXT), stride=4)
     assert report["text"] == TEXT and report["context"] == 16 - 4 + 1
     assert [c["nats"] for c in report["chars"]][1:] == pytest.approx(expected.nats[1:])

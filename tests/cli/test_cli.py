@@ -111,3 +111,28 @@ def test_app_without_a_terminal_points_to_headless_training() -> None:
     result = run_cli("--preset", "tiny", stdin=subprocess.DEVNULL)
     assert result.returncode == 2
     assert "chargpt-tui train" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_and_tui_share_one_option_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both commands take every training option (they once drifted: `tui` had no
+    --grad-accum-steps), and the app receives the ones given as overrides."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from chargpt_tui import cli
+    from chargpt_tui.tui import launch
+
+    command = typer.main.get_command(cli.app)
+    options = {name: {p.name for p in command.commands[name].params}
+               for name in ("train", "tui")}
+    assert options["train"] - {"as_json"} == options["tui"] - {"checkpoint", "follow", "mouse"}
+    assert "grad_accum_steps" in options["tui"]
+
+    received: dict[str, object] = {}
+    monkeypatch.setattr(launch, "launch_tui", lambda **kwargs: received.update(kwargs) or 0)
+    monkeypatch.setenv("CHARGPT_TUI_FORCE_TUI", "1")
+    result = CliRunner().invoke(cli.app, ["tui", "--grad-accum-steps", "2", "--preset", "tiny",
+                                          "--no-mouse"])
+    assert result.exit_code == 0, result.output
+    assert received["overrides"] == {"grad_accum_steps": 2}
+    assert received["preset"] == "tiny" and received["mouse"] is False

@@ -9,7 +9,7 @@ the design:
   so both threads share the setting);
 * training speed (steps/s) alone and while a prompt is being answered beside it.
 
-Run: ``python benchmarks/sampling_while_training.py`` (about a minute). Ratios, not absolute
+Run: ``python -m chargpt_tui.bench.sampling_while_training`` (about a minute). Ratios, not absolute
 numbers, are what transfer between machines; on a shared box expect noise.
 """
 
@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from chargpt_tui.events import EventBus, StepDone
+from chargpt_tui.run_setup import prepare_run
 from chargpt_tui.sampling import SamplingParams, stream_tokens
-from chargpt_tui.train import Trainer, prepare_run
+from chargpt_tui.train import Trainer
 
 SAMPLE_CHARS = 400
 WINDOW = 4.0  # seconds per training-speed measurement

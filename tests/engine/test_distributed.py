@@ -24,7 +24,8 @@ from chargpt_tui.data import get_batch
 from chargpt_tui.distributed import _device_for
 from chargpt_tui.errors import ConfigError
 from chargpt_tui.model import GPTLanguageModel
-from chargpt_tui.train import Trainer, configure_optimizer, get_lr, prepare_run
+from chargpt_tui.run_setup import prepare_run
+from chargpt_tui.train import Trainer, configure_optimizer, get_lr
 
 SEED = 7
 HALF, STEPS = 4, 8

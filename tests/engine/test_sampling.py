@@ -8,17 +8,20 @@ import math
 
 import pytest
 import torch
+from tiny_model import tiny_config
 from torch.nn import functional as F
 
 from chargpt_tui.errors import ConfigError
-from chargpt_tui.model import GPTConfig, GPTLanguageModel
+from chargpt_tui.model import GPTLanguageModel
 from chargpt_tui.sampling import (
     SamplingParams,
     beam_search,
     filter_logits,
+    generate,
+    next_char_probabilities,
     prepare_prompt,
-    run_beam_search,
     sample_next,
+    stream_beam_text,
     stream_tokens,
 )
 from chargpt_tui.tokenizer import CharTokenizer
@@ -28,7 +31,7 @@ def tiny_model(vocab: int = 13, block: int = 16, seed: int = 0) -> GPTLanguageMo
     """A random tiny model in float64, so cached and uncached paths agree to the last bit
     that matters for argmax and multinomial draws."""
     torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=vocab, block_size=block, n_layer=2, n_head=2, n_embd=16)
+    config = tiny_config(vocab_size=vocab, block_size=block)
     model = GPTLanguageModel(config).double().eval()
     with torch.no_grad():  # sharper distributions than the 0.02-std init gives
         model.lm_head.weight.mul_(40)
@@ -38,7 +41,7 @@ def tiny_model(vocab: int = 13, block: int = 16, seed: int = 0) -> GPTLanguageMo
 def lecture_generate(model: GPTLanguageModel, prompt: list[int], n: int, temperature: float,
                      seed: int) -> list[int]:
     generator = torch.Generator().manual_seed(seed)
-    out = model.generate(torch.tensor([prompt]), n, temperature=temperature, generator=generator)
+    out = generate(model, torch.tensor([prompt]), n, temperature=temperature, generator=generator)
     return out[0, len(prompt):].tolist()
 
 
@@ -181,13 +184,43 @@ def test_no_repeat_ngram_guard_prevents_repeats() -> None:
     assert len(grams([1, *guarded.best])) == len(set(grams([1, *guarded.best])))
 
 
-def test_run_beam_search_returns_texts_and_scores() -> None:
+def test_beam_result_returns_texts_and_scores() -> None:
     model = tiny_model()
     tokenizer = CharTokenizer("abcdefghijklm")
-    result = run_beam_search(model, tokenizer, prepare_prompt(tokenizer, "abc", 16),
-                             SamplingParams(max_new_tokens=6, beam_width=3))
-    assert len(result.beams) == 3 and result.text == result.beams[0][0]
-    assert all(len(text) == 6 and math.isfinite(score) for text, score in result.beams)
+    *_, state = beam_search(model, tokenizer.encode("abc"),
+                            SamplingParams(max_new_tokens=6, beam_width=3))
+    result = state.result(tokenizer)
+    assert len(result.texts) == 3 == len(result.scores) and result.chars == 6
+    assert result.texts[0] == tokenizer.decode(state.best)
+    assert all(len(text) == 6 and math.isfinite(score)
+               for text, score in zip(result.texts, result.scores))
+
+
+def test_streamed_beam_text_adds_up_to_the_best_beam() -> None:
+    """The settled pieces never change: joined, they are a prefix of the final best beam, and
+    with the last tentative tail they are the whole of it."""
+    model = tiny_model()
+    tokenizer = CharTokenizer("abcdefghijklm")
+    params = SamplingParams(max_new_tokens=12, beam_width=3)
+    updates = list(stream_beam_text(model, tokenizer, prepare_prompt(tokenizer, "abc", 16),
+                                    params))
+    best = updates[-1].state.result(tokenizer).texts[0]
+    settled = ""
+    for update in updates:
+        settled += update.stable
+        assert best.startswith(settled)
+    assert settled + updates[-1].tentative == best and len(best) == 12
+
+
+def test_next_char_probabilities_match_the_models_softmax() -> None:
+    model = tiny_model()
+    tokenizer = CharTokenizer("abcdefghijklm")
+    top = next_char_probabilities(model, tokenizer, "abc", 4)
+    logits, _ = model(torch.tensor([tokenizer.encode("abc")]))
+    probs = logits[0, -1].softmax(-1)
+    assert [char for char, _ in top] == [tokenizer.vocab[i] for i in probs.topk(4).indices]
+    assert [p for _, p in top] == pytest.approx(probs.topk(4).values.tolist())
+    assert len(next_char_probabilities(model, tokenizer, "abc", 99)) == 13  # capped at the vocab
 
 
 def test_prepare_prompt_drops_unknown_characters_and_reports_cropping() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from chargpt_tui.errors import ConfigError
@@ -13,7 +11,7 @@ from chargpt_tui.tui.formatting import count, duration, visible_char
 from chargpt_tui.tui.prompt_settings import PromptSettings
 from chargpt_tui.tui.widgets.loss_chart import bucket_means, line_dots
 from chargpt_tui.tui.widgets.next_chars import bar
-from chargpt_tui.tui.widgets.training_panel import read_history, thin
+from chargpt_tui.tui.widgets.training_panel import thin
 
 
 def test_bucket_means_average_rather_than_take_the_max() -> None:
@@ -30,17 +28,6 @@ def test_line_dots_join_sparse_points_into_a_line() -> None:
 
 def test_thin_halves_a_history_by_averaging_neighbours() -> None:
     assert thin(((0, 1.0), (1, 3.0), (2, 5.0), (3, 7.0))) == ((1, 2.0), (3, 6.0))
-
-
-def test_read_history_skips_torn_lines_and_later_steps(tmp_path: Path) -> None:
-    metrics = tmp_path / "metrics.jsonl"
-    metrics.write_text(
-        '{"event": "StepDone", "step": 1, "loss": 2.5}\n'
-        '{"event": "EvalDone", "step": 1, "val_loss": 2.7, "train_loss": 2.4}\n'
-        '{"event": "StepDone", "step": 2, "loss"\n'
-        '{"event": "StepDone", "step": 9, "loss": 1.0}\n', encoding="utf-8")
-    assert read_history(metrics, up_to_step=5) == ([(1, 2.5)], [(1, 2.7)])
-    assert read_history(tmp_path / "missing.jsonl", 5) == ([], [])
 
 
 def test_formatting() -> None:

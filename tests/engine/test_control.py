@@ -10,17 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_model import TINY_SHAPE
 
+from chargpt_tui.control import TrainerControl
 from chargpt_tui.events import EventBus, Notice, StepDone
-from chargpt_tui.train import RunSetup, Trainer, prepare_run
+from chargpt_tui.run_setup import RunSetup, prepare_run
+from chargpt_tui.train import Trainer
 
 
 def tiny_setup(tmp_path: Path, **overrides: object) -> RunSetup:
     text_file = tmp_path / "text.txt"
     rng = random.Random(0)
     text_file.write_text("".join(rng.choices("abcdefgh \n", k=4000)), encoding="utf-8")
-    options = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2,
-                   eval_interval=1000, **overrides)
+    options = dict(TINY_SHAPE, n_layer=1, batch_size=4, eval_iters=2, eval_interval=1000,
+                   **overrides)
     return prepare_run(data=str(text_file), preset="tiny", overrides=options,
                        out=tmp_path / "run", device="cpu")
 
@@ -71,3 +74,18 @@ def test_hold_parks_training_until_released(tmp_path: Path) -> None:
         trainer.control.stop("test over")
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_hold_spans_time_every_hold_including_one_still_running() -> None:
+    """The bench's timing hook: with a list in ``hold_spans`` every hold records its span; a
+    hold still in progress already counts (its end is infinite until it ends)."""
+    control = TrainerControl()
+    with control.hold():
+        pass  # not recorded: no list yet
+    control.hold_spans = []
+    with control.hold(), control.hold():  # nested holds are two spans
+        assert [end for _, end in control.hold_spans] == [float("inf")] * 2
+        assert not control._running.is_set()  # training is parked meanwhile
+    assert len(control.hold_spans) == 2
+    assert all(start <= end < float("inf") for start, end in control.hold_spans)
+    assert control._running.is_set()

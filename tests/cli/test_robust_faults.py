@@ -26,6 +26,7 @@ from helpers_robust import (
     train_tiny,
     write_text,
 )
+from tiny_model import tiny_config
 
 import chargpt_tui
 import chargpt_tui.checkpoint as checkpoint_module
@@ -36,7 +37,8 @@ from chargpt_tui.checkpoint import (
     save_checkpoint,
 )
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
-from chargpt_tui.train import Trainer, prepare_run
+from chargpt_tui.run_setup import prepare_run
+from chargpt_tui.train import Trainer
 
 PACKAGE = Path(chargpt_tui.__file__).parent
 
@@ -186,7 +188,7 @@ def checkpoint_for(step: int, model: dict[str, torch.Tensor], config: GPTConfig
 
 def test_sigkill_during_checkpoint_writes_never_leaves_a_broken_checkpoint(
         tmp_path: Path) -> None:
-    config = GPTConfig(vocab_size=4, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    config = tiny_config(vocab_size=4, block_size=8, n_layer=1)
     model = GPTLanguageModel(config).state_dict()
     path = tmp_path / "ckpt.pt"
     rng = random.Random(7)
@@ -292,15 +294,16 @@ def test_the_package_never_runs_shell_commands() -> None:
     assert offenders == []
     spawning = {path.name: text for path, text in package_sources().items()
                 if re.search(r"\bsubprocess\b", text)}
-    assert set(spawning) == {"bench.py"}
-    calls = re.findall(r"subprocess\.run\((\w+)", spawning["bench.py"])
+    assert set(spawning) == {"app_cases.py"}
+    calls = re.findall(r"subprocess\.run\((\w+)", spawning["app_cases.py"])
     assert calls and set(calls) == {"command", "paint_command"}
     # Both commands are fixed argument lists: this Python (or its chargpt-tui script) + flags.
-    from chargpt_tui.bench import help_command
+    from chargpt_tui.bench.app_cases import help_command
 
     assert help_command()[-1] == "--help" and Path(help_command()[0]).parent == Path(
         sys.executable).parent
-    assert "paint_command = [sys.executable, \"-c\", FIRST_PAINT_SCRIPT," in spawning["bench.py"]
+    paint = "paint_command = [sys.executable, \"-c\", FIRST_PAINT_SCRIPT,"
+    assert paint in spawning["app_cases.py"]
 
 
 def test_metrics_log_on_a_full_device_does_not_stop_training(tmp_path: Path) -> None:

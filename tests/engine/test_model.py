@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_model import tiny_config
 
 from chargpt_tui.errors import ConfigError
 from chargpt_tui.model import (
@@ -14,7 +15,6 @@ from chargpt_tui.model import (
     fused_copy,
     iter_decay_groups,
 )
-from chargpt_tui.tokenizer import CharTokenizer, TextEncoderDecoder, UnknownCharacterError
 
 
 def twin_models(bias: bool) -> tuple[GPTLanguageModel, GPTLanguageModel]:
@@ -94,8 +94,8 @@ def test_kv_cache_gives_the_full_forward_logits_at_every_position() -> None:
 
 
 def test_decay_applies_to_matrices_but_not_embeddings_norms_or_biases() -> None:
-    model = GPTLanguageModel(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1,
-                                       n_embd=8, bias=True))
+    model = GPTLanguageModel(tiny_config(vocab_size=5, block_size=4, n_layer=1, n_head=1,
+                                         n_embd=8, bias=True))
     decay = dict(iter_decay_groups(model))
     assert decay["blocks.0.sa.qkv.weight"] and decay["lm_head.weight"]
     assert not decay["token_embedding_table.weight"]
@@ -112,13 +112,3 @@ def test_decay_applies_to_matrices_but_not_embeddings_norms_or_biases() -> None:
 def test_config_rejects_impossible_shapes(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         GPTConfig(**kwargs)
-
-
-def test_tokenizer_round_trip_and_unknown_characters() -> None:
-    tokenizer = CharTokenizer.from_text("hello world\n")
-    assert tokenizer.vocab == "\n dehlorw"
-    assert tokenizer.decode(tokenizer.encode("hold her")) == "hold her"
-    with pytest.raises(UnknownCharacterError, match="'X', 'é'"):
-        tokenizer.encode("héllo X")
-    assert tokenizer.encode_lenient("héllo X") == (tokenizer.encode("hllo "), "Xé")
-    assert TextEncoderDecoder is CharTokenizer

@@ -22,7 +22,8 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
-from chargpt_tui.train import TrainConfig, Trainer, get_lr, prepare_run
+from chargpt_tui.run_setup import prepare_run
+from chargpt_tui.train import TrainConfig, Trainer, get_lr
 from tests.conftest import TINY
 
 

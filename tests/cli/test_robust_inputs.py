@@ -440,7 +440,7 @@ def test_checkpoint_with_a_field_of_the_wrong_type(trained: Path, tmp_path: Path
 
 
 def test_resume_on_different_data_says_so(trained: Path, tmp_path: Path) -> None:
-    from chargpt_tui.train import prepare_run
+    from chargpt_tui.run_setup import prepare_run
 
     other = write_text(tmp_path, "other.txt", seed=5)  # same characters, other text
     notices: list[str] = []

@@ -1,6 +1,6 @@
 """Snapshot tests of deterministic states (fixed seeds, finished work, no wall-clock figures).
 
-Baselines live in tests/__snapshots__/; regenerate with ``pytest --snapshot-update`` and look at
+Baselines live in tests/tui/__snapshots__/; regenerate with ``pytest --snapshot-update`` and look at
 the SVGs before committing them.
 """
 

@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 from textual.app import App
 from textual.pilot import Pilot
+from tiny_model import open_model
 from tui_support import async_test, tiny_factory, train_tiny_checkpoint, wait_until, write_data
 
 from chargpt_tui import history
-from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.explain import attention_over, embedding_projection, surprise
-from chargpt_tui.train import model_from_checkpoint
 from chargpt_tui.tui.app import HERE, STYLESHEETS, ChargptApp
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.screens.attention import AttentionScreen, AttentionText, attention_text
@@ -41,7 +40,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def context(run: Path) -> ViewContext:
-    model, tokenizer = model_from_checkpoint(load_checkpoint(run))
+    model, tokenizer = open_model(run)
     source = ModelSource()
     source.attach_model(model, tokenizer, 40)
     return ViewContext(source, run, {"last prompt": TEXT, "other": "KING:\nGood day."})
@@ -112,7 +111,7 @@ async def test_attention_view_keys(run: Path) -> None:
         await computed(pilot, 40)
         view = app.screen
         assert isinstance(view, AttentionScreen)
-        model, tokenizer = model_from_checkpoint(load_checkpoint(run))
+        model, tokenizer = open_model(run)
         expected = attention_over(model, tokenizer, tokenizer.encode(TEXT))
         shown = view.query_one(AttentionText)
         assert shown.chars == TEXT[-32:] and shown.cursor == 31
@@ -164,7 +163,7 @@ async def test_surprise_view_shows_the_engine_losses_and_guesses(run: Path) -> N
     app = ViewHost(SurpriseScreen(context(run)))
     async with app.run_test(size=(80, 24)) as pilot:
         await computed(pilot, 40)
-        model, tokenizer = model_from_checkpoint(load_checkpoint(run))
+        model, tokenizer = open_model(run)
         expected = surprise(model, tokenizer, tokenizer.encode(TEXT))
         shown = app.screen.query_one(SurpriseText)
         assert shown.result is not None
@@ -184,7 +183,7 @@ async def test_embedding_view_steps_through_saved_weights(run: Path) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await computed(pilot, 40)
         plot = app.screen.query_one(EmbeddingPlot)
-        model, _ = model_from_checkpoint(load_checkpoint(run))
+        model, _ = open_model(run)
         assert plot.projection is not None
         assert plot.projection.points.tolist() == embedding_projection(model).points.tolist()
         for step in (40, 30, 20, 10, 0, 0):  # [ goes back one saved step, and stops at 0
