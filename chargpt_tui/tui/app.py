@@ -194,7 +194,9 @@ class ChargptApp(App[int]):
                             "length, seed (F2)", prompt.action_edit_settings)
         yield SystemCommand("Switch sampling / beam search", "F3", prompt.action_toggle_mode)
         yield SystemCommand("Stop generation", "Escape", prompt.action_stop_generation)
-        yield from super().get_system_commands(screen)
+        # Textual's own "Quit" would be listed next to ours (which says it saves first).
+        yield from (command for command in super().get_system_commands(screen)
+                    if command.title != "Quit")
 
     # -- quitting ----------------------------------------------------------------------------
 

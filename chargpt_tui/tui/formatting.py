@@ -32,3 +32,18 @@ def count(number: float) -> str:
     if number >= 1e3:
         return f"{number / 1e3:.1f}k"
     return f"{number:.0f}"
+
+
+WHITESPACE_SHARE = 0.75  # at least this share of an answer being whitespace: show markers
+
+
+def whitespace_share(text: str) -> float:
+    """Share of ``text`` that is whitespace (0 for empty text)."""
+    return sum(char.isspace() for char in text) / len(text) if text else 0.0
+
+
+def mark_whitespace(text: str) -> str:
+    """Spaces as ``␣``, tabs as ``⇥``, and a ``⏎`` before each line break (which is kept):
+    an answer made (mostly) of whitespace would otherwise look like no answer at all."""
+    return "".join(VISIBLE_CHARS.get(char, char) + ("\n" if char == "\n" else "")
+                   for char in text)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 
 from chargpt_tui.sampling import SamplingParams
 
-MODES = ("sample", "beam")
+MODE_LABELS = {"sample": "sample (temperature, top-k, top-p)",
+               "beam": "beam search (likeliest text)"}
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,11 @@ class PromptSettings:
     beam_width: int = 4
     length: int = 200
     seed: int | None = None
-    no_repeat_ngram: int = 0  # beam search's guard against loops (0 = off)
+    # Beam search's guard against loops (0 = off). Without it a small model's likeliest text is
+    # "that that that…"; 4 read best of 0/3/4/6/10 (python -m chargpt_tui.bench.beam_repeat_guard;
+    # results in chargpt_tui/bench/results/): 3 forbids even a second "the", 6 and 10 still let
+    # short words repeat.
+    no_repeat_ngram: int = 4
 
     def params(self) -> SamplingParams:
         """Engine parameters; raises ConfigError (one line) when a value cannot work."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Select
 from tui_support import (
     TINY,
     async_test,
@@ -250,12 +251,16 @@ async def test_f2_edits_sampling_parameters_from_the_keyboard(checkpoint: Path) 
         await wait_until(pilot, lambda: app.source.ready, what="model")
         await pilot.press("f2")
         assert app.focused is not None and app.focused.id == "field-mode"
+        # The mode is a list, not free text: Enter opens it, ↓ and Enter pick beam search.
+        await pilot.press("enter", "down", "enter")
+        assert app.screen.query_one("#field-mode", Select).value == "beam"
         await pilot.press("tab", "ctrl+u", "9", "enter")  # temperature 9 is allowed
         assert app.prompt.settings.temperature == 9.0
-        await pilot.press("f2", "ctrl+u", *"greedy", "enter")  # not a mode: stays open
-        assert "mode must be one of" in str(app.screen.query_one("#settings-error").render())
+        assert app.prompt.settings.mode == "beam"
+        await pilot.press("f2", "tab", "ctrl+u", *"hot", "enter")  # not a number: stays open
+        assert "is not a number" in str(app.screen.query_one("#settings-error").render())
         await pilot.press("escape")
-        assert app.prompt.settings.mode == "sample"
+        assert app.prompt.settings.temperature == 9.0
         assert app.focused is app.query_one(PromptInput)
 
 

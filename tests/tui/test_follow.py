@@ -45,7 +45,7 @@ async def test_follows_a_headless_run_while_it_trains(tmp_path: Path) -> None:
         await wait_until(pilot, lambda: "no checkpoint" in str(app.prompt.border_subtitle),
                          what="the prompt pane to say there is no checkpoint yet")
         assert app.training.stats.state == "following"
-        assert "logged no live samples" in str(app.query_one(LiveSample).render())
+        assert "logged no live samples" in app.query_one(LiveSample).render_line(0).text
         training.start()
         try:
             await wait_until(pilot, lambda: app.training.stats.step >= 5, what="first steps")

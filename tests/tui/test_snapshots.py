@@ -17,7 +17,7 @@ from chargpt_tui.tui.prompt_settings import PromptSettings
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.next_chars import NextChars
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
-from chargpt_tui.tui.widgets.transcript import TranscriptEntry
+from chargpt_tui.tui.widgets.transcript import Transcript, TranscriptEntry
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +66,27 @@ def test_chat_only_app(snap_compare, in_run_folder: Path) -> None:
     assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
 
 
-def test_help_screen(snap_compare, in_run_folder: Path) -> None:
+def test_beam_answer_at_80x24(snap_compare, in_run_folder: Path) -> None:
+    """Beam search with its default repeat guard, the transcript maximised (F6) to show the
+    beams' lines, cut to the width."""
+    async def run_before(pilot: Pilot) -> None:
+        await settle_chat(pilot)
+        pilot.app.prompt.settings = PromptSettings(mode="beam", beam_width=3, length=40)
+        await answer_prompt(pilot, "ROMEO:")
+        pilot.app.query_one(Transcript).focus()
+        await pilot.press("f6")
+        await pilot.pause(0.3)
+
+    assert snap_compare(chat_app(in_run_folder), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_help_screen(snap_compare, in_run_folder: Path, size: tuple[int, int]) -> None:
     async def run_before(pilot: Pilot) -> None:
         await settle_chat(pilot)
         await pilot.press("f1")
 
-    assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
+    assert snap_compare(chat_app(in_run_folder), terminal_size=size, run_before=run_before)
 
 
 def test_attention_view(snap_compare, in_run_folder: Path) -> None:
@@ -87,7 +102,8 @@ def test_attention_view(snap_compare, in_run_folder: Path) -> None:
     assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
 
 
-@pytest.mark.parametrize("size", [(100, 30), (80, 24)], ids=["100x30", "80x24"])
+@pytest.mark.parametrize("size", [(120, 40), (100, 30), (80, 24)],
+                         ids=["120x40", "100x30", "80x24"])
 def test_finished_run(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                       size: tuple[int, int]) -> None:
     monkeypatch.chdir(tmp_path)

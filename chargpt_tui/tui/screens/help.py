@@ -18,8 +18,8 @@ HELP_TEXT = """\
   [b]Ctrl+T, F5[/b]    pause or resume training
   [b]Ctrl+S[/b]        save a checkpoint now
   [b]Ctrl+Q[/b]        save a checkpoint and quit
-  [b]F2[/b]            sampling parameters: temperature, top-k, top-p,
-                beam width, length, seed, n-gram guard
+  [b]F2[/b]            sampling parameters: mode (a list), temperature, top-k,
+                top-p, beam width, length, seed, n-gram guard
                 (Tab moves between fields, Enter applies)
   [b]F3[/b]            switch between sampling and beam search
   [b]F4[/b]            attention: the last prompt shaded by where the
@@ -31,6 +31,10 @@ HELP_TEXT = """\
   [b]F9[/b]            the characters' embeddings in 2-D (PCA)
                 In these views: r live weights, [ ] saved steps,
                 t another text, Escape closes
+  [b]Tab[/b]           move between the prompt, the transcript, the chart, the
+                live samples and the log; a focused panel scrolls with
+                ↑ ↓, PageUp/PageDown, Home/End
+  [b]F6[/b]            maximise the focused panel (F6 or Escape restores)
   [b]Ctrl+P[/b]        command palette with the same actions
   [b]F1[/b]            this help (Escape closes it)
 
@@ -38,19 +42,24 @@ HELP_TEXT = """\
   The stats line: state, step done / steps planned, speed in tokens
   (characters) per second, learning rate, training time, time left,
   device and model size.
-  The chart: training loss (cyan, averaged per column) and validation loss
-  (yellow, at each evaluation) on one axis. Lower is better; a gap opening
-  between them means the model starts memorising its training text.
-  Below: a short sample from the current weights at every evaluation, and
-  the log of evaluations, saved checkpoints, warnings and errors.
+  The chart, loss against step: training loss as a solid cyan line
+  (averaged per column), validation loss as a magenta line with a ◆ at
+  each evaluation. Lower is better; a gap opening between them means the
+  model starts memorising its training text. A run laid over for
+  comparison is drawn with half the dots (green) and ◇ (yellow).
+  Below: a sample from the weights at every evaluation, all kept under
+  their step (scroll back to watch the text turn into words), and the log
+  of evaluations, saved checkpoints, warnings and errors.
 
 [b]Prompt[/b] (right, or bottom)
   Each answer comes from a snapshot of the weights taken when you press
   Enter; the line under it names the step. Training waits while an answer
-  is generated, then carries on by itself.
+  is generated, then carries on by itself. Whitespace the model wrote is
+  shown as ␣ and ⏎ when there is little else.
   Beam search shows the part all beams agree on as it grows (the dimmed
   rest may still change), then every beam with its score: the summed
-  log-probability, closer to 0 is likelier.
+  log-probability, closer to 0 is likelier. Its n-gram guard (default 4)
+  forbids repeating any 4 characters, which keeps it out of loops.
   [b]next[/b]: the characters the model finds likeliest after what you typed.
 """
 

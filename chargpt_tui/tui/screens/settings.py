@@ -1,4 +1,7 @@
-"""Edit the prompt's sampling parameters from the keyboard: Tab between fields, Enter applies."""
+"""Edit the prompt's sampling parameters from the keyboard: Tab between fields, Enter applies.
+
+The mode is picked from a list (Enter opens it, ↑↓ and Enter choose); the rest are typed.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +11,20 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Label, Select, Static
 
 from chargpt_tui.errors import UserError
-from chargpt_tui.tui.prompt_settings import MODES, PromptSettings
+from chargpt_tui.tui.prompt_settings import MODE_LABELS, PromptSettings
 
-# (field, label, help shown as placeholder)
+# (field, label, help shown as placeholder): the typed fields
 FIELDS = (
-    ("mode", "mode", "sample or beam"),
     ("temperature", "temperature", "0 = greedy, 0.8 typical"),
     ("top_k", "top-k", "empty = off"),
     ("top_p", "top-p", "empty = off, e.g. 0.9"),
     ("beam_width", "beam width", "2 or more"),
     ("length", "length", "characters to generate"),
     ("seed", "seed", "empty = random"),
-    ("no_repeat_ngram", "n-gram guard", "beam: 0 = off, try 10"),
+    ("no_repeat_ngram", "n-gram guard", "beam: 0 = off, e.g. 4"),
 )
 OPTIONAL = {"top_k", "top_p", "seed"}
 FLOATS = {"temperature", "top_p"}
@@ -40,6 +42,10 @@ class SettingsScreen(ModalScreen[PromptSettings | None]):
         with Vertical(id="settings-dialog"):
             yield Static("[b]Sampling parameters[/b]  [dim]Tab next · Enter apply · Esc cancel[/]")
             with Grid(id="settings-grid"):
+                yield Label("mode")
+                yield Select([(label, mode) for mode, label in MODE_LABELS.items()],
+                             value=self.settings.mode, allow_blank=False, compact=True,
+                             id="field-mode")
                 for name, label, hint in FIELDS:
                     value = getattr(self.settings, name)
                     yield Label(label)
@@ -48,14 +54,10 @@ class SettingsScreen(ModalScreen[PromptSettings | None]):
             yield Static(id="settings-error")
 
     def parse(self) -> PromptSettings:
-        values: dict[str, object] = {}
+        values: dict[str, object] = {"mode": self.query_one("#field-mode", Select).value}
         for name, label, _ in FIELDS:
             raw = self.query_one(f"#field-{name}", Input).value.strip()
-            if name == "mode":
-                if raw not in MODES:
-                    raise ValueError(f"mode must be one of {', '.join(MODES)}")
-                values[name] = raw
-            elif not raw and name in OPTIONAL:
+            if not raw and name in OPTIONAL:
                 values[name] = None
             else:
                 try:

@@ -1,27 +1,29 @@
-"""One line per event that matters: evals, checkpoints (with path), warnings, errors."""
+"""One entry per event that matters: evals, checkpoints (with path), warnings, errors."""
 
 from __future__ import annotations
 
-from collections import deque
-
 from rich.text import Text
-from textual.widgets import RichLog
+
+from chargpt_tui.tui.widgets.wrapped_log import WrappedLog
 
 MAX_LINES = 500
 LEVEL_STYLES = {"info": "", "good": "green", "warning": "yellow", "error": "bold red"}
 
 
-class EventLog(RichLog):
-    # Not focusable: keys must keep going to the prompt (a focused log swallowed typing).
-    can_focus = False
+class EventLog(WrappedLog):
+    """Keeps each entry whole and re-wraps it on resize; warnings also pop up as a
+    notification (a setup warning scrolled away in a 2-row log was never read)."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, max_lines=MAX_LINES, wrap=True, min_width=1, markup=False,
-                         highlight=False)
-        # What was logged, unwrapped (wrapping depends on width); as bounded as the view.
-        self.entries: deque[str] = deque(maxlen=MAX_LINES)
+        super().__init__(max_entries=MAX_LINES, id=id)
+
+    @property
+    def entries(self) -> list[str]:
+        """What was logged, unwrapped."""
+        return [text.plain for text in self.texts]
 
     def add(self, line: str, level: str = "info") -> None:
         prefix = {"warning": "warning: ", "error": "error: "}.get(level, "")
-        self.entries.append(prefix + line)
-        self.write(Text(prefix + line, style=LEVEL_STYLES.get(level, "")))
+        self.append(Text(prefix + line, style=LEVEL_STYLES.get(level, "")))
+        if level == "warning":
+            self.notify(line, title="warning", severity="warning", timeout=8)

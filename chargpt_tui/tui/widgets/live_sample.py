@@ -1,47 +1,62 @@
-"""The latest live sample from the training weights, streamed in character by character."""
+"""Live samples from the training weights: one per evaluation, each under its step.
+
+Every sample is kept (the oldest beyond ``MAX_SAMPLES`` go), so a user can scroll back and watch
+the text turn from noise into words. The newest streams in character by character; only that
+entry is re-wrapped as it grows.
+"""
 
 from __future__ import annotations
 
+from collections import deque
+
 from rich.text import Text
-from textual.widget import Widget
+from textual.strip import Strip
+
+from chargpt_tui.tui.widgets.wrapped_log import WrappedLog
+
+MAX_SAMPLES = 200  # ~160 characters each: a few dozen kB however long the run
 
 
-class LiveSample(Widget):
-    """Shows the tail of the current sample that fits the widget (newest text at the bottom)."""
-
+class LiveSample(WrappedLog):
     PLACEHOLDER = "a sample from the live weights appears at every evaluation"
 
     def __init__(self, *, placeholder: str = PLACEHOLDER, id: str | None = None) -> None:
-        super().__init__(id=id)
+        super().__init__(max_entries=MAX_SAMPLES, id=id)
         self.placeholder = placeholder
-        self.step: int | None = None
-        self.body = ""
+        self.step: int | None = None  # of the newest sample
+        self.body = ""  # the newest sample's text so far
         self.done = False
+        self._steps: deque[int] = deque(maxlen=MAX_SAMPLES)  # of each kept sample
 
     def start(self, step: int) -> None:
         self.step, self.body, self.done = step, "", False
-        self.refresh()
+        self._steps.append(step)
+        self.append(self._entry())
 
     def extend(self, text: str, done: bool) -> None:
         self.body += text
         self.done = done
-        self.refresh()
+        self.replace_last(self._entry())
 
-    def render(self) -> Text:
-        if self.step is None:
-            return Text(self.placeholder, style="dim")
-        header = f"step {self.step}{'' if self.done else ' …'} ▸ "
-        width = max(1, self.size.width)
-        # Keep the newest lines that fit (counting wrapped rows) and put the header in front,
-        # so the step it came from stays visible however long the sample.
-        budget, kept = max(1, self.size.height), []
-        for line in reversed(self.body.split("\n")):
-            rows = max(1, -(-(len(line) + len(header)) // width))
-            if rows > budget and kept:
-                break
-            kept.append(line)
-            budget -= rows
+    @property
+    def history(self) -> list[tuple[int, str]]:
+        """(step, text) of every sample kept, oldest first."""
+        return [(step, text.plain.split(" ▸ ", 1)[1])
+                for step, text in zip(self._steps, self.texts)]
+
+    def _entry(self) -> Text:
         text = Text()
-        text.append(header, style="bold")
-        text.append("\n".join(reversed(kept)))
+        text.append(f"step {self.step}{'' if self.done else ' …'} ▸ ", style="bold")
+        text.append(self.body)
         return text
+
+    def render_line(self, y: int) -> Strip:
+        if self.texts:
+            return super().render_line(y)
+        width = self.scrollable_content_region.width
+        console = self.app.console
+        lines = Text(self.placeholder, style="dim").wrap(console, max(1, width))
+        if y >= len(lines):
+            return Strip.blank(width, self.rich_style)
+        return Strip(list(lines[y].render(console)), lines[y].cell_len).extend_cell_length(
+            width, self.rich_style).apply_style(self.rich_style)

@@ -1,23 +1,31 @@
-"""A braille line chart of train and validation loss on one shared axis.
+"""A braille line chart of train and validation loss against the step, with labelled axes.
 
-Braille cells hold 2×4 dots, so a 40×4 cell chart plots 80 columns × 16 rows of resolution —
-readable on an 80×24 terminal. Each plotted column is the *mean* of the steps it covers (a max
-would draw every noisy spike). Intensity never relies on colour alone: train is drawn with
-dots, validation with its own colour and as bold dots, so 16-colour terminals stay readable.
+Braille cells hold 2×4 dots, so a 70×4 cell chart plots 140 columns × 16 rows. Each plotted
+column is the *mean* of the steps it covers (a max would draw every noisy spike). The curves
+never rely on colour alone (16-colour terminals, colour-blind users): train is a solid dotted
+line, validation a line with a ◆ at every evaluation, and another run laid over for comparison
+(``set_overlay``) is drawn with half the dots and ◇ markers, named in the legend.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from chargpt_tui.tui.widgets.maximize import MAXIMIZE_BINDING, toggle_maximize
+
 # Bit for the dot at (column 0/1, row 0-3) inside one braille cell (U+2800 + bits).
 BRAILLE_DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
-AXIS_WIDTH = 6
+AXIS_WIDTH = 7  # "  2.80┤"
+MARKER_GAP = 3  # cells between evaluation markers at least, so they never hide the line
+TRAIN_STYLE, VAL_STYLE = "cyan", "bold magenta"
+OVERLAY_TRAIN_STYLE, OVERLAY_VAL_STYLE = "green", "yellow"
+Points = tuple[tuple[int, float], ...]
 
 
 def bucket_means(points: Sequence[tuple[int, float]], first: int, last: int,
@@ -47,54 +55,154 @@ def line_dots(points: Sequence[tuple[int, float]]) -> Iterator[tuple[int, int]]:
             previous = y
 
 
+@dataclass(frozen=True)
+class Curve:
+    """One series laid out on the dot grid: its line's dots and its marker dots."""
+
+    style: str
+    dots: frozenset[tuple[int, int]]
+    markers: frozenset[tuple[int, int]]  # evaluations (validation curves only)
+    marker: str = ""
+    dotted: bool = False  # drawn with every other dot column: tells an overlay apart
+
+
 class LossChart(Widget):
-    """Train (every step) and val (every eval) losses against the step number."""
+    """Train (every step) and val (every eval) losses, optionally with another run's curves.
+    Focusable so that F6 can maximise it for a closer look."""
 
-    train_points: reactive[tuple[tuple[int, float], ...]] = reactive(tuple, layout=False)
-    val_points: reactive[tuple[tuple[int, float], ...]] = reactive(tuple, layout=False)
+    can_focus = True
+    ALLOW_MAXIMIZE = True
+    BINDINGS = [MAXIMIZE_BINDING]
 
-    def render(self) -> Text:
-        width, height = self.size.width - AXIS_WIDTH, self.size.height - 1
-        if width < 4 or height < 1:
-            return Text("")
-        train, val = self.train_points, self.val_points
-        if not train and not val:
-            return Text("loss curve appears after the first steps", style="dim")
-        steps = [s for s, _ in train] + [s for s, _ in val]
+    train_points: reactive[Points] = reactive(tuple, layout=False)
+    val_points: reactive[Points] = reactive(tuple, layout=False)
+    overlay_label: reactive[str] = reactive("", layout=False)
+    overlay_train: reactive[Points] = reactive(tuple, layout=False)
+    overlay_val: reactive[Points] = reactive(tuple, layout=False)
+
+    def set_overlay(self, label: str, train: Sequence[tuple[int, float]],
+                    val: Sequence[tuple[int, float]]) -> None:
+        """Lay another run's curves over this one's (e.g. ``--compare RUN_DIR``)."""
+        self.overlay_label = label
+        self.overlay_train = tuple(train)
+        self.overlay_val = tuple(val)
+
+    def clear_overlay(self) -> None:
+        self.set_overlay("", (), ())
+
+    def action_toggle_maximize(self) -> None:
+        toggle_maximize(self)
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def series(self) -> list[tuple[Points, str, str, bool]]:
+        """(points, style, marker, dotted) in drawing order: the overlay first, so this run's
+        own curves stay on top where they cross."""
+        chosen: list[tuple[Points, str, str, bool]] = []
+        if self.overlay_label:
+            chosen += [(self.overlay_train, OVERLAY_TRAIN_STYLE, "", True),
+                       (self.overlay_val, OVERLAY_VAL_STYLE, "◇", True)]
+        chosen += [(self.train_points, TRAIN_STYLE, "", False),
+                   (self.val_points, VAL_STYLE, "◆", False)]
+        return chosen
+
+    def curves(self, dot_columns: int, dot_rows: int) -> tuple[list[Curve], float, float,
+                                                                 int, int]:
+        """Every series on a ``dot_columns × dot_rows`` grid sharing one scale; also returns
+        the loss range (low, high) and step range (first, last) of the axes."""
+        chosen = self.series()
+        steps = [step for points, *_ in chosen for step, _ in points]
         first, last = min(steps), max(steps)
-        dot_columns, dot_rows = width * 2, height * 4
-        series = [bucket_means(train, first, last, dot_columns),
-                  bucket_means(val, first, last, dot_columns)]
-        values = [v for column in series for v in column if v is not None]
+        columns = [bucket_means(points, first, last, dot_columns) for points, *_ in chosen]
+        values = [v for column in columns for v in column if v is not None]
         low, high = min(values), max(values)
         if high - low < 1e-6:
             low, high = low - 0.5, high + 0.5
-        cells = [[0] * width for _ in range(height)]
-        owner = [[-1] * width for _ in range(height)]  # which series coloured the cell last
-        for index, column_values in enumerate(series):
-            scale = (dot_rows - 1) / (high - low)
+        scale = (dot_rows - 1) / (high - low)
+        curves = []
+        for (_, style, marker, dotted), column_values in zip(chosen, columns):
             points = [(x, (high - v) * scale) for x, v in enumerate(column_values)
                       if v is not None]
-            for dot_x, dot_y in line_dots(points):
-                cell_row, cell_col = dot_y // 4, dot_x // 2
-                cells[cell_row][cell_col] |= BRAILLE_DOTS[dot_y % 4][dot_x % 2]
-                owner[cell_row][cell_col] = index
+            curves.append(Curve(
+                style, frozenset(line_dots(points)),
+                frozenset((x, round(y)) for x, y in points) if marker else frozenset(),
+                marker, dotted))
+        return curves, low, high, first, last
+
+    # -- drawing ----------------------------------------------------------------------------
+
+    def render(self) -> Text:
+        width = self.size.width - AXIS_WIDTH
+        plot_rows = self.size.height - 2  # below the plot: the step axis, then the legend
+        if width < 4 or plot_rows < 1:
+            return Text("")
+        if not any(points for points, *_ in self.series()):
+            return Text("loss curve appears after the first steps", style="dim")
+        curves, low, high, first, last = self.curves(width * 2, plot_rows * 4)
+        cells = [[0] * width for _ in range(plot_rows)]
+        owner: list[list[str]] = [[""] * width for _ in range(plot_rows)]  # the cell's style
+        glyphs: dict[tuple[int, int], tuple[str, str]] = {}
+        for curve in curves:
+            for dot_x, dot_y in curve.dots:
+                if curve.dotted and dot_x % 2:
+                    continue
+                row, col = dot_y // 4, dot_x // 2
+                cells[row][col] |= BRAILLE_DOTS[dot_y % 4][dot_x % 2]
+                owner[row][col] = curve.style
+            last_col = -MARKER_GAP
+            for dot_x, dot_y in sorted(curve.markers):
+                if dot_x // 2 - last_col >= MARKER_GAP:  # dense evaluations: every few cells
+                    glyphs[dot_y // 4, dot_x // 2] = (curve.marker, curve.style)
+                    last_col = dot_x // 2
+
         text = Text(no_wrap=True, overflow="crop")
-        styles = ("cyan", "bold yellow")
-        for row in range(height):
-            label = f"{high:5.2f} " if row == 0 else f"{low:5.2f} " if row == height - 1 else ""
-            text.append(label.rjust(AXIS_WIDTH), style="dim")
+        middle = plot_rows // 2
+        for row in range(plot_rows):
+            if row == 0:
+                axis = f"{high:6.2f}┤"
+            elif row == plot_rows - 1:
+                axis = f"{low:6.2f}┤"
+            else:
+                axis = "  loss│" if row == middle else "      │"
+            text.append(axis, style="dim")
             for col in range(width):
-                bits = cells[row][col]
-                char = chr(0x2800 + bits) if bits else " "
-                text.append(char, style=styles[owner[row][col]] if bits else "")
+                if (row, col) in glyphs:
+                    glyph, style = glyphs[row, col]
+                    text.append(glyph, style=style)
+                elif cells[row][col]:
+                    text.append(chr(0x2800 + cells[row][col]), style=owner[row][col])
+                else:
+                    text.append(" ")
             text.append("\n")
-        text.append(" " * AXIS_WIDTH)
-        text.append("━ train", style="cyan")
+        text.append_text(self.step_axis(first, last, width))
+        text.append("\n")
+        text.append_text(self.legend())
+        return text
+
+    def step_axis(self, first: int, last: int, width: int) -> Text:
+        """``      └0 ──── step ──── 1500`` under the plot."""
+        left, right, label = str(first), str(last), " step "
+        fill = width - 1 - len(left) - len(right) - len(label)
+        axis = Text(" " * (AXIS_WIDTH - 1) + "└", style="dim")
+        if fill < 2:
+            axis.append(f"{left}…{right}"[:width], style="dim")
+            return axis
+        axis.append(left)
+        axis.append(" " + "─" * (fill // 2 - 1) + label + "─" * (fill - fill // 2 - 1) + " ",
+                    style="dim")
+        axis.append(right)
+        return axis
+
+    def legend(self) -> Text:
+        train, val = self.train_points, self.val_points
+        text = Text(" " * AXIS_WIDTH)
+        text.append("⠒⠒ train", style=TRAIN_STYLE)
         if train:
-            text.append(f" {statistics.mean(v for _, v in train[-20:]):.3f}", style="cyan")
-        text.append("   ━ val", style="bold yellow")
+            text.append(f" {statistics.mean(v for _, v in train[-20:]):.3f}", style=TRAIN_STYLE)
+        text.append("  ◆ val", style=VAL_STYLE)
         if val:
-            text.append(f" {val[-1][1]:.3f}", style="bold yellow")
-        text.append(f"   steps {first}–{last}", style="dim")
+            text.append(f" {val[-1][1]:.3f}", style=VAL_STYLE)
+        if self.overlay_label:
+            text.append(f"  ⠂⠂ {self.overlay_label} train", style=OVERLAY_TRAIN_STYLE)
+            text.append(f"  ◇ {self.overlay_label} val", style=OVERLAY_VAL_STYLE)
         return text

@@ -262,12 +262,12 @@ class PromptPane(Vertical):
         if message.stopped:
             parts.append("stopped")
         entry.set_status(" · ".join(parts))
-        self.query_one(Transcript).scroll_end(animate=False)
+        self.query_one(Transcript).follow(entry)
 
     def _drain(self) -> None:
         for generation in list(self._generations.values()):
             if self._drain_one(generation):
-                self.query_one(Transcript).scroll_end(animate=False)
+                self.query_one(Transcript).follow(generation.entry)
 
     def _drain_one(self, generation: Generation) -> bool:
         entry, changed = generation.entry, False

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.containers import VerticalScroll
+from textual.events import Resize
 from textual.widgets import Static
 
 from chargpt_tui.sampling import BeamResult
+from chargpt_tui.tui.formatting import WHITESPACE_SHARE, mark_whitespace, whitespace_share
+from chargpt_tui.tui.widgets.maximize import MAXIMIZE_BINDING, toggle_maximize
 
 BEAM_TAIL_MIN = 8  # characters of each beam listed under a beam-search answer, at least
 # Older answers are dropped beyond this: each entry is a widget with its own render caches,
@@ -35,8 +38,16 @@ class TranscriptEntry(Static):
         text = Text()
         text.append("› ", style="dim")  # marks where a prompt starts, also without colours
         text.append(self.prompt, style="bold cyan")
-        text.append(self.answer)
-        text.append(self.tentative, style="dim italic")
+        answer = self.answer + self.tentative
+        if answer and whitespace_share(answer) >= WHITESPACE_SHARE:
+            # Blank-looking output: show what it is made of rather than an empty entry.
+            text.append(mark_whitespace(self.answer), style="dim")
+            text.append(mark_whitespace(self.tentative), style="dim italic")
+            if not answer.strip():
+                text.append(" (only whitespace)", style="dim italic")
+        else:
+            text.append(self.answer)
+            text.append(self.tentative, style="dim italic")
         text.append("\n")
         for warning in self.warnings:
             text.append(f"⚠ {warning}\n", style="yellow")
@@ -52,6 +63,10 @@ class TranscriptEntry(Static):
         text.append(f"{self.status}", style="dim")
         return text
 
+    def on_resize(self, event: Resize) -> None:
+        if self.beams:  # beam lines are cut to the width: cut them again
+            self.refresh_text()
+
     def set_status(self, status: str) -> None:
         self.status = status
         self.update(self.render_entry())
@@ -61,7 +76,11 @@ class TranscriptEntry(Static):
 
 
 class Transcript(VerticalScroll):
-    can_focus = False  # keys stay with the prompt input
+    """Focusable so it scrolls with keys (the prompt input has focus at start: typing still
+    goes there); F6 maximises it."""
+
+    ALLOW_MAXIMIZE = True
+    BINDINGS = [MAXIMIZE_BINDING]
 
     def add_entry(self, entry: TranscriptEntry) -> None:
         """Append an answer; the oldest go once there are too many (only the newest can still
@@ -71,3 +90,15 @@ class Transcript(VerticalScroll):
         if len(entries) > MAX_ENTRIES:
             self.remove_children(list(entries)[:len(entries) - MAX_ENTRIES])
         self.scroll_end(animate=False)
+
+    def follow(self, entry: TranscriptEntry) -> None:
+        """Keep a growing answer in view without scrolling its prompt away: follow the end
+        until the entry fills the view, then keep its first line (the prompt) at the top."""
+        top = entry.virtual_region.y
+        if entry.outer_size.height >= self.scrollable_content_region.height:
+            self.scroll_to(y=top, animate=False)
+        else:
+            self.scroll_end(animate=False)
+
+    def action_toggle_maximize(self) -> None:
+        toggle_maximize(self)
