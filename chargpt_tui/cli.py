@@ -109,6 +109,10 @@ Patience = Annotated[int | None, typer.Option(
 TimeBudget = Annotated[str | None, typer.Option(
     help="Finish within this wall-clock time (e.g. 5m, 90s, 1h), start-up included: the "
     "schedule is fitted to it. Replaces --max-iters.", rich_help_panel="Training")]
+HistoryKeep = Annotated[int | None, typer.Option(
+    help="Weight snapshots kept in the run's history/ folder (one per evaluation, thinned "
+    "evenly), for the app's views to step through with [ and ]; 0 keeps none. Default 12.",
+    rich_help_panel="Training")]
 Recipe = Annotated[str | None, typer.Option(
     help=f"Which parts to train with: {' or '.join(RECIPE_NAMES)} (fast: rotary positions, "
     "QK-norm, Muon, a warmup-stable-decay schedule). The preset picks one; the options below "
@@ -170,6 +174,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "compile": (Compile, None),
     "patience": (Patience, None),
     "time_budget": (TimeBudget, None),
+    "history_keep": (HistoryKeep, None),
     "recipe": (Recipe, None),
     "rope": (Rope, None),
     "norm": (Norm, None),
@@ -412,6 +417,9 @@ def tui(
         metavar="RUN_DIR",
         help="Watch a run trained elsewhere (`chargpt-tui train`, rank 0 of a distributed "
         "run) through its metrics.jsonl, and prompt its latest checkpoint. Read only.")] = None,
+    compare: Annotated[Path | None, typer.Option(
+        metavar="RUN_DIR",
+        help="Lay another run's train/val curves over the chart (F10 changes it).")] = None,
     mouse: Annotated[bool, typer.Option(
         "--mouse/--no-mouse", help="--no-mouse keeps your terminal's own text selection.")
     ] = True,
@@ -423,12 +431,15 @@ def tui(
                    "use `chargpt-tui train` for headless training", 2)
 
     def go() -> int:
+        from chargpt_tui.explain import compare_label, run_curves
         from chargpt_tui.tui.launch import launch_tui
 
+        # Read before the screen opens: a wrong folder is one line, not a broken chart.
+        curves = None if compare is None else (compare_label(compare), run_curves(compare))
         return launch_tui(data=run.data, encoding=run.encoding, preset=run.preset,
                           overrides=run.overrides, out=run.out, resume=run.resume,
                           device=run.device, threads=run.threads,
-                          checkpoint=checkpoint, mouse=mouse, follow=follow)
+                          checkpoint=checkpoint, mouse=mouse, follow=follow, compare=curves)
 
     code = run_guarded(go)
     if code:

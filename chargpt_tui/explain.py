@@ -140,27 +140,45 @@ class Surprise:
         return sum(scored) / len(scored) if scored else float("nan")
 
 
+# A rotary model reads a text of any length in one forward (its attention keeps to a sliding
+# window); its cost grows with the square of the length, so past this many characters the
+# windowed protocol takes over.
+ROTARY_FULL_FORWARD_CHARS = 2048
+
+
 @torch.no_grad()
 def surprise(model: GPTLanguageModel, tokenizer: CharTokenizer, ids: list[int],
              stride: int | None = None, top_k: int = 5) -> Surprise:
     """Per-character loss of ``ids``, longer than the context if need be.
 
-    The protocol (the usual sliding-window perplexity evaluation): windows of ``block_size``
-    characters start every ``stride`` characters (default half a block); each window scores
-    only the characters no earlier window scored, i.e. its last ``stride``. So every character
-    after the first window is predicted from at least ``block_size - stride + 1`` characters
-    of context — a smaller stride gives more context and costs more forward passes
-    (``stride=1`` gives every character the full context, one pass per character).
+    Each model is scored by its own definition past the context. A rotary model (``rope``)
+    defines it: one forward over the whole text, each position attending to the
+    ``block_size`` positions up to it — what it was trained and samples with, and what
+    ``F.cross_entropy`` of that forward gives (texts up to :data:`ROTARY_FULL_FORWARD_CHARS`;
+    ``stride`` does not apply to them).
+
+    Learned positions stop at ``block_size``, so for them (and for longer rotary texts) the
+    usual sliding-window perplexity protocol: windows of ``block_size`` characters start every
+    ``stride`` characters (default half a block); each window scores only the characters no
+    earlier window scored, i.e. its last ``stride``. So every character after the first window
+    is predicted from at least ``block_size - stride + 1`` characters of context — a smaller
+    stride gives more context and costs more forward passes (``stride=1`` gives every character
+    the full context, one pass per character).
     """
     block = model.config.block_size
-    stride = max(1, min(stride or block // 2, block))
     device = next(model.parameters()).device
     nats: list[float | None] = [None] * len(ids)
     guesses: list[list[tuple[str, float]]] = [[] for _ in ids]
+    if model.config.rope and len(ids) <= ROTARY_FULL_FORWARD_CHARS:
+        window = stride = len(ids)  # one window, the whole text
+        context = block  # every character past the first block sees a whole block
+    else:
+        window, stride = block, max(1, min(stride or block // 2, block))
+        context = block - stride + 1
     scored_until, start = 1, 0  # position 0 has nothing before it to be predicted from
     while scored_until < len(ids):
         # The window's inputs; its logits at i predict the character at start + i + 1.
-        end = min(start + block, len(ids) - 1)
+        end = min(start + window, len(ids) - 1)
         logits, _ = model(torch.tensor([ids[start:end]], device=device))
         rows = torch.arange(scored_until - start - 1, end - start, device=device)
         log_probs = F.log_softmax(logits[0, rows].float(), dim=-1)
@@ -174,7 +192,7 @@ def surprise(model: GPTLanguageModel, tokenizer: CharTokenizer, ids: list[int],
                                               for p, i in zip(probs, indices)]
         scored_until = end + 1
         start += stride
-    return Surprise(tokenizer.decode(ids), nats, guesses, block - stride + 1)
+    return Surprise(tokenizer.decode(ids), nats, guesses, context)
 
 
 SURPRISE_256 = (34, 70, 106, 142, 178, 214, 208, 202, 196)  # green (sure) → red (lost)
@@ -255,6 +273,15 @@ class Curves:
     steps: list[tuple[int, float]]
     train: list[tuple[int, float]]
     val: list[tuple[int, float]]
+
+
+def compare_label(run: str | os.PathLike[str]) -> str:
+    """How a compared run is named in a legend: its folder's name (``runs/latest`` resolved,
+    so two runs compared one after the other are told apart)."""
+    path = Path(run)
+    if path.suffix == ".jsonl":
+        path = path.parent
+    return path.resolve().name or str(path)
 
 
 def run_curves(run: str | os.PathLike[str]) -> Curves:

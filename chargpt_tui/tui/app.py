@@ -16,23 +16,28 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 
-from chargpt_tui.events import EvalDone, StateChanged
+from chargpt_tui.errors import describe
+from chargpt_tui.events import EvalDone, StateChanged, TrainingStarted
 from chargpt_tui.exit_codes import SIGNAL_EXIT_CODES
+from chargpt_tui.explain import Curves, compare_label, run_curves
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.screens.attention import AttentionScreen
+from chargpt_tui.tui.screens.compare import CompareScreen
 from chargpt_tui.tui.screens.confirm_quit import ConfirmQuitScreen
 from chargpt_tui.tui.screens.embeddings import EmbeddingsScreen
-from chargpt_tui.tui.screens.explain_base import ExplainScreen, view_context
+from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
 from chargpt_tui.tui.screens.help import HelpScreen
 from chargpt_tui.tui.screens.model_view import ModelViewScreen
 from chargpt_tui.tui.screens.surprise import SurpriseScreen
 from chargpt_tui.tui.widgets.footer import Footer
+from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
 from chargpt_tui.tui.widgets.training_panel import SetupFactory, TrainingPanel
 
@@ -44,9 +49,10 @@ STYLESHEETS = [
         "prompt_pane", "transcript", "next_chars")),
     *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit",
                                           "explain_base", "model_view", "surprise",
-                                          "embeddings")),
+                                          "embeddings", "compare")),
 ]
 QUIT_SAVE_TIMEOUT = 60.0  # seconds to wait for the final checkpoint before exiting anyway
+VIEW_TEXT_ORDER = ("last prompt", "live sample", "validation")  # the most useful first
 SIGNAL_EXIT_GRACE = 5.0  # seconds a signalled app gets to exit normally after its last save
 
 
@@ -68,16 +74,25 @@ class ChargptApp(App[int]):
         Binding("f7", "model_view", "heads", tooltip="Every layer's and head's attention"),
         Binding("f8", "surprise", "surprise", tooltip="The model's loss on each character"),
         Binding("f9", "embeddings", "embed", tooltip="The characters' embeddings, projected"),
+        Binding("f10", "compare", "compare", tooltip="Lay another run's curves over the chart"),
     ]
 
     def __init__(self, *, setup_factory: SetupFactory | None = None,
                  checkpoint: Path | None = None, follow: Path | None = None,
+                 compare: tuple[str, Curves] | None = None,
                  device: str = "auto", show_timing: bool = True,
                  handle_signals: bool = False) -> None:
         super().__init__()
         self.source = ModelSource()
         self.handle_signals = handle_signals
-        self.last_attention: messages.AttentionComputed | None = None
+        self.compare = compare  # (label, curves) laid over the chart; --compare or F10
+        self.compare_folder = ""  # what F10 last applied, offered again for editing
+        # What the views look at, kept from ViewText messages; a trained run's folder is known
+        # once training starts (its TrainingStarted event).
+        self.view_texts: dict[str, str] = {}
+        self.run_dir: Path | None = follow or (
+            None if checkpoint is None else checkpoint if checkpoint.is_dir() else
+            checkpoint.parent)
         self._quit_code: int | None = None
         self._unsaved_error: str | None = None  # why training's last checkpoint write failed
         # Kept as attributes: the actions need them while another screen is on top.
@@ -93,6 +108,8 @@ class ChargptApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        if self.compare is not None:
+            self.show_compare(*self.compare)
         if self.handle_signals:
             loop = asyncio.get_running_loop()
             for signum in SIGNAL_EXIT_CODES:
@@ -173,7 +190,41 @@ class ChargptApp(App[int]):
 
     def _open_view(self, kind: type[ExplainScreen[Any]]) -> None:
         if not isinstance(self.screen, kind):
-            self.push_screen(kind(view_context(self)))
+            self.push_screen(kind(self.view_context()))
+
+    def view_context(self) -> ViewContext:
+        texts = {name: self.view_texts[name] for name in VIEW_TEXT_ORDER
+                 if name in self.view_texts}
+        return ViewContext(self.source, self.run_dir, texts)
+
+    def action_compare(self) -> None:
+        def chosen(folder: str | None) -> None:
+            if folder is None:
+                return
+            self.compare_folder = folder
+            if folder:
+                self.load_compare(Path(folder))
+            else:
+                self.compare = None
+                self.query_one(LossChart).clear_overlay()
+
+        if not isinstance(self.screen, CompareScreen):
+            self.push_screen(CompareScreen(self.compare_folder), chosen)
+
+    @work(thread=True, exclusive=True, group="compare", exit_on_error=False,
+          description="reading a run's curves")
+    def load_compare(self, folder: Path) -> None:
+        try:
+            curves = run_curves(folder)
+        except Exception as error:  # noqa: BLE001 - a UserError or an unreadable file: say so
+            self.post_message(messages.CompareLoaded(compare_label(folder), None,
+                                                     describe(error)))
+            return
+        self.post_message(messages.CompareLoaded(compare_label(folder), curves))
+
+    def show_compare(self, label: str, curves: Curves) -> None:
+        # The chart's own train line is every step's loss, its val line the evaluations.
+        self.query_one(LossChart).set_overlay(label, curves.steps, curves.val)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         prompt = self.prompt
@@ -190,6 +241,8 @@ class ChargptApp(App[int]):
                             self.action_surprise)
         yield SystemCommand("Embeddings view", "The characters' embeddings (F9)",
                             self.action_embeddings)
+        yield SystemCommand("Compare with a run…", "Lay another run's curves over the chart "
+                            "(F10)", self.action_compare)
         yield SystemCommand("Sampling parameters", "Temperature, top-k, top-p, beam width, "
                             "length, seed (F2)", prompt.action_edit_settings)
         yield SystemCommand("Switch sampling / beam search", "F3", prompt.action_toggle_mode)
@@ -231,6 +284,8 @@ class ChargptApp(App[int]):
         self.prompt.show_unavailable(message.reason)
 
     def on_engine_event(self, message: messages.EngineEvent) -> None:
+        if isinstance(message.event, TrainingStarted) and self.run_dir is None:
+            self.run_dir = Path(message.event.out_dir)
         if isinstance(message.event, StateChanged):
             self.refresh_bindings()
         elif isinstance(message.event, EvalDone):
@@ -248,5 +303,13 @@ class ChargptApp(App[int]):
         else:
             self.exit(return_code=code)
 
-    def on_attention_computed(self, message: messages.AttentionComputed) -> None:
-        self.last_attention = message
+    def on_view_text(self, message: messages.ViewText) -> None:
+        self.view_texts[message.name] = message.text
+
+    def on_compare_loaded(self, message: messages.CompareLoaded) -> None:
+        if message.curves is None:
+            self.notify(message.error or "cannot read that run", title="compare",
+                        severity="error")
+            return
+        self.compare = (message.label, message.curves)
+        self.show_compare(message.label, message.curves)

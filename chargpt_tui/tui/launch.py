@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chargpt_tui.errors import ConfigError
+
+if TYPE_CHECKING:
+    from chargpt_tui.explain import Curves
 
 
 def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[str, Any],
                out: Path | None, resume: Path | None, device: str, threads: int | None,
-               checkpoint: Path | None, mouse: bool, follow: Path | None = None) -> int:
+               checkpoint: Path | None, mouse: bool, follow: Path | None = None,
+               compare: tuple[str, Curves] | None = None) -> int:
     """Run the app; returns the exit code (0, or 130/143/129 after SIGINT/SIGTERM/SIGHUP).
 
     Options that can be checked instantly are checked here, so a typo gives one line on the
@@ -35,11 +39,10 @@ def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[
     set_torch_threads(threads)
     pick_device(device)
     if follow is not None:
-        app = ChargptApp(follow=follow, device=device, handle_signals=True)
+        app = ChargptApp(follow=follow, device=device, compare=compare, handle_signals=True)
     elif checkpoint is not None:
         app = ChargptApp(checkpoint=resolve_checkpoint(checkpoint, prefer_best=True),
-                         device=device,
-                         handle_signals=True)
+                         device=device, compare=compare, handle_signals=True)
     else:
         def setup_factory(progress: Callable[[int, int | None], None],
                           notice: Callable[[str], None]) -> RunSetup:
@@ -47,6 +50,7 @@ def launch_tui(*, data: str | None, encoding: str, preset: str, overrides: dict[
                                resume=resume, device=device, encoding=encoding,
                                progress=progress, notice=notice)
 
-        app = ChargptApp(setup_factory=setup_factory, device=device, handle_signals=True)
+        app = ChargptApp(setup_factory=setup_factory, device=device, compare=compare,
+                         handle_signals=True)
     app.run(mouse=mouse)
     return app.return_code or 0

@@ -58,3 +58,40 @@ def test_plain_output_shows_the_text_and_the_hardest_characters(run: Path, tmp_p
 def test_bad_input_is_one_line(run: Path, args: tuple[str, ...], needle: str) -> None:
     assert_one_line_error(invoke("explain", "--checkpoint", str(run), "--device", "cpu", *args),
                           needle)
+
+
+# -- the app's view options: --compare and --history-keep --------------------------------------
+
+
+def test_compare_is_read_before_the_app_opens(run: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from chargpt_tui.explain import compare_label, run_curves
+    from chargpt_tui.tui import launch
+
+    launched: list[dict[str, object]] = []
+    monkeypatch.setattr(launch, "launch_tui", lambda **kwargs: launched.append(kwargs) or 0)
+    monkeypatch.setenv("CHARGPT_TUI_FORCE_TUI", "1")
+    bad = invoke("tui", "--compare", str(tmp_path / "nowhere"), "--no-mouse")
+    assert bad.exit_code == 2
+    assert_one_line_error(bad, "no training log", "nowhere")
+    assert not launched  # the screen never opened
+    good = invoke("tui", "--compare", str(run), "--no-mouse")
+    assert good.exit_code == 0, good.stderr
+    assert launched[0]["compare"] == (compare_label(run), run_curves(run))
+
+
+def test_history_keep_bounds_the_saved_weights(tmp_path: Path) -> None:
+    from corpus import write_corpus
+    from tiny_model import tiny_cli_args
+
+    from chargpt_tui import history
+
+    data = write_corpus(tmp_path)
+    result = invoke("train", "--data", str(data), *tiny_cli_args(), "--max-iters", "20",
+                    "--eval-interval", "5", "--history-keep", "2", "--out",
+                    str(tmp_path / "run"), "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert history.saved_steps(tmp_path / "run") == [0, 20]  # 5 evaluations, 2 kept
+    negative = invoke("train", "--data", str(data), *tiny_cli_args(), "--history-keep", "-1",
+                      "--out", str(tmp_path / "other"), "--device", "cpu")
+    assert_one_line_error(negative, "history-keep must not be negative")

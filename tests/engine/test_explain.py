@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from chargpt_tui.explain import (
     SHADE_256,
     attention_over,
     char_group,
+    compare_label,
     mean_look_back,
     pca_2d,
     run_curves,
@@ -32,11 +34,11 @@ from chargpt_tui.tokenizer import CharTokenizer
 VOCAB = "\n !,.:?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-def model_and_tokenizer(block_size: int = 16, attention: str = "fused"
+def model_and_tokenizer(block_size: int = 16, attention: str = "fused", **recipe: Any
                         ) -> tuple[GPTLanguageModel, CharTokenizer]:
     torch.manual_seed(0)
     config = GPTConfig(vocab_size=len(VOCAB), block_size=block_size, n_layer=2, n_head=2,
-                       n_embd=16, attention=attention)
+                       n_embd=16, attention=attention, **recipe)
     return GPTLanguageModel(config).eval().requires_grad_(False), CharTokenizer(VOCAB)
 
 
@@ -129,6 +131,52 @@ def test_surprise_past_the_context_uses_sliding_windows(stride: int) -> None:
         assert t - start >= min(t, result.context)  # the context the docstring promises
 
 
+# The fast recipe's model parts (README: the recipe); rotary models have no position table.
+FAST_PARTS: dict[str, Any] = dict(rope=True, qk_norm=True)
+
+
+@pytest.mark.parametrize("stride", [None, 1, 5])
+def test_rotary_surprise_past_the_context_is_the_models_own_forward(stride: int | None) -> None:
+    """A rotary model reads any length in one forward (a block-wide sliding window per layer,
+    so deeper layers reach further back): surprise is that forward's cross-entropy, not a
+    windowed estimate, whatever the stride."""
+    model, tokenizer = model_and_tokenizer(block_size=8, **FAST_PARTS)
+    assert not hasattr(model, "position_embedding_table")
+    ids = tokenizer.encode("ROMEO: thou art my love, the night is sweet")
+    result = surprise(model, tokenizer, ids, stride=stride, top_k=2)
+    logits, _ = model(torch.tensor([ids[:-1]]))
+    expected = F.cross_entropy(logits[0], torch.tensor(ids[1:]), reduction="none")
+    assert result.nats[1:] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert result.context == 8
+    # Windows would differ: the full forward sees more than one block through the layers.
+    windowed, _ = model(torch.tensor([ids[-9:-1]]))
+    assert float(F.cross_entropy(windowed[0, -1:], torch.tensor(ids[-1:]))) != pytest.approx(
+        result.nats[-1], abs=1e-5)
+
+
+def test_rotary_surprise_of_a_very_long_text_falls_back_to_windows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("chargpt_tui.explain.ROTARY_FULL_FORWARD_CHARS", 20)
+    model, tokenizer = model_and_tokenizer(block_size=8, **FAST_PARTS)
+    ids = tokenizer.encode("ROMEO: thou art my love, the night")
+    result = surprise(model, tokenizer, ids, stride=8)
+    assert result.context == 1  # windows of 8 every 8: the documented lower bound
+    logits, _ = model(torch.tensor([ids[8:16]]))
+    expected = F.cross_entropy(logits[0, :1], torch.tensor(ids[9:10]))
+    assert result.nats[9] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_rotary_attention_rows_equal_the_models_weights() -> None:
+    model, tokenizer = model_and_tokenizer(block_size=8, **FAST_PARTS)
+    ids = tokenizer.encode("KING: good day to you")
+    shown = attention_over(model, tokenizer, ids)
+    maps = model.attention_maps(torch.tensor([ids[-8:]]))
+    assert shown.chars == "ay to you"[-8:] and shown.n_layer == 2
+    for layer in range(2):
+        assert shown.row(layer, 1, 5) == pytest.approx(maps[layer][1, 5, :6].tolist())
+        assert sum(shown.row(layer, None, 7)) == pytest.approx(1.0)
+
+
 # -- embeddings ---------------------------------------------------------------------------------
 
 
@@ -195,3 +243,4 @@ def test_comparing_a_run_with_itself_gives_identical_curves(tmp_path: Path) -> N
     assert [s for s, _ in first.val] == [0, 10, 20] and len(first.train) == 3
     with pytest.raises(UserError, match="no training log"):
         run_curves(tmp_path / "nowhere")
+    assert compare_label(run) == compare_label(run / "metrics.jsonl") == run.resolve().name

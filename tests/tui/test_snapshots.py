@@ -50,7 +50,7 @@ async def answer_prompt(pilot: Pilot, text: str) -> None:
     await pilot.press(*text, "enter")
     await wait_until(pilot, lambda: "chars" in app.query(TranscriptEntry).last().status,
                      what="answer")
-    await wait_until(pilot, lambda: app.last_attention is not None, what="attention")
+    await wait_until(pilot, lambda: "last prompt" in app.view_texts, what="view text")
 
 
 def test_chat_only_app(snap_compare, in_run_folder: Path) -> None:

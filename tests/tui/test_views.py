@@ -11,20 +11,34 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from textual.app import App
 from textual.pilot import Pilot
 from tiny_model import open_model
+from torch.nn import functional as F
 from tui_support import async_test, tiny_factory, train_tiny_checkpoint, wait_until, write_data
 
 from chargpt_tui import history
-from chargpt_tui.explain import attention_over, embedding_projection, surprise
+from chargpt_tui.explain import (
+    attention_over,
+    compare_label,
+    embedding_projection,
+    run_curves,
+    surprise,
+)
 from chargpt_tui.tui.app import HERE, STYLESHEETS, ChargptApp
 from chargpt_tui.tui.live_model import ModelSource
+from chargpt_tui.tui.prompt_settings import PromptSettings
 from chargpt_tui.tui.screens.attention import AttentionScreen, AttentionText, attention_text
+from chargpt_tui.tui.screens.compare import CompareScreen
 from chargpt_tui.tui.screens.embeddings import EmbeddingPlot, EmbeddingsScreen, scatter
 from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
 from chargpt_tui.tui.screens.model_view import HeadGrid, ModelViewScreen
 from chargpt_tui.tui.screens.surprise import SurpriseScreen, SurpriseText
+from chargpt_tui.tui.widgets.live_sample import LiveSample
+from chargpt_tui.tui.widgets.loss_chart import LossChart
+from chargpt_tui.tui.widgets.next_chars import NextChars
+from chargpt_tui.tui.widgets.prompt_input import PromptInput
 from chargpt_tui.tui.widgets.transcript import TranscriptEntry
 
 TEXT = "ROMEO:\nThou art my love, the night is sweet.\n\nJULIET:\nGood night!"
@@ -256,6 +270,141 @@ async def test_a_view_while_training_takes_turns_with_it(tmp_path: Path,
         await wait_until(pilot, lambda: not app.training.running, timeout=90, what="stop")
 
 
+@async_test
+async def test_views_keep_their_texts_and_run_folder_from_messages(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    """The app hands the views what the panels posted (ViewText, TrainingStarted): nothing
+    reads another widget."""
+    monkeypatch.chdir(tmp_path)
+    write_data(tmp_path)
+    app = ChargptApp(setup_factory=tiny_factory(Path("play.txt"), "run"), device="cpu",
+                     show_timing=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: "validation" in app.view_texts and app.run_dir
+                         is not None, timeout=90, what="the trainer's text and folder")
+        assert app.run_dir == app.training.trainer.out_dir  # type: ignore[union-attr]
+        assert len(app.view_texts["validation"]) == 2 * 16
+        sample = app.query_one(LiveSample)
+        sample.start(7)
+        sample.extend("ROMEO: half", False)  # still streaming: not a text to look at yet
+        await pilot.pause(0.1)
+        assert "live sample" not in app.view_texts
+        sample.extend(" done", True)
+        await wait_until(pilot, lambda: "live sample" in app.view_texts, what="the sample")
+        assert app.view_texts["live sample"] == "ROMEO: half done"
+        context = app.view_context()
+        assert list(context.texts) == ["live sample", "validation"]  # most useful first
+        assert context.run_dir == app.run_dir
+        app.training.stop("test")
+        await wait_until(pilot, lambda: not app.training.running, timeout=90, what="stop")
+
+
+# -- the fast recipe (rotary positions, QK-norm, Muon) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    checkpoint = train_tiny_checkpoint(tmp_path_factory.mktemp("fast"), max_iters=20,
+                                       recipe="fast", n_layer=2, block_size=16)
+    return checkpoint.parent
+
+
+@async_test
+async def test_views_on_a_fast_recipe_model_show_the_engines_numbers(
+        fast_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(fast_run.parent)
+    model, tokenizer = open_model(fast_run)
+    assert model.config.rope and not hasattr(model, "position_embedding_table")
+    app = ChargptApp(checkpoint=Path(fast_run.name), device="cpu", show_timing=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="model")
+        app.prompt.settings = PromptSettings(seed=1, length=40)  # past the 16-char context
+        await pilot.press(*"ROMEO:", "enter")
+        await wait_until(pilot, lambda: "last prompt" in app.view_texts, what="answer")
+        text = app.view_texts["last prompt"]
+        ids = tokenizer.encode(text)
+        assert len(ids) > 2 * model.config.block_size
+
+        await pilot.press("f4")
+        await computed(pilot)
+        shown = app.screen.query_one(AttentionText)
+        expected = attention_over(model, tokenizer, ids)
+        await pilot.press("left", "down")
+        assert shown.chars == text[-16:]
+        assert shown.row == pytest.approx(expected.row(0, 1, shown.cursor))
+        await pilot.press("f4")
+
+        await pilot.press("f8")
+        await computed(pilot)
+        result = app.screen.query_one(SurpriseText).result
+        assert result is not None
+        # The rotary model's own definition past the context: one forward over the text.
+        logits, _ = model(torch.tensor([ids[:-1]]))
+        full = F.cross_entropy(logits[0], torch.tensor(ids[1:]), reduction="none")
+        assert result.nats[1:] == pytest.approx(full.tolist(), abs=1e-4)
+        assert result.nats[1:] == pytest.approx(surprise(model, tokenizer, ids).nats[1:])
+        await pilot.press("f8")
+
+        await pilot.press("f7")
+        await computed(pilot)
+        assert isinstance(app.screen, ModelViewScreen) and app.screen.result is not None
+        assert all(torch.allclose(shown_maps, engine_maps, atol=1e-6) for shown_maps, engine_maps
+                   in zip(app.screen.result.maps, expected.maps, strict=True))
+        await pilot.press("f7", "f9")
+        await computed(pilot)
+        plot = app.screen.query_one(EmbeddingPlot)
+        assert plot.projection is not None
+        assert torch.allclose(plot.projection.points, embedding_projection(model).points,
+                              atol=1e-6)
+
+
+# -- runs compared ------------------------------------------------------------------------------
+
+
+@async_test
+async def test_comparing_a_run_with_itself_draws_two_identical_curves(
+        run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(run.parent)
+    app = ChargptApp(checkpoint=Path(run.name), device="cpu", show_timing=False,
+                     compare=(compare_label(run), run_curves(run)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        chart = app.query_one(LossChart)
+        await wait_until(pilot, lambda: bool(chart.val_points), what="the run's history")
+        assert chart.overlay_label == run.name
+        assert chart.overlay_train == chart.train_points and len(chart.train_points) == 40
+        assert chart.overlay_val == chart.val_points
+        overlay_train, overlay_val, own_train, own_val = chart.curves(100, 40)[0]
+        assert overlay_train.dots == own_train.dots and overlay_val.dots == own_val.dots
+        assert overlay_val.markers == own_val.markers
+        assert f"{run.name} train" in chart.legend().plain
+
+
+@async_test
+async def test_f10_asks_for_a_run_and_lays_its_curves_over(run: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    monkeypatch.chdir(run.parent)
+    app = ChargptApp(checkpoint=Path(run.name), device="cpu", show_timing=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        chart = app.query_one(LossChart)
+        await wait_until(pilot, lambda: bool(chart.val_points), what="the run's history")
+        assert not chart.overlay_label
+        await pilot.press("f10")
+        assert isinstance(app.screen, CompareScreen)
+        await pilot.press(*"nowhere", "enter")  # a folder without a log: a notification
+        await wait_until(pilot, lambda: any("no training log" in n.message
+                                            for n in app._notifications), what="the error")
+        assert not chart.overlay_label
+        await pilot.press("f10")
+        await pilot.press(*["backspace"] * 7, *run.name, "enter")
+        await wait_until(pilot, lambda: bool(chart.overlay_label), what="the overlay")
+        assert chart.overlay_val == tuple(run_curves(run).val) == chart.val_points
+        await pilot.press("f10")
+        await pilot.press(*["backspace"] * len(run.name), "enter")  # empty: no comparison
+        await wait_until(pilot, lambda: not chart.overlay_label, what="the overlay removed")
+
+
 # -- snapshots -------------------------------------------------------------------------------------
 
 
@@ -298,3 +447,22 @@ def test_embeddings_view_snapshot(snap_compare: Any, run: Path, size: tuple[int,
 
     assert snap_compare(ViewHost(EmbeddingsScreen(context(run))), terminal_size=size,
                         run_before=run_before)
+
+
+@SIZES
+def test_compared_run_snapshot(snap_compare: Any, run: Path, fast_run: Path,
+                               monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]) -> None:
+    """The tiny run with the fast recipe's run laid over it (dotted, ◇ at its evaluations)."""
+    monkeypatch.chdir(run.parent)
+    app = ChargptApp(checkpoint=Path(run.name), device="cpu", show_timing=False,
+                     compare=("fast recipe", run_curves(fast_run)))
+
+    async def run_before(pilot: Pilot) -> None:
+        await wait_until(pilot, lambda: pilot.app.training.stats.state == "chat only",
+                         what="checkpoint")
+        await wait_until(pilot, lambda: bool(pilot.app.query_one(NextChars).candidates),
+                         what="next chars")
+        pilot.app.query_one(PromptInput).cursor_blink = False
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from textual import work
-from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
@@ -31,40 +30,12 @@ Result = TypeVar("Result")
 @dataclass(frozen=True)
 class ViewContext:
     """What the app hands a view: the weights, the run folder (for its history) and texts to
-    look at, by name ("last prompt", "live sample", "validation"), the most useful first."""
+    look at, by name ("last prompt", "live sample", "validation"), the most useful first.
+    The app collects the texts from :class:`~chargpt_tui.tui.messages.ViewText` messages."""
 
     source: ModelSource
     run_dir: Path | None
     texts: dict[str, str]
-
-
-def view_context(app: App[Any]) -> ViewContext:
-    """Collect the context from the app's panels (the app composes them; the views read)."""
-    from chargpt_tui.tui.widgets.live_sample import LiveSample
-    from chargpt_tui.tui.widgets.transcript import TranscriptEntry
-
-    source: ModelSource = app.source  # type: ignore[attr-defined]
-    panel = app.training  # type: ignore[attr-defined]
-    texts: dict[str, str] = {}
-    entries = app.query(TranscriptEntry)
-    if entries:
-        last = entries.last()
-        texts["last prompt"] = last.prompt + last.answer
-    samples = app.query(LiveSample)
-    if samples and samples.first().body:
-        texts["live sample"] = samples.first().body
-    run_dir: Path | None = None
-    trainer = panel.trainer
-    if trainer is not None:
-        run_dir = trainer.out_dir
-        val, block = trainer.data.val, trainer.mconf.block_size
-        texts["validation"] = trainer.setup.tokenizer.decode(val[: 2 * block].tolist())
-    elif panel.follow is not None:
-        run_dir = Path(panel.follow)
-    elif panel.checkpoint is not None:
-        path = Path(panel.checkpoint)
-        run_dir = path if path.is_dir() else path.parent
-    return ViewContext(source, run_dir, texts)
 
 
 class ViewComputed(Message, Generic[Result]):
