@@ -31,6 +31,8 @@ HELP_TEXT = """\
   [b]F9[/b]            the characters' embeddings in 2-D (PCA)
                 In these views: r live weights, [ ] saved steps,
                 t another text, Escape closes
+  [b]F10[/b]           compare: lay another run's curves over the chart
+                (type its folder; empty removes them)
   [b]Tab[/b]           move between the prompt, the transcript, the chart, the
                 live samples and the log; a focused panel scrolls with
                 ↑ ↓, PageUp/PageDown, Home/End
