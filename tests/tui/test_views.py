@@ -285,19 +285,40 @@ async def test_views_keep_their_texts_and_run_folder_from_messages(tmp_path: Pat
                          is not None, timeout=90, what="the trainer's text and folder")
         assert app.run_dir == app.training.trainer.out_dir  # type: ignore[union-attr]
         assert len(app.view_texts["validation"]) == 2 * 16
+        app.view_texts["last prompt"] = "ROMEO: hello"
+        context = app.view_context()
+        assert list(context.texts) == ["last prompt", "validation"]  # most useful first
+        assert context.run_dir == app.run_dir
+        app.training.stop("test")
+        await wait_until(pilot, lambda: not app.training.running, timeout=90, what="stop")
+
+
+class SampleHost(App[None]):
+    """A live sample alone, keeping the ViewText messages that reach the app."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[tuple[str, str]] = []
+
+    def compose(self) -> Any:
+        yield LiveSample()
+
+    def on_view_text(self, message: Any) -> None:
+        self.texts.append((message.name, message.text))
+
+
+@async_test
+async def test_a_live_sample_is_handed_to_the_views_once_finished() -> None:
+    app = SampleHost()
+    async with app.run_test(size=(80, 24)) as pilot:
         sample = app.query_one(LiveSample)
         sample.start(7)
         sample.extend("ROMEO: half", False)  # still streaming: not a text to look at yet
         await pilot.pause(0.1)
-        assert "live sample" not in app.view_texts
+        assert app.texts == []
         sample.extend(" done", True)
-        await wait_until(pilot, lambda: "live sample" in app.view_texts, what="the sample")
-        assert app.view_texts["live sample"] == "ROMEO: half done"
-        context = app.view_context()
-        assert list(context.texts) == ["live sample", "validation"]  # most useful first
-        assert context.run_dir == app.run_dir
-        app.training.stop("test")
-        await wait_until(pilot, lambda: not app.training.running, timeout=90, what="stop")
+        await wait_until(pilot, lambda: bool(app.texts), what="the sample")
+        assert app.texts == [("live sample", "ROMEO: half done")]
 
 
 # -- the fast recipe (rotary positions, QK-norm, Muon) -----------------------------------------
