@@ -109,6 +109,10 @@ Patience = Annotated[int | None, typer.Option(
 TimeBudget = Annotated[str | None, typer.Option(
     help="Finish within this wall-clock time (e.g. 5m, 90s, 1h), start-up included: the "
     "schedule is fitted to it. Replaces --max-iters.", rich_help_panel="Training")]
+HistoryKeep = Annotated[int | None, typer.Option(
+    help="Weight snapshots kept in the run's history/ folder (one per evaluation, thinned "
+    "evenly), for the app's views to step through with [ and ]; 0 keeps none. Default 12.",
+    rich_help_panel="Training")]
 Recipe = Annotated[str | None, typer.Option(
     help=f"Which parts to train with: {' or '.join(RECIPE_NAMES)} (fast: rotary positions, "
     "QK-norm, Muon, a warmup-stable-decay schedule). The preset picks one; the options below "
@@ -170,6 +174,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "compile": (Compile, None),
     "patience": (Patience, None),
     "time_budget": (TimeBudget, None),
+    "history_keep": (HistoryKeep, None),
     "recipe": (Recipe, None),
     "rope": (Rope, None),
     "norm": (Norm, None),
@@ -412,6 +417,9 @@ def tui(
         metavar="RUN_DIR",
         help="Watch a run trained elsewhere (`chargpt-tui train`, rank 0 of a distributed "
         "run) through its metrics.jsonl, and prompt its latest checkpoint. Read only.")] = None,
+    compare: Annotated[Path | None, typer.Option(
+        metavar="RUN_DIR",
+        help="Lay another run's train/val curves over the chart (F10 changes it).")] = None,
     mouse: Annotated[bool, typer.Option(
         "--mouse/--no-mouse", help="--no-mouse keeps your terminal's own text selection.")
     ] = True,
@@ -424,16 +432,19 @@ def tui(
 
     def go() -> int:
         from chargpt_tui.device import set_torch_threads
+        from chargpt_tui.explain import compare_label, run_curves
         from chargpt_tui.headless import download_progress
         from chargpt_tui.tui.launch import resolve_source, run_app
 
         set_torch_threads(run.threads)
+        # Read before the screen opens: a wrong folder is one line, not a broken chart.
+        curves = None if compare is None else (compare_label(compare), run_curves(compare))
         with download_progress() as progress:
             source = resolve_source(data=run.data, encoding=run.encoding, preset=run.preset,
                                     overrides=run.overrides, out=run.out, resume=run.resume,
                                     device=run.device, checkpoint=checkpoint, follow=follow,
                                     progress=progress)
-        code, farewell = run_app(source, device=run.device, mouse=mouse)
+        code, farewell = run_app(source, device=run.device, mouse=mouse, compare=curves)
         for line in farewell:  # the screen is gone: where things are, what to run next
             typer.echo(line)
         return code
@@ -441,6 +452,44 @@ def tui(
     code = run_guarded(go)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def explain(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file or run folder.")] = Path(
+        "runs/latest"),
+    text: Annotated[str | None, typer.Option(help="The text to score.")] = None,
+    file: Annotated[Path | None, typer.Option(help="Score this file's text instead.")] = None,
+    stride: Annotated[int | None, typer.Option(
+        help="Past the context: a new window every N characters (default half the context; "
+        "smaller gives each character more context).")] = None,
+    top_k: Annotated[int, typer.Option(help="Guesses kept per character.")] = 5,
+    device: Device = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every "
+                                          "character's loss and the model's guesses.")] = False,
+) -> None:
+    """Show how surprised the model is by each character of a text (its loss, coloured).
+
+    Green: the model was sure and right. Red: it did no better than a uniform guess.
+    """
+
+    def go() -> None:
+        from chargpt_tui.errors import UserError
+        from chargpt_tui.explain_view import run_explain
+
+        if (text is None) == (file is None):
+            raise UserError("give the text to score with --text or --file (one of them)")
+        body = text
+        if file is not None:
+            try:
+                body = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise UserError(f"cannot read {file}: {error}") from None
+        assert body is not None  # one of the two was given (checked above)
+        run_explain(checkpoint, body, stride=stride, top_k=top_k, device=device,
+                    as_json=as_json, notice=notice)
+
+    run_guarded(go)
 
 
 @app.command()
@@ -506,7 +555,7 @@ def bench(
     run_guarded(go)
 
 
-COMMANDS = {"train", "sample", "tui", "bench", "runs"}
+COMMANDS = {"train", "sample", "tui", "bench", "runs", "explain"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from chargpt_tui import distributed
+from chargpt_tui import distributed, history
 from chargpt_tui.checkpoint import FORMAT_VERSION, clean_stale_temp_files, save_checkpoint
 from chargpt_tui.control import TrainerControl
 from chargpt_tui.data import TokenizedData, get_batch
@@ -86,6 +86,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many evaluations without a new best val (0 = never)
     time_budget: float | None = None  # seconds for the whole command; the schedule fits inside
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; "bf16" also on CPU
+    history_keep: int = 12  # weight snapshots kept in history/ for the views to step through
 
     def __post_init__(self) -> None:
         positive = ("max_iters", "batch_size", "eval_interval", "eval_iters", "grad_accum_steps")
@@ -97,7 +98,8 @@ class TrainConfig:
             raise ConfigError(f"learning-rate must be a positive number, not {self.learning_rate}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be between 0 and 2**63 - 1, not {self.seed}")
-        for name in ("warmup_iters", "weight_decay", "grad_clip", "sample_interval"):
+        for name in ("warmup_iters", "weight_decay", "grad_clip", "sample_interval",
+                     "history_keep"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must not be negative")
         if self.lr_decay_iters is not None and self.lr_decay_iters < 1:
@@ -426,6 +428,8 @@ class Trainer:
             self.save_best()
         else:
             self.evals_since_best += 1
+        if problem := history.record(self.out_dir, self.weights_payload(), self.tconf.history_keep):
+            self.bus.publish(Notice(problem))
         self.bus.publish(EvalDone(self.step, losses["train"], losses["val"], self.best_val_loss,
                                   self.best_step))
         return losses

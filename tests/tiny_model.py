@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from chargpt_tui.model import GPTConfig
+from chargpt_tui.checkpoint import load_for_sampling
+from chargpt_tui.model import GPTConfig, GPTLanguageModel
+from chargpt_tui.tokenizer import CharTokenizer
 
 # Two blocks of two heads over a 16-character context: every code path, milliseconds per step.
 TINY_SHAPE: dict[str, Any] = dict(n_layer=2, n_head=2, n_embd=16, block_size=16)
@@ -20,3 +23,9 @@ def tiny_cli_args(**changes: Any) -> list[str]:
     shape = {**TINY_SHAPE, **changes}
     return ["--preset", "tiny", *[arg for name, value in shape.items()
                                   for arg in (f"--{name.replace('_', '-')}", str(value))]]
+
+
+def open_model(run: Path, prefer_best: bool = False) -> tuple[GPTLanguageModel, CharTokenizer]:
+    """A run's model on the CPU, opened the way the app and the CLI open it."""
+    opened = load_for_sampling(run, "cpu", prefer_best)
+    return opened.model, opened.tokenizer

@@ -14,23 +14,33 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 
-from chargpt_tui.events import EvalDone, StateChanged
+from chargpt_tui.errors import describe
+from chargpt_tui.events import EvalDone, StateChanged, TrainingStarted
 from chargpt_tui.exit_codes import SIGNAL_EXIT_CODES
+from chargpt_tui.explain import Curves, compare_label, run_curves
 from chargpt_tui.runs import BEST_NAME
 from chargpt_tui.train import TrainResult
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.screens.attention import AttentionScreen
+from chargpt_tui.tui.screens.compare import CompareScreen
 from chargpt_tui.tui.screens.confirm_quit import ConfirmQuitScreen
+from chargpt_tui.tui.screens.embeddings import EmbeddingsScreen
+from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
 from chargpt_tui.tui.screens.help import HelpScreen
+from chargpt_tui.tui.screens.model_view import ModelViewScreen
+from chargpt_tui.tui.screens.surprise import SurpriseScreen
 from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, Source, TrainNew
 from chargpt_tui.tui.widgets.footer import Footer
+from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
 from chargpt_tui.tui.widgets.training_panel import TrainingPanel
 
@@ -40,9 +50,12 @@ STYLESHEETS = [
     *(f"widgets/{name}.tcss" for name in (
         "training_panel", "stats_line", "loss_chart", "live_sample", "event_log",
         "prompt_pane", "transcript", "next_chars")),
-    *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit")),
+    *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit",
+                                          "explain_base", "model_view", "surprise",
+                                          "embeddings", "compare")),
 ]
 QUIT_SAVE_TIMEOUT = 60.0  # seconds to wait for the final checkpoint before exiting anyway
+VIEW_TEXT_ORDER = ("last prompt", "live sample", "validation")  # the most useful first
 SIGNAL_EXIT_GRACE = 5.0  # seconds a signalled app gets to exit normally after its last save
 
 
@@ -60,16 +73,29 @@ class ChargptApp(App[int]):
         Binding("ctrl+s", "save", "save", priority=True, tooltip="Save a checkpoint now"),
         Binding("ctrl+q", "quit", "quit", priority=True, tooltip="Save a checkpoint and quit"),
         Binding("f1", "help", "help"),
-        Binding("f4", "attention", "attn", tooltip="Attention maps of the last prompt"),
+        Binding("f4", "attention", "attn", tooltip="Attention over the last prompt"),
+        Binding("f7", "model_view", "heads", tooltip="Every layer's and head's attention"),
+        Binding("f8", "surprise", "surprise", tooltip="The model's loss on each character"),
+        Binding("f9", "embeddings", "embed", tooltip="The characters' embeddings, projected"),
+        Binding("f10", "compare", "compare", tooltip="Lay another run's curves over the chart"),
     ]
 
-    def __init__(self, source: Source | None = None, *, device: str = "auto",
+    def __init__(self, source: Source | None = None, *,
+                 compare: tuple[str, Curves] | None = None, device: str = "auto",
                  show_timing: bool = True, handle_signals: bool = False) -> None:
         super().__init__()
         self.run_source = source  # None: the panels alone (tests of the layout)
         self.live_model = ModelSource()  # the weights the prompt pane answers from
         self.handle_signals = handle_signals
-        self.last_attention: messages.AttentionComputed | None = None
+        self.compare = compare  # (label, curves) laid over the chart; --compare or F10
+        self.compare_folder = ""  # what F10 last applied, offered again for editing
+        # What the views look at, kept from ViewText messages; a trained run's folder is known
+        # once training starts (its TrainingStarted event).
+        self.view_texts: dict[str, str] = {}
+        self.run_dir: Path | None = (
+            source.run_dir if isinstance(source, FollowRun) else
+            source.path if isinstance(source, OpenCheckpoint) and source.path.is_dir() else
+            source.path.parent if isinstance(source, OpenCheckpoint) else None)
         self._quit_code: int | None = None
         self._unsaved_error: str | None = None  # why training's last checkpoint write failed
         self._failure: str | None = None  # why training failed: quitting then exits 1
@@ -86,6 +112,8 @@ class ChargptApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        if self.compare is not None:
+            self.show_compare(*self.compare)
         if self.handle_signals:
             loop = asyncio.get_running_loop()
             for signum in SIGNAL_EXIT_CODES:
@@ -155,8 +183,54 @@ class ChargptApp(App[int]):
             self.push_screen(HelpScreen())
 
     def action_attention(self) -> None:
-        if not isinstance(self.screen, AttentionScreen):
-            self.push_screen(AttentionScreen(self.last_attention))
+        self._open_view(AttentionScreen)
+
+    def action_model_view(self) -> None:
+        self._open_view(ModelViewScreen)
+
+    def action_surprise(self) -> None:
+        self._open_view(SurpriseScreen)
+
+    def action_embeddings(self) -> None:
+        self._open_view(EmbeddingsScreen)
+
+    def _open_view(self, kind: type[ExplainScreen[Any]]) -> None:
+        if not isinstance(self.screen, kind):
+            self.push_screen(kind(self.view_context()))
+
+    def view_context(self) -> ViewContext:
+        texts = {name: self.view_texts[name] for name in VIEW_TEXT_ORDER
+                 if name in self.view_texts}
+        return ViewContext(self.live_model, self.run_dir, texts)
+
+    def action_compare(self) -> None:
+        def chosen(folder: str | None) -> None:
+            if folder is None:
+                return
+            self.compare_folder = folder
+            if folder:
+                self.load_compare(Path(folder))
+            else:
+                self.compare = None
+                self.query_one(LossChart).clear_overlay()
+
+        if not isinstance(self.screen, CompareScreen):
+            self.push_screen(CompareScreen(self.compare_folder), chosen)
+
+    @work(thread=True, exclusive=True, group="compare", exit_on_error=False,
+          description="reading a run's curves")
+    def load_compare(self, folder: Path) -> None:
+        try:
+            curves = run_curves(folder)
+        except Exception as error:  # noqa: BLE001 - a UserError or an unreadable file: say so
+            self.post_message(messages.CompareLoaded(compare_label(folder), None,
+                                                     describe(error)))
+            return
+        self.post_message(messages.CompareLoaded(compare_label(folder), curves))
+
+    def show_compare(self, label: str, curves: Curves) -> None:
+        # The chart's own train line is every step's loss, its val line the evaluations.
+        self.query_one(LossChart).set_overlay(label, curves.steps, curves.val)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         prompt = self.prompt
@@ -165,8 +239,16 @@ class ChargptApp(App[int]):
         yield SystemCommand("Quit", "Save a checkpoint and quit (Ctrl+Q)",
                             lambda: self.begin_quit(0, "quit"))
         yield SystemCommand("Help", "Keys and panels (F1)", self.action_help)
-        yield SystemCommand("Attention view", "Attention maps of the last prompt (F4)",
+        yield SystemCommand("Attention view", "Attention over the last prompt (F4)",
                             self.action_attention)
+        yield SystemCommand("Model view", "Every layer's and head's attention (F7)",
+                            self.action_model_view)
+        yield SystemCommand("Surprise view", "The model's loss on each character (F8)",
+                            self.action_surprise)
+        yield SystemCommand("Embeddings view", "The characters' embeddings (F9)",
+                            self.action_embeddings)
+        yield SystemCommand("Compare with a run…", "Lay another run's curves over the chart "
+                            "(F10)", self.action_compare)
         yield SystemCommand("Sampling parameters", "Temperature, top-k, top-p, beam width, "
                             "length, seed (F2)", prompt.action_edit_settings)
         yield SystemCommand("Switch sampling / beam search", "F3", prompt.action_toggle_mode)
@@ -234,6 +316,8 @@ class ChargptApp(App[int]):
         self.prompt.show_unavailable(message.reason)
 
     def on_engine_event(self, message: messages.EngineEvent) -> None:
+        if isinstance(message.event, TrainingStarted) and self.run_dir is None:
+            self.run_dir = Path(message.event.out_dir)
         if isinstance(message.event, StateChanged):
             self.refresh_bindings()
         elif isinstance(message.event, EvalDone):
@@ -263,5 +347,13 @@ class ChargptApp(App[int]):
         else:
             self.exit(return_code=code)
 
-    def on_attention_computed(self, message: messages.AttentionComputed) -> None:
-        self.last_attention = message
+    def on_view_text(self, message: messages.ViewText) -> None:
+        self.view_texts[message.name] = message.text
+
+    def on_compare_loaded(self, message: messages.CompareLoaded) -> None:
+        if message.curves is None:
+            self.notify(message.error or "cannot read that run", title="compare",
+                        severity="error")
+            return
+        self.compare = (message.label, message.curves)
+        self.show_compare(message.label, message.curves)

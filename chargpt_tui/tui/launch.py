@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chargpt_tui.errors import ConfigError
 from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, Source, TrainNew
+
+if TYPE_CHECKING:
+    from chargpt_tui.explain import Curves
 
 
 def resolve_source(*, data: str | None, encoding: str, preset: str, overrides: dict[str, Any],
@@ -44,11 +47,13 @@ def resolve_source(*, data: str | None, encoding: str, preset: str, overrides: d
     return TrainNew(lambda _progress, _notice: setup)
 
 
-def run_app(source: Source, *, device: str, mouse: bool) -> tuple[int, list[str]]:
+def run_app(source: Source, *, device: str, mouse: bool,
+            compare: tuple[str, Curves] | None = None) -> tuple[int, list[str]]:
     """Run the app; returns its exit code (0, 1 after a failure, 130/143/129 after
-    SIGINT/SIGTERM/SIGHUP) and the lines to print once the screen is gone."""
+    SIGINT/SIGTERM/SIGHUP) and the lines to print once the screen is gone. ``compare``: another
+    run's curves to lay over the chart (``--compare``)."""
     from chargpt_tui.tui.app import ChargptApp
 
-    app = ChargptApp(source, device=device, handle_signals=True)
+    app = ChargptApp(source, compare=compare, device=device, handle_signals=True)
     app.run(mouse=mouse)
     return app.return_code or 0, app.farewell()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from textual.message import Message
 
 from chargpt_tui.events import Event, StepDone
+from chargpt_tui.explain import Curves
 from chargpt_tui.sampling import BeamResult
 from chargpt_tui.train import TrainResult
 
@@ -108,12 +109,22 @@ class GenerationEnded(Message):
         self.stopped, self.beams, self.error = stopped, beams, error
 
 
-class AttentionComputed(Message):
-    """Attention maps of the last prompt: per layer a (heads, T, T) nested list of floats."""
+class ViewText(Message):
+    """A text the views (F4, F7, F8) can look at, by name: "last prompt" (with its answer),
+    "live sample" or "validation". The app keeps the newest of each name."""
 
-    def __init__(self, chars: str, maps: list[list[list[list[float]]]], step: int) -> None:
+    def __init__(self, name: str, text: str) -> None:
         super().__init__()
-        self.chars, self.maps, self.step = chars, maps, step
+        self.name, self.text = name, text
+
+
+class CompareLoaded(Message):
+    """Another run's curves, read for the chart to lay over this run's (or why they could not
+    be read)."""
+
+    def __init__(self, label: str, curves: Curves | None, error: str | None = None) -> None:
+        super().__init__()
+        self.label, self.curves, self.error = label, curves, error
 
 
 class NextCharsComputed(Message):

@@ -51,7 +51,7 @@ async def answer_prompt(pilot: Pilot, text: str) -> None:
     await pilot.press(*text, "enter")
     await wait_until(pilot, lambda: "chars" in app.query(TranscriptEntry).last().status,
                      what="answer")
-    await wait_until(pilot, lambda: app.last_attention is not None, what="attention")
+    await wait_until(pilot, lambda: "last prompt" in app.view_texts, what="view text")
 
 
 def test_chat_only_app(snap_compare, in_run_folder: Path) -> None:
@@ -93,8 +93,12 @@ def test_help_screen(snap_compare, in_run_folder: Path, size: tuple[int, int]) -
 def test_attention_view(snap_compare, in_run_folder: Path) -> None:
     async def run_before(pilot: Pilot) -> None:
         await settle_chat(pilot)
+        pilot.app.prompt.settings = PromptSettings(seed=3, length=20)  # the view shows the answer
         await answer_prompt(pilot, "JULIET: thou art")
-        await pilot.press("f4", "right", "down")  # layer 1 has one head: wraps to head 2
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: getattr(pilot.app.screen, "result", None) is not None,
+                         what="the attention view")
+        await pilot.press("left", "left", "down")  # the third-last character, head 2
 
     assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from chargpt_tui.errors import ConfigError
+from chargpt_tui.explain import shade_char
 from chargpt_tui.tui.app import HERE, STYLESHEETS
 from chargpt_tui.tui.formatting import count, duration, visible_char
 from chargpt_tui.tui.prompt_settings import PromptSettings
-from chargpt_tui.tui.screens.attention import shade
 from chargpt_tui.tui.widgets.loss_chart import bucket_means, line_dots
 from chargpt_tui.tui.widgets.next_chars import bar
 from chargpt_tui.tui.widgets.training_panel import thin
@@ -35,7 +35,7 @@ def test_formatting() -> None:
     assert count(25_400) == "25.4k" and count(10_650_000) == "10.65M" and count(12) == "12"
     assert visible_char("\n") == "⏎" and visible_char(" ") == "␣" and visible_char("a") == "a"
     assert bar(1.0) == "█████" and bar(0.0) == "     " and bar(0.5).startswith("██▌")
-    assert shade(0.9) == "█" and shade(0.0) == " "
+    assert shade_char(0.9) == "█" and shade_char(0.0) == " "
 
 
 def test_prompt_settings_map_to_engine_parameters() -> None:

@@ -1,8 +1,12 @@
-"""F4: where each character of the last prompt looks, per layer and head.
+"""F4: attention over the text — where the selected character looks, head by head.
 
-Row = the character doing the looking (query), column = the character looked at (key); only
-earlier characters can be looked at (causal mask), so the map is lower-triangular. Each row
-sums to 1. Shades, not colours, carry the weight, so the map reads in 16 colours too.
+Move the cursor along the text (←/→): every character up to it is shaded by how much the
+selected one attends to it, in this layer and head (↑/↓; the last choice is the mean of the
+layer's heads). Characters after it stay dim: a GPT never looks ahead. The weights of a row sum
+to 1, so the shading shows how a character spends its attention budget on its past.
+
+256 colours: a background from dark to bright yellow. 16 colours (or ``s``): a row of shade
+characters ░▒▓█ under each line of text.
 """
 
 from __future__ import annotations
@@ -10,102 +14,188 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
+from chargpt_tui.explain import (
+    SHADE_256,
+    SHADE_CHARS,
+    TextAttention,
+    attention_over,
+    mean_look_back,
+    shade_bounds,
+    shade_char,
+    shade_color_256,
+    shade_level,
+)
+from chargpt_tui.model import GPTLanguageModel
+from chargpt_tui.tokenizer import CharTokenizer
 from chargpt_tui.tui.formatting import visible_char
-from chargpt_tui.tui.messages import AttentionComputed
+from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
+from chargpt_tui.tui.widgets.footer import Footer
 
-# (lower bound of the weight, shade)
-SHADES = ((0.5, "█"), (0.25, "▓"), (0.1, "▒"), (0.03, "░"), (0.0, " "))
+TOP_SHOWN = 5  # the most-attended characters listed under the text
+SHADE_LEGEND = "weight: " + " ".join(
+    f"{char} ≥{bound:.2f}".replace("0.", ".") for char, bound in
+    zip(SHADE_CHARS[1:], shade_bounds(len(SHADE_CHARS)))) + " (log scale) · dim: not seen yet"
 
 
-def shade(weight: float) -> str:
-    return next(char for bound, char in SHADES if weight >= bound)
+def few_colours(widget: Widget) -> bool:
+    """The terminal shows 16 colours or fewer: draw shade characters, not colour ramps."""
+    return widget.app.console.color_system in (None, "standard", "windows")
 
 
-class AttentionMap(Widget):
-    """The heatmap of one head; shows the last characters that fit the widget."""
+def attention_text(chars: str, row: list[float], cursor: int, width: int,
+                   shade_rows: bool) -> Text:
+    """``chars`` laid out in lines of ``width``, each character up to ``cursor`` shaded by its
+    weight in ``row``; ``shade_rows`` draws a line of shade characters under each line of text
+    instead of colouring it."""
+    text = Text(no_wrap=True, overflow="crop")
+    line: list[tuple[str, int]] = []  # (shown char, position) of the line being built
 
-    def __init__(self, attention: AttentionComputed, *, id: str | None = None) -> None:
+    def flush(last: bool) -> None:
+        for shown, position in line:
+            if position == cursor:
+                style = "bold reverse"
+            elif position < cursor and not shade_rows:
+                level = shade_level(row[position], len(SHADE_256))
+                fg = "black" if level > len(SHADE_256) // 2 else "white"
+                style = f"{fg} on color({shade_color_256(row[position])})"
+            else:
+                style = "" if position < cursor else "dim"
+            text.append(shown, style=style)
+        if shade_rows:
+            text.append("\n")
+            for _, position in line:
+                text.append(shade_char(row[position]) if position <= cursor else " ",
+                            style="yellow")
+        if not last:
+            text.append("\n")
+
+    for position, char in enumerate(chars):
+        line.append((visible_char(char), position))
+        if char == "\n" or len(line) >= width:
+            flush(last=False)
+            line = []
+    flush(last=True)
+    return text
+
+
+class AttentionText(Widget):
+    """The text, shaded by the selected character's attention."""
+
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.attention = attention
-        self.layer_index = 0
-        self.head_index = 0
+        self.chars = ""
+        self.row: list[float] = []
+        self.cursor = 0
+        self.shade_rows = False
 
     def render(self) -> Text:
-        chars = self.attention.chars
-        grid = self.attention.maps[self.layer_index][self.head_index]
-        label_width = 2
-        fit = max(1, min(len(chars), (self.size.width - label_width) // 2,
-                         self.size.height - 1))
-        first = len(chars) - fit
-        text = Text(no_wrap=True, overflow="crop")
-        text.append(" " * label_width)
-        for char in chars[first:]:
-            text.append(visible_char(char) + " ", style="bold")
-        for row in range(first, len(chars)):
-            text.append("\n")
-            text.append(visible_char(chars[row]) + " ", style="bold")
-            for col in range(first, len(chars)):
-                cell = shade(grid[row][col]) if col <= row else "·"
-                text.append(cell * 2 if cell != "·" else "· ",
-                            style="yellow" if col <= row else "dim")
-        return text
+        if not self.chars:
+            return Text("")
+        return attention_text(self.chars, self.row, self.cursor, max(1, self.size.width),
+                              self.shade_rows)
 
 
-class AttentionScreen(Screen[None]):
+class AttentionScreen(ExplainScreen[TextAttention]):
+    TITLE = "attention"
     BINDINGS = [
-        Binding("left", "head(-1)", "head ←"),
-        Binding("right", "head(1)", "head →"),
-        Binding("up,left_square_bracket", "layer(-1)", "layer ↑"),
-        Binding("down,right_square_bracket", "layer(1)", "layer ↓"),
-        Binding("escape,f4", "close", "close"),
+        Binding("left", "cursor(-1)", "char", key_display="←→",
+                tooltip="Select the character whose attention is shown"),
+        Binding("right", "cursor(1)", "next character", show=False),
+        Binding("home", "cursor(-100000)", "first character", show=False),
+        Binding("end", "cursor(100000)", "last character", show=False),
+        Binding("up", "head(-1)", "head", key_display="↑↓",
+                tooltip="Another head; after the last: the mean of the layer's heads"),
+        Binding("down", "head(1)", "next head", show=False),
+        Binding("pageup", "layer(-1)", "layer", key_display="PgUp/Dn"),
+        Binding("pagedown", "layer(1)", "next layer", show=False),
+        Binding("s", "toggle_shades", "shade characters", show=False,
+                tooltip="Shade characters under the text instead of colours"),
+        Binding("f4", "close", "close", show=False),
     ]
 
-    def __init__(self, attention: AttentionComputed | None) -> None:
-        super().__init__()
-        self.attention = attention
+    def __init__(self, context: ViewContext, text_name: str | None = None, layer: int = 0,
+                 head: int | None = 0) -> None:
+        super().__init__(context, text_name)
+        self.layer_index = layer
+        self.head_index = head  # None: the mean of the layer's heads
 
     def compose(self) -> ComposeResult:
-        yield Static(id="attention-title")
-        if self.attention is not None:
-            yield AttentionMap(self.attention, id="attention-map")
-        yield Static("[dim]rows: the character looking · columns: the characters it looks at · "
-                     "shade = weight (█ ≥ .5 ▓ ≥ .25 ▒ ≥ .1 ░ ≥ .03)[/]", id="attention-legend")
-        yield Footer()
+        yield Static(classes="view-title")
+        yield AttentionText(id="attention-text")
+        yield Static(id="attention-detail")
+        yield Static(id="attention-legend")
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
-        self._update_title()
+        self.query_one(AttentionText).shade_rows = few_colours(self)
+        super().on_mount()
 
-    def _update_title(self) -> None:
-        title = self.query_one("#attention-title", Static)
-        if self.attention is None:
-            title.update("[b]attention[/b] · no prompt yet — type one and press Enter, "
-                         "then come back with F4")
-            return
-        view = self.query_one(AttentionMap)
-        layers = len(self.attention.maps)
-        heads = len(self.attention.maps[0])
-        title.update(f"[b]attention[/b] · layer {view.layer_index + 1}/{layers} · head "
-                     f"{view.head_index + 1}/{heads} · step {self.attention.step} snapshot · "
-                     f"{len(self.attention.chars)} chars")
+    def compute_view(self, model: GPTLanguageModel, tokenizer: CharTokenizer,
+                     text: str) -> TextAttention:
+        ids, _ = tokenizer.encode_lenient(text)
+        return attention_over(model, tokenizer, ids or [0])
 
-    def _move(self, layer: int = 0, head: int = 0) -> None:
-        if self.attention is None:
+    def show(self, result: TextAttention) -> None:
+        self.layer_index = min(self.layer_index, result.n_layer - 1)
+        if self.head_index is not None and self.head_index >= result.n_head:
+            self.head_index = None
+        self.redraw()
+
+    def describe(self) -> str:
+        if self.result is None:
+            return self.text_name or ""
+        head = ("mean of heads" if self.head_index is None
+                else f"head {self.head_index + 1}/{self.result.n_head}")
+        return (f"layer {self.layer_index + 1}/{self.result.n_layer} · {head} · "
+                f"{self.text_name}")
+
+    def redraw(self) -> None:
+        result = self.result
+        if result is None:
             return
-        view = self.query_one(AttentionMap)
-        view.layer_index = (view.layer_index + layer) % len(self.attention.maps)
-        view.head_index = (view.head_index + head) % len(self.attention.maps[0])
+        last = len(result.chars) - 1
+        cursor = last if self.cursor is None else max(0, min(last, self.cursor))
+        row = result.row(self.layer_index, self.head_index, cursor)
+        view = self.query_one(AttentionText)
+        view.chars, view.row, view.cursor = result.chars, row, cursor
         view.refresh()
-        self._update_title()
+        ranked = sorted(range(len(row)), key=lambda k: -row[k])[:TOP_SHOWN]
+        looks = "  ".join(f"{visible_char(result.chars[k])}{k - cursor:+d} {row[k]:.2f}"
+                          for k in ranked)
+        grid = (result.maps[self.layer_index].mean(0) if self.head_index is None
+                else result.maps[self.layer_index][self.head_index])
+        where = f"char {cursor + 1}/{len(result.chars)}"
+        self.query_one("#attention-detail", Static).update(
+            f"[b]{visible_char(result.chars[cursor])}[/b] ({where}) looks at  {looks}\n"
+            f"[dim]on average this head looks {mean_look_back(grid):.1f} chars back[/]")
+        self.query_one("#attention-legend", Static).update(f"[dim]{SHADE_LEGEND}[/]")
+        self.update_title()
+
+    def action_cursor(self, delta: int) -> None:
+        if self.result is None:
+            return
+        last = len(self.result.chars) - 1
+        current = last if self.cursor is None else self.cursor
+        self.cursor = max(0, min(last, current + delta))
+        self.redraw()
 
     def action_head(self, delta: int) -> None:
-        self._move(head=delta)
+        if self.result is None:
+            return
+        choices = [*range(self.result.n_head), None]
+        self.head_index = choices[(choices.index(self.head_index) + delta) % len(choices)]
+        self.redraw()
 
     def action_layer(self, delta: int) -> None:
-        self._move(layer=delta)
+        if self.result is None:
+            return
+        self.layer_index = (self.layer_index + delta) % self.result.n_layer
+        self.redraw()
 
-    def action_close(self) -> None:
-        self.dismiss(None)
+    def action_toggle_shades(self) -> None:
+        view = self.query_one(AttentionText)
+        view.shade_rows = not view.shade_rows
+        view.refresh()

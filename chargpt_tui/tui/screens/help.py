@@ -22,8 +22,17 @@ HELP_TEXT = """\
                 top-p, beam width, length, seed, n-gram guard
                 (Tab moves between fields, Enter applies)
   [b]F3[/b]            switch between sampling and beam search
-  [b]F4[/b]            attention maps of the last prompt
-                (← → head, ↑ ↓ or [ ] layer)
+  [b]F4[/b]            attention: the last prompt shaded by where the
+                selected character looks (← → character, ↑ ↓ head,
+                PgUp PgDn layer)
+  [b]F7[/b]            every layer × head as a thumbnail (Enter opens one)
+  [b]F8[/b]            surprise: each character coloured by the model's
+                loss on it, with its top guesses
+  [b]F9[/b]            the characters' embeddings in 2-D (PCA)
+                In these views: r live weights, [ ] saved steps,
+                t another text, Escape closes
+  [b]F10[/b]           compare: lay another run's curves over the chart
+                (type its folder; empty removes them)
   [b]Tab[/b]           move between the prompt, the transcript, the chart, the
                 live samples and the log; a focused panel scrolls with
                 ↑ ↓, PageUp/PageDown, Home/End

@@ -12,6 +12,7 @@ from collections import deque
 from rich.text import Text
 from textual.strip import Strip
 
+from chargpt_tui.tui import messages
 from chargpt_tui.tui.widgets.wrapped_log import WrappedLog
 
 MAX_SAMPLES = 200  # ~160 characters each: a few dozen kB however long the run
@@ -37,6 +38,8 @@ class LiveSample(WrappedLog):
         self.body += text
         self.done = done
         self.replace_last(self._entry())
+        if done and self.body:
+            self.post_message(messages.ViewText("live sample", self.body))
 
     @property
     def history(self) -> list[tuple[int, str]]:

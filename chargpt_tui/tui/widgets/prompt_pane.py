@@ -12,7 +12,6 @@ import queue
 import time
 from dataclasses import dataclass, field
 
-import torch
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -40,7 +39,6 @@ from chargpt_tui.tui.widgets.transcript import Transcript, TranscriptEntry
 DRAIN_INTERVAL = 1 / 30
 PEEK_DEBOUNCE = 0.15  # seconds of no typing before the next-character view updates
 NEXT_CHAR_COUNT = 8
-ATTENTION_CHARS = 64  # the attention view cannot show more columns than this anyway
 
 
 @dataclass
@@ -171,19 +169,13 @@ class PromptPane(Vertical):
                                           "started"))
             return
         model, tokenizer = snapshot.model, snapshot.tokenizer
-        block_size = model.config.block_size
-        prompt = prepare_prompt(tokenizer, text, block_size)
+        prompt = prepare_prompt(tokenizer, text, model.config.block_size)
         self.post_message(messages.GenerationStarted(generation_id, snapshot.step,
                                                      prompt.warnings()))
         params = settings.params()
         produced, beams = 0, None
         with self.source.hold_training():
             started = time.perf_counter()
-            window = prompt.ids[-min(block_size, ATTENTION_CHARS):]
-            maps = model.attention_maps(torch.tensor([window], device=_device(model)))
-            self.post_message(messages.AttentionComputed(
-                tokenizer.decode(window), [layer.float().cpu().tolist() for layer in maps],
-                snapshot.step))
             if params.beam_width > 1:
                 last: BeamText | None = None
                 for last in stream_beam_text(model, tokenizer, prompt, params):
@@ -263,6 +255,7 @@ class PromptPane(Vertical):
             parts.append("stopped")
         entry.set_status(" · ".join(parts))
         self.query_one(Transcript).follow(entry)
+        self.post_message(messages.ViewText("last prompt", entry.prompt + entry.answer))
 
     def _drain(self) -> None:
         for generation in list(self._generations.values()):
@@ -284,7 +277,3 @@ class PromptPane(Vertical):
         if changed:
             entry.refresh_text()
         return changed
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device

@@ -175,6 +175,10 @@ class TrainingPanel(Vertical):
             return
         bus.subscribe(self._forward)
         self.trainer = trainer
+        # Two blocks of held-out text: what the views show when there is no prompt yet.
+        val, block = trainer.data.val, trainer.mconf.block_size
+        self.post_message(messages.ViewText(
+            "validation", setup.tokenizer.decode(val[: 2 * block].tolist())))
         self.live_model.attach_trainer(trainer)
         self.running = True
         self.post_message(messages.ModelReady(trainer.step, training=True))
