@@ -69,7 +69,9 @@ def test_compare_is_read_before_the_app_opens(run: Path, tmp_path: Path,
     from chargpt_tui.tui import launch
 
     launched: list[dict[str, object]] = []
-    monkeypatch.setattr(launch, "launch_tui", lambda **kwargs: launched.append(kwargs) or 0)
+    monkeypatch.setattr(launch, "resolve_source", lambda **kwargs: None)
+    monkeypatch.setattr(launch, "run_app",
+                        lambda source, **kwargs: launched.append(kwargs) or (0, []))
     monkeypatch.setenv("CHARGPT_TUI_FORCE_TUI", "1")
     bad = invoke("tui", "--compare", str(tmp_path / "nowhere"), "--no-mouse")
     assert bad.exit_code == 2
