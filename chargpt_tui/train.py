@@ -156,7 +156,7 @@ def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: to
     """AdamW with weight decay on weight matrices only (see :func:`iter_decay_groups`); with
     ``optimizer="muon"``, the blocks' matrices go to Muon instead and AdamW keeps the rest.
 
-    Every parameter group records its ``peak_lr``: the schedule scales them all alike.
+    The schedule scales every group alike, from its own peak (see :meth:`Trainer.train_step`).
     """
     params = dict(model.named_parameters())
     muon = {name for name, param in params.items()
@@ -167,8 +167,8 @@ def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: to
         if name not in muon:
             (decay if wants_decay else no_decay).append(params[name])
     groups = [
-        {"params": decay, "weight_decay": config.weight_decay, "peak_lr": config.learning_rate},
-        {"params": no_decay, "weight_decay": 0.0, "peak_lr": config.learning_rate},
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
     ]
     extra = {"fused": True} if device.type == "cuda" else {}
     adamw = torch.optim.AdamW(groups, lr=config.learning_rate,
@@ -176,7 +176,8 @@ def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: to
     if not muon:
         return adamw
     hidden = [params[name] for name in params if name in muon]
-    return MuonWithAdamW(Muon([{"params": hidden, "peak_lr": config.muon_lr}],
+    # "muon" marks the group (it survives checkpoints): its peak is muon_lr, not learning_rate
+    return MuonWithAdamW(Muon([{"params": hidden, "muon": True}],
                               lr=config.muon_lr, momentum=config.muon_momentum), adamw)
 
 
@@ -472,8 +473,9 @@ class Trainer:
         """
         lr = get_lr(self.step, self.tconf, progress)
         scale = lr / self.tconf.learning_rate
-        for group in self.optimizer.param_groups:  # Muon's groups peak elsewhere: scale alike
-            group["lr"] = group.get("peak_lr", self.tconf.learning_rate) * scale
+        for group in self.optimizer.param_groups:  # Muon's group peaks at muon_lr
+            peak = self.tconf.muon_lr if group.get("muon") else self.tconf.learning_rate
+            group["lr"] = peak * scale
         total = 0.0
         last = self.tconf.grad_accum_steps - 1
         for micro_step in range(self.tconf.grad_accum_steps):

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.presets import RECIPES
 from chargpt_tui.run_setup import prepare_run
 from chargpt_tui.train import Trainer, estimate_loss
@@ -75,7 +76,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         result = trainer.run()
         wall = time.monotonic() - started
         # the end-of-run weights (not best.pt's), evaluated on many fixed batches
-        trainer.model.load_state_dict(torch.load(f"{out}/ckpt.pt", weights_only=True)["model"])
+        trainer.model.load_state_dict(load_checkpoint(f"{out}/ckpt.pt")["model"])
         losses = estimate_loss(trainer.model, setup.data, setup.model_config.block_size,
                                train.batch_size, args.eval_batches, setup.device, seed=1,
                                precision=train.precision)

@@ -41,7 +41,7 @@ NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile
 NANOGPT_EVAL = """
 import json, sys, numpy as np, torch
 from model import GPT, GPTConfig
-ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
+ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
 model = GPT(GPTConfig(**ckpt["model_args"]))
 model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
 model.eval()

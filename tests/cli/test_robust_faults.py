@@ -286,15 +286,17 @@ def test_every_torch_load_in_the_package_is_weights_only() -> None:
 
 
 def test_the_package_never_runs_shell_commands() -> None:
-    """No shell, no eval/exec anywhere. The one module that starts processes (the benchmark
-    times `chargpt-tui --help` and the app's start-up) passes argument lists that start with
-    this Python itself: nothing a user typed can reach a shell."""
+    """No shell, no eval/exec anywhere. The two modules that start processes (the benchmark
+    times `chargpt-tui --help` and the app's start-up; the time-to-quality benchmark runs our
+    train command and nanoGPT's) pass argument lists: nothing a user typed can reach a shell."""
     risky = re.compile(r"os\.system|os\.popen|shell=True|(?<![.\w])(eval|exec)\(")
     offenders = [path for path, text in package_sources().items() if risky.search(text)]
     assert offenders == []
     spawning = {path.name: text for path, text in package_sources().items()
                 if re.search(r"\bsubprocess\b", text)}
-    assert set(spawning) == {"app_cases.py"}
+    assert set(spawning) == {"app_cases.py", "time_to_quality.py"}
+    peer_calls = re.findall(r"subprocess\.run\((\w+|\[)", spawning["time_to_quality.py"])
+    assert peer_calls and set(peer_calls) <= {"command", "["}
     calls = re.findall(r"subprocess\.run\((\w+)", spawning["app_cases.py"])
     assert calls and set(calls) == {"command", "paint_command"}
     # Both commands are fixed argument lists: this Python (or its chargpt-tui script) + flags.

@@ -201,7 +201,7 @@ def test_out_of_gpu_memory_suggests_a_smaller_batch(monkeypatch: pytest.MonkeyPa
                                                      corpus: Path, tmp_path: Path) -> None:
     from chargpt_tui.train import Trainer
 
-    def out_of_memory(self: Trainer) -> float:
+    def out_of_memory(self: Trainer, progress: float | None = None) -> float:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(Trainer, "train_step", out_of_memory)

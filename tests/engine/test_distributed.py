@@ -50,7 +50,8 @@ def reference_parameters(text: Path, out: Path, rank_seeds: list[int], recipe: s
     weights = {}
     for step in range(tconf.max_iters):
         for group in optimizer.param_groups:  # as the Trainer does: Muon's groups peak elsewhere
-            group["lr"] = group["peak_lr"] * get_lr(step, tconf) / tconf.learning_rate
+            peak = tconf.muon_lr if group.get("muon") else tconf.learning_rate
+            group["lr"] = peak * get_lr(step, tconf) / tconf.learning_rate
         for _ in range(tconf.grad_accum_steps):
             batches = [get_batch(setup.data.train, mconf.block_size, tconf.batch_size, g)
                        for g in generators]
