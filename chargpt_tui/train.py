@@ -582,7 +582,7 @@ class Trainer:
             evaluated_at = 0
             if budget:
                 budget.start_training(clock() - eval_started)
-        elif budget:  # resuming: size the reserve from one evaluation's worth of batches
+        elif budget:  # resuming: no evaluation timed yet, so the reserve covers the save only
             budget.start_training(0.0)
         self.bus.publish(StateChanged("training"))
         finishing = False  # the run itself decided to end (time budget, patience)
@@ -631,7 +631,7 @@ class Trainer:
                 eta = (1.0 - progress) * budget.usable()
             self.bus.publish(StepDone(
                 step=self.step, max_iters=max_iters, loss=loss,
-                lr=get_lr(self.step - 1, tconf, progress),
+                lr=self.optimizer.param_groups[0]["lr"],  # AdamW's groups come first
                 tokens_per_second=tokens_per_step / step_time_ema, elapsed=train_time, eta=eta,
             ))
             if self.step % tconf.eval_interval == 0 or self.step == tconf.max_iters:
