@@ -99,6 +99,14 @@ class GenerationStarted(Message):
         self.generation_id, self.step, self.warnings = generation_id, step, warnings
 
 
+class AnswerStreaming(Message):
+    """The first characters of an answer are in its queue (sent once per answer)."""
+
+    def __init__(self, generation_id: int) -> None:
+        super().__init__()
+        self.generation_id = generation_id
+
+
 class GenerationEnded(Message):
     """A generation finished or was stopped; chars/s and (beam mode) the final beams."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -159,6 +160,37 @@ async def test_a_failing_sampler_ends_the_answer_and_the_prompt_works_again(
         answered = app.query(TranscriptEntry).last()
         assert answered is not failed
         await wait_until(pilot, lambda: "5 chars" in answered.status, what="the next answer")
+
+
+@async_test
+async def test_the_first_character_is_drawn_at_once_and_its_delay_is_reported(
+        checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pane's drain timer is switched off here: the first character can only reach the
+    screen through the worker's nudge. The answer's status then says how long Enter waited."""
+    import threading
+
+    from chargpt_tui.tui.widgets import prompt_pane
+
+    monkeypatch.setattr(prompt_pane, "DRAIN_INTERVAL", 3600.0)
+    release = threading.Event()
+
+    def one_char_then_wait(*args: object, **kwargs: object) -> Iterator[str]:
+        yield "x"
+        release.wait(20)
+        yield "y"
+
+    monkeypatch.setattr(prompt_pane, "stream_text", one_char_then_wait)
+    app = ChargptApp(OpenCheckpoint(checkpoint), device="cpu", show_timing=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
+        await type_prompt(pilot, "KING:")
+        entry = app.query(TranscriptEntry).last()
+        await wait_until(pilot, lambda: entry.answer == "x", what="the first character")
+        assert app.prompt.generating  # drawn while the worker is still inside the answer
+        release.set()
+        await wait_until(pilot, lambda: not app.prompt.generating, what="the end")
+        assert entry.answer == "xy"
+        assert re.search(r"first char \d+ ms", entry.status), entry.status
 
 
 @async_test

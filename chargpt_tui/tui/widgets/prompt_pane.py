@@ -3,7 +3,9 @@
 Each prompt is answered by a thread worker (group ``generate``; a new prompt or Escape cancels
 the old one) from a snapshot of the current weights. While it runs, training is parked
 (``ModelSource.hold_training``): on a small CPU the two would otherwise split the cores and both
-crawl. Generated characters go into a per-generation queue that a 30 Hz timer drains.
+crawl. Generated characters go into a per-generation queue that a 30 Hz timer drains; the
+first one is drawn at once (the worker nudges the pane), so the wait a user feels is the
+model's, not the timer's.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Generation:
     entry: TranscriptEntry
     chunks: queue.SimpleQueue[tuple[str, str]] = field(default_factory=queue.SimpleQueue)
     step: int | None = None
+    submitted: float = 0.0  # time.monotonic() of the Enter that asked for it
+    first_char: float | None = None  # seconds from Enter until its first character was drawn
 
 
 class PromptPane(Vertical):
@@ -135,7 +139,7 @@ class PromptPane(Vertical):
             return
         self._next_id += 1
         entry = TranscriptEntry(text, self.settings.describe(), show_timing=self.show_timing)
-        generation = Generation(self._next_id, entry)
+        generation = Generation(self._next_id, entry, submitted=time.monotonic())
         self._generations[generation.id] = generation
         self.query_one(Transcript).add_entry(entry)
         self.refresh_bindings()
@@ -161,28 +165,39 @@ class PromptPane(Vertical):
     def _answer(self, generation_id: int, text: str, settings: PromptSettings,
                 chunks: queue.SimpleQueue[tuple[str, str]]) -> None:
         worker = get_current_worker()
-        snapshot = self.source.snapshot()
-        if snapshot is None:
-            self.post_message(messages.GenerationEnded(
-                generation_id, 0, 0.0, stopped=True,
-                error=self.unavailable or "no model yet — wait a moment until training has "
-                                          "started"))
-            return
-        model, tokenizer = snapshot.model, snapshot.tokenizer
-        prompt = prepare_prompt(tokenizer, text, model.config.block_size)
-        self.post_message(messages.GenerationStarted(generation_id, snapshot.step,
-                                                     prompt.warnings()))
         params = settings.params()
         produced, beams = 0, None
+        nudged = False
+
+        def put(kind: str, text: str) -> None:
+            nonlocal nudged
+            chunks.put((kind, text))
+            if not nudged:  # the first characters: ask the pane to draw them now
+                self.post_message(messages.AnswerStreaming(generation_id))
+                nudged = True
+
+        # Park training first, then copy its weights: the copy then does not compete with a
+        # running step for the cores, and the answer comes from the step training stopped at.
         with self.source.hold_training():
+            snapshot = self.source.snapshot()
+            if snapshot is None:
+                self.post_message(messages.GenerationEnded(
+                    generation_id, 0, 0.0, stopped=True,
+                    error=self.unavailable or "no model yet — wait a moment until training has "
+                                              "started"))
+                return
+            model, tokenizer = snapshot.model, snapshot.tokenizer
+            prompt = prepare_prompt(tokenizer, text, model.config.block_size)
+            self.post_message(messages.GenerationStarted(generation_id, snapshot.step,
+                                                         prompt.warnings()))
             started = time.perf_counter()
             if params.beam_width > 1:
                 last: BeamText | None = None
                 for last in stream_beam_text(model, tokenizer, prompt, params):
                     if worker.is_cancelled:
                         break
-                    chunks.put(("stable", last.stable))
-                    chunks.put(("tentative", last.tentative))
+                    put("stable", last.stable)
+                    put("tentative", last.tentative)
                 if last is not None:  # decoded once, at the end: where the search stopped
                     beams = last.state.result(tokenizer)
                     produced = beams.chars
@@ -190,7 +205,7 @@ class PromptPane(Vertical):
                 for char in stream_text(model, tokenizer, prompt, params):
                     if worker.is_cancelled:
                         break
-                    chunks.put(("text", char))
+                    put("text", char)
                     produced += 1
             seconds = time.perf_counter() - started
         self.post_message(messages.GenerationEnded(generation_id, produced, seconds,
@@ -199,17 +214,17 @@ class PromptPane(Vertical):
     @work(thread=True, exclusive=True, group="peek", exit_on_error=False,
           description="next-character view")
     def _peek(self, text: str) -> None:
-        snapshot = self.source.snapshot()
-        if snapshot is None:
-            return
-        try:
-            with self.source.hold_training():
+        with self.source.hold_training():  # parked first, then copied: as for an answer
+            snapshot = self.source.snapshot()
+            if snapshot is None:
+                return
+            try:
                 candidates = next_char_probabilities(snapshot.model, snapshot.tokenizer, text,
                                                      NEXT_CHAR_COUNT)
-        except Exception as error:  # noqa: BLE001 - the view empties; the app carries on
-            self.post_message(messages.NextCharsComputed(text, [], snapshot.step,
-                                                         error=describe(error)))
-            return
+            except Exception as error:  # noqa: BLE001 - the view empties; the app carries on
+                self.post_message(messages.NextCharsComputed(text, [], snapshot.step,
+                                                             error=describe(error)))
+                return
         self.post_message(messages.NextCharsComputed(text, candidates, snapshot.step))
 
     # -- messages from the workers (UI thread) ------------------------------------------------
@@ -234,6 +249,13 @@ class PromptPane(Vertical):
         for warning in message.warnings:
             self.notify(warning, title="prompt", severity="warning")
 
+    def on_answer_streaming(self, message: messages.AnswerStreaming) -> None:
+        """The first characters of an answer are queued: draw them now, not at the next tick."""
+        message.stop()
+        generation = self._generations.get(message.generation_id)
+        if generation is not None and self._drain_one(generation):
+            self.query_one(Transcript).follow(generation.entry)
+
     def on_generation_ended(self, message: messages.GenerationEnded) -> None:
         message.stop()
         generation = self._generations.pop(message.generation_id, None)
@@ -251,6 +273,8 @@ class PromptPane(Vertical):
         parts = [f"step {generation.step} snapshot", entry.settings, f"{message.chars} chars"]
         if self.show_timing and message.seconds > 0:
             parts.append(f"{message.chars / message.seconds:,.0f} chars/s")
+        if self.show_timing and generation.first_char is not None:
+            parts.append(f"first char {1000 * generation.first_char:.0f} ms")
         if message.stopped:
             parts.append("stopped")
         entry.set_status(" · ".join(parts))
@@ -276,4 +300,6 @@ class PromptPane(Vertical):
                 entry.answer += text
         if changed:
             entry.refresh_text()
+            if generation.first_char is None and (entry.answer or entry.tentative):
+                generation.first_char = time.monotonic() - generation.submitted
         return changed
