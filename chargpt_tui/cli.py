@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+import typer.core
 
 from chargpt_tui.presets import PRESET_NAMES, RECIPE_NAMES
 
@@ -36,6 +37,29 @@ T = TypeVar("T")
 
 # torch prints a warning at import when NumPy is absent; chargpt-tui never needs NumPy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+
+def _flags_show_no_type() -> None:
+    """List flags in every command's help without a type: ``--debug``, not ``--debug  <bool>``.
+
+    A flag takes no value, so click's plain help and typer 0.27's rich help leave its type
+    column empty; typer 0.29's rich help fills it with ``<bool>``, ``--help`` included. This
+    restores the empty column for every flag, ``--mouse/--no-mouse`` pairs too; options that
+    take a value keep their type."""
+    option = typer.core.TyperOption
+    show_type = getattr(option, "display_type_rich", None)  # typer 0.27 has none (and no <bool>)
+    if show_type is None or getattr(show_type, "flags_show_no_type", False):
+        return
+
+    @functools.wraps(show_type)
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if self.is_flag else show_type(self, ctx)
+
+    setattr(display_type_rich, "flags_show_no_type", True)  # noqa: B010
+    setattr(option, "display_type_rich", display_type_rich)  # noqa: B010
+
+
+_flags_show_no_type()
 
 app = typer.Typer(
     name="chargpt-tui",

@@ -109,6 +109,25 @@ def test_train_help_lists_options_with_help_text() -> None:
         assert option in result.stdout, option
 
 
+def help_at_80_columns(*args: str) -> str:
+    """A help page as an 80-column terminal shows it (stable line breaks)."""
+    result = run_cli(*args, "--help", env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_no_help_page_gives_a_flag_a_type() -> None:
+    """A flag takes no value: `--debug`, not `--debug  <bool>` (typer 0.29's rich help adds
+    one), in every command's help; options that take a value keep theirs."""
+    from chargpt_tui.cli import COMMANDS
+
+    for command in ((), *((name,) for name in sorted(COMMANDS))):
+        page = help_at_80_columns(*command)
+        assert "--help" in page and "<bool>" not in page, command
+    tui = help_at_80_columns("tui")
+    assert "--no-mouse" in tui and "<path>" in tui and "<int>" in tui
+
+
 def test_app_without_a_terminal_points_to_headless_training() -> None:
     result = run_cli("--preset", "tiny", stdin=subprocess.DEVNULL)
     assert result.returncode == 2
