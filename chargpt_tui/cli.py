@@ -7,6 +7,7 @@ non-zero exit; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import json
@@ -61,10 +62,32 @@ def _flags_show_no_type() -> None:
 
 _flags_show_no_type()
 
+APP_HELP = ("`chargpt-tui` with no command opens the app, the same as `chargpt-tui tui`, and "
+            "takes these options (`chargpt-tui tui --help` lists them too).")
+
+
+class RootGroup(typer.core.TyperGroup):
+    """The top-level help: the commands, then the app's own options under its own usage line
+    (``chargpt-tui [OPTIONS]`` runs ``tui``, see :func:`run_command_line`). They are rendered
+    from the ``tui`` command itself, so the two helps cannot drift apart."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        tui = self.get_command(ctx, "tui")
+        if tui is None:  # pragma: no cover - tui is always registered
+            return
+        view = copy.copy(tui)
+        view.help = APP_HELP
+        view.add_help_option = False  # listed once, in the Options above
+        view.format_help(ctx.__class__(view, info_name=ctx.info_name), formatter)
+
+
 app = typer.Typer(
     name="chargpt-tui",
+    cls=RootGroup,
     help="Train a character-level GPT in your terminal and talk to it while it learns.\n\n"
-    "Run with no command to open the app (same as `chargpt-tui tui`).",
+    "Run with no command to open the app (same as `chargpt-tui tui`); its options follow the "
+    "commands below.",
     no_args_is_help=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
