@@ -7,6 +7,7 @@ non-zero exit; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import json
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+import typer.core
 
 from chargpt_tui.presets import PRESET_NAMES, RECIPE_NAMES
 
@@ -37,10 +39,55 @@ T = TypeVar("T")
 # torch prints a warning at import when NumPy is absent; chargpt-tui never needs NumPy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
+
+def _flags_show_no_type() -> None:
+    """List flags in every command's help without a type: ``--debug``, not ``--debug  <bool>``.
+
+    A flag takes no value, so click's plain help and typer 0.27's rich help leave its type
+    column empty; typer 0.29's rich help fills it with ``<bool>``, ``--help`` included. This
+    restores the empty column for every flag, ``--mouse/--no-mouse`` pairs too; options that
+    take a value keep their type."""
+    option = typer.core.TyperOption
+    show_type = getattr(option, "display_type_rich", None)  # typer 0.27 has none (and no <bool>)
+    if show_type is None or getattr(show_type, "flags_show_no_type", False):
+        return
+
+    @functools.wraps(show_type)
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if self.is_flag else show_type(self, ctx)
+
+    setattr(display_type_rich, "flags_show_no_type", True)  # noqa: B010
+    setattr(option, "display_type_rich", display_type_rich)  # noqa: B010
+
+
+_flags_show_no_type()
+
+APP_HELP = ("`chargpt-tui` with no command opens the app, the same as `chargpt-tui tui`, and "
+            "takes these options (`chargpt-tui tui --help` lists them too).")
+
+
+class RootGroup(typer.core.TyperGroup):
+    """The top-level help: the commands, then the app's own options under its own usage line
+    (``chargpt-tui [OPTIONS]`` runs ``tui``, see :func:`run_command_line`). They are rendered
+    from the ``tui`` command itself, so the two helps cannot drift apart."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        tui = self.get_command(ctx, "tui")
+        if tui is None:  # pragma: no cover - tui is always registered
+            return
+        view = copy.copy(tui)
+        view.help = APP_HELP
+        view.add_help_option = False  # listed once, in the Options above
+        view.format_help(ctx.__class__(view, info_name=ctx.info_name), formatter)
+
+
 app = typer.Typer(
     name="chargpt-tui",
+    cls=RootGroup,
     help="Train a character-level GPT in your terminal and talk to it while it learns.\n\n"
-    "Run with no command to open the app (same as `chargpt-tui tui`).",
+    "Run with no command to open the app (same as `chargpt-tui tui`); its options follow the "
+    "commands below.",
     no_args_is_help=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -107,6 +108,47 @@ def test_train_help_lists_options_with_help_text() -> None:
                    "--eval-interval", "--eval-iters", "--device", "--seed", "--compile",
                    "--out", "--resume", "--json"):
         assert option in result.stdout, option
+
+
+def help_at_80_columns(*args: str) -> str:
+    """A help page as an 80-column terminal shows it (stable line breaks)."""
+    result = run_cli(*args, "--help", env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_no_help_page_gives_a_flag_a_type() -> None:
+    """A flag takes no value: `--debug`, not `--debug  <bool>` (typer 0.29's rich help adds
+    one), in every command's help; options that take a value keep theirs."""
+    from chargpt_tui.cli import COMMANDS
+
+    for command in ((), *((name,) for name in sorted(COMMANDS))):
+        page = help_at_80_columns(*command)
+        assert "--help" in page and "<bool>" not in page, command
+    tui = help_at_80_columns("tui")
+    assert "--no-mouse" in tui and "<path>" in tui and "<int>" in tui
+
+
+def test_top_level_help_lists_the_apps_own_options() -> None:
+    """`chargpt-tui --preset tiny` opens the app, so `chargpt-tui --help` documents its options:
+    after the commands, under the app's own usage line, every option `tui --help` lists."""
+    import typer.main
+
+    from chargpt_tui import cli
+
+    page = help_at_80_columns()
+    commands, _, app_part = re.split(r"^( *Usage: chargpt-tui \[OPTIONS\] *)$", page,
+                                    flags=re.MULTILINE)
+    assert "Usage: chargpt-tui [OPTIONS] COMMAND" in commands and "bench " in commands
+    assert "chargpt-tui tui --help" in app_part
+    for option in ("--preset", "--checkpoint", "--follow", "--data", "--device", "--no-mouse"):
+        assert option in app_part, option
+    tui = typer.main.get_command(cli.app).commands["tui"]
+    for param in tui.params:
+        assert f"{param.opts[0]} " in app_part, param.opts
+    for panel in ("Options", "Data", "Model", "Training", "Recipe", "Checkpoints"):
+        assert f"─ {panel} ─" in app_part, panel
+    assert page.count("--help  ") == 1  # --help is listed once, with --debug and --version
 
 
 def test_app_without_a_terminal_points_to_headless_training() -> None:
