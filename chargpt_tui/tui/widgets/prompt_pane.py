@@ -1,10 +1,11 @@
 """The prompt pane: a chat-style transcript, the next-character view and the prompt line.
 
 Each prompt is answered by a thread worker (group ``generate``; a new prompt or Escape cancels
-the old one) from a snapshot of the current weights. While it runs, training is parked
-(``ModelSource.hold_training``): on a small CPU the two would otherwise split the cores and both
-crawl. Generated characters go into a per-generation queue that a 30 Hz timer drains; the
-first one is drawn at once (the worker nudges the pane), so the wait a user feels is the
+the old one) from a snapshot of the current weights; when following a run, the worker first
+loads the run's checkpoint if the file is newer than those weights. While it runs, training is
+parked (``ModelSource.hold_training``): on a small CPU the two would otherwise split the cores
+and both crawl. Generated characters go into a per-generation queue that a 30 Hz timer drains;
+the first ones are drawn at once (the worker nudges the pane), so the wait a user feels is the
 model's, not the timer's.
 """
 
@@ -178,18 +179,27 @@ class PromptPane(Vertical):
 
         # Park training first, then copy its weights: the copy then does not compete with a
         # running step for the cores, and the answer comes from the step training stopped at.
+        # Following a run: its newest checkpoint, loaded here if the file is newer than ours.
+        refresh = self.source.refresh()
+        if refresh.loaded is not None:
+            self.post_message(messages.ModelReady(refresh.loaded, training=False))
+        # Park training first, then copy its weights: the copy then does not compete with a
+        # running step for the cores, and the answer comes from the step training stopped at.
         with self.source.hold_training():
             snapshot = self.source.snapshot()
             if snapshot is None:
                 self.post_message(messages.GenerationEnded(
                     generation_id, 0, 0.0, stopped=True,
-                    error=self.unavailable or "no model yet — wait a moment until training has "
-                                              "started"))
+                    error=refresh.problem or self.unavailable or "no model yet — wait a moment "
+                                                                 "until training has started"))
                 return
             model, tokenizer = snapshot.model, snapshot.tokenizer
             prompt = prepare_prompt(tokenizer, text, model.config.block_size)
-            self.post_message(messages.GenerationStarted(generation_id, snapshot.step,
-                                                         prompt.warnings()))
+            warnings = prompt.warnings()
+            if refresh.problem is not None:
+                warnings.insert(0, f"the run's newest checkpoint could not be loaded "
+                                   f"({refresh.problem}): answered from step {snapshot.step}")
+            self.post_message(messages.GenerationStarted(generation_id, snapshot.step, warnings))
             started = time.perf_counter()
             if params.beam_width > 1:
                 last: BeamText | None = None

@@ -76,6 +76,8 @@ class TrainingPanel(Vertical):
         # The folder of a run trained elsewhere, when following one.
         self.follow = source.run_dir if isinstance(source, FollowRun) else None
         self.device = device
+        if self.follow is not None:  # one loader for its checkpoint: this panel's, and prompts'
+            live_model.follow_checkpoint(self.follow / CHECKPOINT_NAME, device)
         self.show_timing = show_timing
         self.trainer: Trainer | None = None
         self.running = False  # the worker is inside Trainer.run
@@ -242,18 +244,16 @@ class TrainingPanel(Vertical):
     @work(thread=True, exclusive=True, group="reload", exit_on_error=False,
           description="loading the followed run's checkpoint")
     def load_followed_checkpoint(self) -> None:
-        assert self.follow is not None
-        path = self.follow / CHECKPOINT_NAME
-        try:
-            loaded = load_for_sampling(path, self.device)
-        except Exception as error:  # noqa: BLE001 - shown under the prompt, whatever it was
-            reason = (f"no checkpoint in {self.follow} yet: prompts work once the run saves one"
-                      if not path.exists() else describe(error))
-            self.post_message(messages.ModelUnavailable(reason))
-            return
-        step = loaded.step
-        self.live_model.attach_model(loaded.model, loaded.tokenizer, step)
-        self.post_message(messages.ModelReady(step, training=False))
+        """Load the followed run's checkpoint if the file is newer than the weights prompts use
+        (the loader is shared with the prompt pane, which looks again at every prompt)."""
+        refresh = self.live_model.refresh()
+        if refresh.loaded is not None:
+            self.post_message(messages.ModelReady(refresh.loaded, training=False))
+        elif refresh.problem is not None and not self.live_model.ready:
+            self.post_message(messages.ModelUnavailable(refresh.problem))
+        elif refresh.problem is not None and refresh.new:  # said once per file; the weights
+            self.post_message(messages.LogLine(  # already loaded still answer prompts
+                f"could not load the newest checkpoint: {refresh.problem}", "warning"))
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False,
           description="opening checkpoint")
