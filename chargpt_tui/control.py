@@ -35,6 +35,8 @@ class TrainerControl:
         self._save = threading.Event()
         self._user_paused = False
         self._holds = 0
+        self._no_holds = threading.Event()  # set ⇔ nobody holds training
+        self._no_holds.set()
         self.stop_reason = ""
         self.exit_code = 0
         # Timing hook for the bench: when a list, every hold appends its [start, end] span
@@ -47,6 +49,10 @@ class TrainerControl:
                 self._running.set()
             else:
                 self._running.clear()
+            if self._holds == 0:
+                self._no_holds.set()
+            else:
+                self._no_holds.clear()
 
     def pause(self) -> None:
         self._user_paused = True
@@ -125,6 +131,17 @@ class TrainerControl:
         # A hold may have begun while we woke up. Checked only after clearing _parked, so a hold
         # either sees this and parks us first or waits for the step: never both at once.
         return self._running.is_set()
+
+    def let_holds_run(self) -> None:
+        """Inside long work that leaves the weights alone (an evaluation, a live sample): if
+        someone holds training, park here until they are done, as at a step boundary. Without
+        it a prompt typed during an evaluation would wait for the whole evaluation."""
+        while not self._no_holds.is_set() and not self.stopping:
+            self._parked.set()
+            self._no_holds.wait()
+            # Cleared before looking again (as in wait_until_runnable): a hold that begins now
+            # either sees us parked and is let run by the loop's next look, or waits for us.
+            self._parked.clear()
 
     def mark_idle(self) -> None:
         """The loop has ended: holds need not wait for a step boundary any more."""

@@ -183,12 +183,13 @@ def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: to
 
 @torch.no_grad()
 def estimate_loss(model: torch.nn.Module, data: TokenizedData, block_size: int, batch_size: int,
-                  eval_iters: int, device: torch.device, seed: int, precision: str = "auto"
-                  ) -> dict[str, float]:
+                  eval_iters: int, device: torch.device, seed: int, precision: str = "auto",
+                  between_batches: Callable[[], None] | None = None) -> dict[str, float]:
     """Mean loss over ``eval_iters`` random batches of each split, in eval mode (no dropout).
 
     Uses its own generator with a fixed seed: every evaluation sees the same batches (so curves
     compare like with like) and evaluating never shifts the training batches.
+    ``between_batches`` runs after each batch (the trainer lets a waiting prompt in there).
     """
     was_training = model.training
     model.eval()
@@ -201,6 +202,8 @@ def estimate_loss(model: torch.nn.Module, data: TokenizedData, block_size: int, 
             with autocast_context(device, precision):
                 _, loss = model(x.to(device), y.to(device))
             losses[k] = loss.item()
+            if between_batches is not None:
+                between_batches()
         out[split] = losses.mean().item()
     model.train(was_training)
     return out
@@ -419,7 +422,7 @@ class Trainer:
         losses = estimate_loss(distributed.unwrap(self.train_model), self.data,
                                self.mconf.block_size, self.tconf.batch_size,
                                self.tconf.eval_iters, self.device, self.tconf.seed,
-                               self.tconf.precision)
+                               self.tconf.precision, between_batches=self.control.let_holds_run)
         self.last_eval = losses
         if self.best_val_loss is None or losses["val"] < self.best_val_loss:
             self.best_val_loss, self.best_step = losses["val"], self.step
@@ -456,6 +459,7 @@ class Trainer:
             self.bus.publish(SampleChunk(step, self.setup.tokenizer.vocab[token]))
             if self.control.stopping:
                 break
+            self.control.let_holds_run()  # a prompt typed now need not wait for the sample
         self.bus.publish(SampleChunk(step, "", final=True))
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:

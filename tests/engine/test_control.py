@@ -13,7 +13,7 @@ import torch
 from tiny_model import TINY_SHAPE
 
 from chargpt_tui.control import TrainerControl
-from chargpt_tui.events import EventBus, Notice, StepDone
+from chargpt_tui.events import EvalDone, EventBus, Notice, StepDone
 from chargpt_tui.run_setup import RunSetup, prepare_run
 from chargpt_tui.train import Trainer
 
@@ -22,8 +22,8 @@ def tiny_setup(tmp_path: Path, **overrides: object) -> RunSetup:
     text_file = tmp_path / "text.txt"
     rng = random.Random(0)
     text_file.write_text("".join(rng.choices("abcdefgh \n", k=4000)), encoding="utf-8")
-    options = dict(TINY_SHAPE, n_layer=1, batch_size=4, eval_iters=2, eval_interval=1000,
-                   **overrides)
+    options = {**TINY_SHAPE, "n_layer": 1, "batch_size": 4, "eval_iters": 2,
+               "eval_interval": 1000, **overrides}
     return prepare_run(data=str(text_file), preset="tiny", overrides=options,
                        out=tmp_path / "run", device="cpu")
 
@@ -89,3 +89,63 @@ def test_hold_spans_time_every_hold_including_one_still_running() -> None:
     assert len(control.hold_spans) == 2
     assert all(start <= end < float("inf") for start, end in control.hold_spans)
     assert control._running.is_set()
+
+
+def test_a_hold_gets_in_between_the_batches_of_an_evaluation(tmp_path: Path) -> None:
+    """A prompt typed while the model is being evaluated is let in between two evaluation
+    batches, not after the whole evaluation (nor beside it: the evaluation waits meanwhile)."""
+    bus = EventBus()
+    steps: list[int] = []
+    evaluated: list[int] = []
+    bus.subscribe(lambda event: steps.append(event.step) if isinstance(event, StepDone) else None)
+    bus.subscribe(lambda event: evaluated.append(event.step)
+                  if isinstance(event, EvalDone) else None)
+    # 1500 batches per split: the evaluation at step 3 lasts far longer than one step.
+    trainer = Trainer(tiny_setup(tmp_path, max_iters=3, eval_interval=3, eval_iters=1500), bus)
+    thread = threading.Thread(target=trainer.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while 3 not in steps and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert 3 in steps, "training never reached its evaluation"
+        # Waits as long as needed: without the evaluation letting it in, the hold would begin
+        # only once the evaluation (and the run) had ended.
+        with trainer.control.hold(wait=60.0):
+            assert 3 not in evaluated  # in the middle of the evaluation
+            time.sleep(0.3)
+            assert 3 not in evaluated  # which waits while the hold lasts
+    finally:
+        thread.join(60)
+    assert not thread.is_alive() and 3 in evaluated
+
+
+def test_let_holds_run_parks_only_while_someone_holds() -> None:
+    control = TrainerControl()
+    units, done = [0], threading.Event()
+
+    def long_work() -> None:  # an evaluation's batches, say, after a step
+        assert control.wait_until_runnable(lambda _state: None)  # as the loop does per step
+        while not done.is_set():
+            units[0] += 1
+            control.let_holds_run()
+            time.sleep(0.001)
+
+    worker = threading.Thread(target=long_work)
+    worker.start()
+    try:
+        while units[0] < 5:
+            time.sleep(0.001)
+        with control.hold(wait=10.0):
+            parked_at = units[0]
+            time.sleep(0.2)
+            assert units[0] == parked_at
+        while units[0] == parked_at:  # carries on by itself once released
+            time.sleep(0.001)
+        control.pause()  # the user's pause is for step boundaries, not for this
+        moving = units[0]
+        time.sleep(0.1)
+        assert units[0] > moving
+    finally:
+        done.set()
+        worker.join(10)
