@@ -10,64 +10,21 @@ import os
 import re
 import shlex
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tui_support import write_data
 
+from chargpt_tui.bench.tmux import Tmux
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.events import CheckpointSaved, StateChanged
 from chargpt_tui.runs import read_metrics
 
 CLI = Path(sys.executable).parent / "chargpt-tui"
 STEP = re.compile(r"step (\d+)/100000")
-
-
-class Tmux:
-    def __init__(self, socket: Path) -> None:
-        self.socket = socket
-
-    def __call__(self, *args: str) -> str:
-        done = subprocess.run(["tmux", "-S", str(self.socket), *args], capture_output=True,
-                              text=True, timeout=10, check=True)
-        return done.stdout
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "app")
-
-    def wait_for(self, predicate: Callable[[str], bool], what: str, timeout: float = 60.0
-                 ) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            if predicate(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; screen was:\n{screen}")
-            time.sleep(0.2)
-
-    def wait_for_exit(self, status_file: Path, timeout: float = 60.0) -> int:
-        """The app's exit status, as the shell around it wrote it. (Reading tmux's
-        pane_dead_status instead was flaky under load: tmux sometimes left the exited app a
-        zombie for many seconds before it learned the status.)"""
-        deadline = time.monotonic() + timeout
-        while not status_file.exists() or not status_file.read_text().strip():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the app did not exit; screen was:\n{self.screen()}")
-            time.sleep(0.2)
-        return int(status_file.read_text())
-
-    def app_pid(self) -> int:
-        """The app's process: the only child of the pane's shell."""
-        shell = self("display-message", "-p", "-t", "app", "#{pane_pid}").strip()
-        found = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True,
-                               timeout=10).stdout.split()
-        assert len(found) == 1, f"expected one app process under the shell, found {found}"
-        return int(found[0])
 
 
 def step_on(screen: str) -> int:
@@ -90,12 +47,10 @@ def app_in_tmux(tmp_path: Path) -> Iterator[tuple[Tmux, Path, Path]]:
         "--device", "cpu")) + f"; echo $? > {shlex.quote(str(status))}"
     tmux = Tmux(tmp_path / "tmux.sock")
     try:
-        tmux("-f", "/dev/null", "new-session", "-d", "-s", "app", "-x", "100", "-y", "30",
-             command)
+        tmux.start(command, 100, 30)
         yield tmux, out, status
     finally:
-        subprocess.run(["tmux", "-S", str(tmux.socket), "kill-server"], capture_output=True,
-                       timeout=10)
+        tmux.kill()
 
 
 def test_train_pause_prompt_resize_and_quit_in_tmux(
