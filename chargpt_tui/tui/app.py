@@ -43,6 +43,7 @@ from chargpt_tui.tui.widgets.footer import Footer
 from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
 from chargpt_tui.tui.widgets.training_panel import TrainingPanel
+from chargpt_tui.tui.worker_threads import ThreadPerTask
 
 HERE = Path(__file__).parent
 STYLESHEETS = [
@@ -110,6 +111,10 @@ class ChargptApp(App[int]):
             yield self.training
             yield self.prompt
         yield Footer()
+
+    def on_load(self) -> None:
+        # Before any worker starts: each runs on a thread of its own (see worker_threads).
+        asyncio.get_running_loop().set_default_executor(ThreadPerTask("chargpt-worker"))
 
     def on_mount(self) -> None:
         if self.compare is not None:

@@ -325,3 +325,35 @@ async def test_next_character_view_shows_the_models_own_top_choices(checkpoint: 
                              == [c for c, _ in e], what=f"next characters after {typed!r}")
             for (_, shown), (_, prob) in zip(view.candidates, expected):
                 assert shown == pytest.approx(prob, abs=1e-4)
+
+
+@async_test
+async def test_each_answer_runs_on_a_thread_of_its_own_that_then_ends(
+        checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch gives every thread that computes its own OpenMP team; a pooled thread kept its
+    team after answering and halved training's speed (worker_threads). So no worker thread
+    outlives its work."""
+    import threading
+
+    from chargpt_tui.tui.widgets import prompt_pane
+
+    real_stream_text = prompt_pane.stream_text
+    threads: list[threading.Thread] = []
+
+    def recording_stream_text(*args: object, **kwargs: object) -> Iterator[str]:
+        threads.append(threading.current_thread())
+        yield from real_stream_text(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prompt_pane, "stream_text", recording_stream_text)
+    app = chat_app(checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
+        app.prompt.settings = replace(app.prompt.settings, length=5)
+        for text in ("KING:", "QUEEN:"):
+            await type_prompt(pilot, text)
+            await wait_until(pilot, lambda: not app.prompt.generating, what="the answer")
+        assert len(threads) == 2 and threads[0] is not threads[1]
+        assert threading.main_thread() not in threads
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive()

@@ -52,3 +52,27 @@ def test_prompt_settings_map_to_engine_parameters() -> None:
 def test_every_stylesheet_is_loaded_and_exists() -> None:
     shipped = {p.relative_to(HERE).as_posix() for p in HERE.rglob("*.tcss")}
     assert shipped == set(STYLESHEETS)
+
+
+def test_thread_per_task_runs_each_task_on_a_thread_that_ends_with_it() -> None:
+    import threading
+
+    from chargpt_tui.tui.worker_threads import ThreadPerTask
+
+    executor = ThreadPerTask("test")
+    threads = [executor.submit(threading.current_thread).result(timeout=10) for _ in range(3)]
+    assert len({id(thread) for thread in threads}) == 3  # a new thread each time
+    assert threading.current_thread() not in threads
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()  # ended with its task (its OpenMP team with it)
+    failing = executor.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(timeout=10)
+    release = threading.Event()
+    slow = executor.submit(lambda: release.wait(10) and "done")
+    threading.Timer(0.2, release.set).start()
+    executor.shutdown(wait=True)  # waits for the task still running
+    assert slow.done() and slow.result() == "done"
+    with pytest.raises(RuntimeError):
+        executor.submit(lambda: None)
