@@ -58,7 +58,10 @@ class Generation:
 
 class PromptPane(Vertical):
     BINDINGS = [
-        Binding("escape", "stop_generation", "stop", tooltip="Stop the answer being generated"),
+        # Not in the footer: the answer being generated says "Esc stops" itself, and showing
+        # the key only while it applies redrew the footer twice a prompt (tens of ms each).
+        Binding("escape", "stop_generation", "stop", show=False,
+                tooltip="Stop the answer being generated"),
         Binding("f2", "edit_settings", "params", tooltip="Edit sampling parameters"),
         Binding("f3", "toggle_mode", "mode", tooltip="Switch sampling and beam search"),
     ]
@@ -97,7 +100,7 @@ class PromptPane(Vertical):
         return bool(self._generations)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "stop_generation":  # listed in the footer only while there is one
+        if action == "stop_generation":  # Escape passes on when there is nothing to stop
             return self.generating
         return True
 
@@ -143,7 +146,6 @@ class PromptPane(Vertical):
         generation = Generation(self._next_id, entry, submitted=time.monotonic())
         self._generations[generation.id] = generation
         self.query_one(Transcript).add_entry(entry)
-        self.refresh_bindings()
         self._generate(generation.id, text, self.settings, generation.chunks)
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -269,7 +271,6 @@ class PromptPane(Vertical):
     def on_generation_ended(self, message: messages.GenerationEnded) -> None:
         message.stop()
         generation = self._generations.pop(message.generation_id, None)
-        self.refresh_bindings()
         if generation is None:
             return
         self._drain_one(generation)

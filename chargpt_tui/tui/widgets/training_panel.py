@@ -49,8 +49,12 @@ from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.stats_line import Stats, StatsLine
 
 DRAIN_INTERVAL = 1 / 30  # live-sample text: smooth streaming
-CHART_INTERVAL = 1 / 4  # loss chart: a redraw costs milliseconds, 4 Hz reads as live
-PROGRESS_RATE = 10  # stats-line updates per second at most
+# The UI's redraws take turns with training for the cores: every millisecond of drawing
+# costs a 2-thread CPU step about two (one of its threads waits at a barrier for the other).
+# At the gpu-pace preset (50 steps/s, 2 cores) 4 Hz chart + 10 Hz stats took 10 % of a core
+# from training and 1 Hz + 2 Hz took 6 % (benchmarks/results/app_at_gpu_pace.txt).
+CHART_INTERVAL = 1.0  # loss chart redraws a second, at most (htop refreshes at 0.7 Hz)
+PROGRESS_RATE = 4  # stats-line updates a second, at most
 MAX_TRAIN_POINTS = 4000  # older points are thinned: the chart only has ~100 columns anyway
 # A followed run's checkpoint is reloaded this long after a CheckpointSaved, once for all the
 # saves announced meanwhile: replaying a long history announces many at once, a tiny model
@@ -383,6 +387,8 @@ class TrainingPanel(Vertical):
         chart.train_points = thinned
 
     def _drain_samples(self) -> None:
+        if self._samples.empty():  # 30 times a second: nothing to do most of the time
+            return
         view = self.query_one(LiveSample)
         pieces: list[str] = []
         done = False
