@@ -49,11 +49,11 @@ from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.stats_line import Stats, StatsLine
 
 DRAIN_INTERVAL = 1 / 30  # live-sample text: smooth streaming
-# The UI's redraws take turns with training for the cores: every millisecond of drawing
-# costs a 2-thread CPU step about two (one of its threads waits at a barrier for the other).
-# At the gpu-pace preset (50 steps/s, 2 cores) 4 Hz chart + 10 Hz stats took 10 % of a core
-# from training and 1 Hz + 2 Hz took 6 % (benchmarks/results/app_at_gpu_pace.txt).
-CHART_INTERVAL = 1.0  # loss chart redraws a second, at most (htop refreshes at 0.7 Hz)
+# Redraws take the cores from training, and on a CPU a little goes a long way: while the UI
+# draws, one of training's threads waits at a barrier for the other. At the gpu-pace preset
+# (2 cores) the UI thread used 10 % of a core with a 4 Hz chart and 10 Hz stats, 6 % at 1 Hz
+# and 2 Hz, and training ran at 0.88× and 0.95× of the app-less pace (one in-process run).
+CHART_INTERVAL = 1.0  # seconds between loss-chart redraws, at least (htop: 1.5 s)
 PROGRESS_RATE = 4  # stats-line updates a second, at most
 MAX_TRAIN_POINTS = 4000  # older points are thinned: the chart only has ~100 columns anyway
 # A followed run's checkpoint is reloaded this long after a CheckpointSaved, once for all the
