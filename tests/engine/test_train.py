@@ -157,7 +157,7 @@ def test_best_weights_are_kept_apart_for_sampling(corpus_file: Path, tmp_path: P
 
     # Script the validation curve of an overfitting run: down, then up again after step 10.
     curve = iter([3.0, 2.0, 2.5, 2.7])
-    monkeypatch.setattr(train, "estimate_loss", lambda *args: {"train": 1.0, "val": next(curve)})
+    monkeypatch.setattr(train, "estimate_loss", lambda *a, **k: {"train": 1.0, "val": next(curve)})
     trainer, events = run_trainer(corpus_file, tmp_path / "run", max_iters=30, eval_interval=10)
     trainer.run()
     assert [(e.step, e.val_loss) for e in events if isinstance(e, EvalDone)] == [

@@ -85,7 +85,7 @@ async def test_after_a_run_prompts_answer_from_the_best_step(
 
     # An overfitting run, scripted: val falls to step 10, then rises.
     curve = iter([3.0, 2.0, 2.5, 2.7])
-    monkeypatch.setattr(train, "estimate_loss", lambda *args: {"train": 1.0, "val": next(curve)})
+    monkeypatch.setattr(train, "estimate_loss", lambda *a, **k: {"train": 1.0, "val": next(curve)})
     out = tmp_path / "run"
     app = ChargptApp(TrainNew(tiny_factory(write_data(tmp_path), out, max_iters=30,
                                            eval_interval=10)), device="cpu", show_timing=False)
