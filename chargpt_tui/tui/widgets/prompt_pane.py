@@ -86,7 +86,8 @@ class PromptPane(Vertical):
 
     def on_mount(self) -> None:
         self.border_title = "prompt"
-        self.set_interval(DRAIN_INTERVAL, self._drain)
+        # Ticks only while answers stream: an idle tick still wakes the UI 30 times a second.
+        self._drain_timer = self.set_interval(DRAIN_INTERVAL, self._drain, pause=True)
 
     def watch_settings(self, settings: PromptSettings) -> None:
         self.query_one("#settings-line", Static).update(
@@ -145,6 +146,7 @@ class PromptPane(Vertical):
         entry = TranscriptEntry(text, self.settings.describe(), show_timing=self.show_timing)
         generation = Generation(self._next_id, entry, submitted=time.monotonic())
         self._generations[generation.id] = generation
+        self._drain_timer.resume()
         self.query_one(Transcript).add_entry(entry)
         self._generate(generation.id, text, self.settings, generation.chunks)
 
@@ -271,6 +273,8 @@ class PromptPane(Vertical):
     def on_generation_ended(self, message: messages.GenerationEnded) -> None:
         message.stop()
         generation = self._generations.pop(message.generation_id, None)
+        if not self._generations:
+            self._drain_timer.pause()
         if generation is None:
             return
         self._drain_one(generation)
