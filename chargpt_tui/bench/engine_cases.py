@@ -30,7 +30,7 @@ from chargpt_tui.bench.harness import (
 )
 from chargpt_tui.control import HOLD_WAIT_SECONDS, TrainerControl
 from chargpt_tui.data import get_batch
-from chargpt_tui.device import autocast_context
+from chargpt_tui.device import autocast_context, on_own_thread
 from chargpt_tui.events import Event, EventBus, StepDone
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
 from chargpt_tui.run_setup import RunSetup
@@ -305,12 +305,15 @@ class BackgroundTraining:
 
     def __init__(self, ctx: BenchContext, shape: Shape) -> None:
         self.bus = EventBus()
-        self.trainer = Trainer(ctx.run_setup(shape), self.bus)
+        # Built on the training thread itself, as the app does: its torch work (weight init)
+        # then leaves no OpenMP team on the caller's thread (device.py says why that matters).
+        self._setup = ctx.run_setup(shape)
         self.tokens_per_step = shape.batch_size * shape.block_size
         self.step_times: list[float] = []
         self.bus.subscribe(self._on_event)
         self._thread = threading.Thread(target=self._run, name="bench-training", daemon=True)
         self._error: BaseException | None = None
+        self._trainer: Trainer | None = None
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, StepDone):
@@ -318,9 +321,15 @@ class BackgroundTraining:
 
     def _run(self) -> None:
         try:
-            self.trainer.run()
+            self._trainer = Trainer(self._setup, self.bus)
+            self._trainer.run()
         except BaseException as error:  # noqa: BLE001 - re-raised on the main thread
             self._error = error
+
+    @property
+    def trainer(self) -> Trainer:
+        assert self._trainer is not None, "the training thread has not built its trainer yet"
+        return self._trainer
 
     def __enter__(self) -> BackgroundTraining:
         self._thread.start()
@@ -329,8 +338,9 @@ class BackgroundTraining:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self.trainer.control.resume()
-        self.trainer.control.stop("bench finished")
+        if self._trainer is not None:
+            self._trainer.control.resume()
+            self._trainer.control.stop("bench finished")
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -357,7 +367,8 @@ def sampling_params(chars: int) -> SamplingParams:
 def time_to_first_char(training: BackgroundTraining, tokenizer: CharTokenizer,
                        prompt_text: str) -> tuple[float, float]:
     """The app's path from Enter to the first character: park training at its next step
-    boundary, snapshot the weights, prefill the prompt, sample one character.
+    boundary, snapshot the weights, prefill the prompt, sample one character. Run it on a
+    thread of its own, as the app does (``on_own_thread``).
 
     Returns (seconds to the first character, seconds of it spent waiting for training to
     park)."""
@@ -390,13 +401,14 @@ def bench_first_char(ctx: BenchContext) -> CaseResult:
 
         def idle() -> float:
             training.pause_and_settle()
-            return 1000 * time_to_first_char(training, ctx.tokenizer, prompt_text)[0]
+            return 1000 * on_own_thread(time_to_first_char, training, ctx.tokenizer, prompt_text)[0]
 
         def while_training() -> float:
             training.control.resume()
             # Land the prompt at a random point inside a training step, as a user would.
             time.sleep(2 * step_seconds + rng.uniform(0, step_seconds))
-            seconds, waited = time_to_first_char(training, ctx.tokenizer, prompt_text)
+            seconds, waited = on_own_thread(time_to_first_char, training, ctx.tokenizer,
+                                            prompt_text)
             waits.append(1000 * waited)
             return 1000 * seconds
 
@@ -445,7 +457,7 @@ def bench_answer_while_training(ctx: BenchContext) -> CaseResult:
 
         def alone() -> float:
             training.pause_and_settle()
-            rate = answer(training, ctx.tokenizer, chars, hold=False)
+            rate = on_own_thread(answer, training, ctx.tokenizer, chars, False)
             training.control.resume()
             return rate
 
@@ -453,7 +465,7 @@ def bench_answer_while_training(ctx: BenchContext) -> CaseResult:
             training.control.resume()
             time.sleep(window)  # training alone: the "before" window
             start = time.perf_counter()
-            rate = answer(training, ctx.tokenizer, chars, hold=hold)
+            rate = on_own_thread(answer, training, ctx.tokenizer, chars, hold)
             end = time.perf_counter()
             time.sleep(window)  # nobody touches training: it must recover by itself
             if hold:

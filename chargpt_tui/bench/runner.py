@@ -21,7 +21,7 @@ from chargpt_tui.bench.engine_cases import (
     bench_training,
 )
 from chargpt_tui.bench.harness import BenchContext, Case, CaseResult, make_plan
-from chargpt_tui.device import pick_device
+from chargpt_tui.device import on_own_thread, pick_device
 
 # Every case, in the order they run.
 CASES: dict[str, Case] = {
@@ -69,7 +69,9 @@ def run_bench(mode: str = "full", device: str = "auto",
         ctx = BenchContext(plan, torch_device, Path(workdir), log or (lambda _message: None))
         for case in chosen.values():
             case_started = time.perf_counter()
-            results.append(case(ctx))
+            # Each case on a thread that ends with it: torch work on a thread that outlives it
+            # (this one) would slow the next case's background training (device.py).
+            results.append(on_own_thread(case, ctx))
             results[-1].seconds = time.perf_counter() - case_started
     return {
         "mode": mode,

@@ -22,6 +22,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 
+from chargpt_tui.device import ThreadPerTask
 from chargpt_tui.errors import describe
 from chargpt_tui.events import EvalDone, StateChanged, TrainingStarted
 from chargpt_tui.exit_codes import SIGNAL_EXIT_CODES
@@ -43,7 +44,6 @@ from chargpt_tui.tui.widgets.footer import Footer
 from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
 from chargpt_tui.tui.widgets.training_panel import TrainingPanel
-from chargpt_tui.tui.worker_threads import ThreadPerTask
 
 HERE = Path(__file__).parent
 STYLESHEETS = [
@@ -113,7 +113,7 @@ class ChargptApp(App[int]):
         yield Footer()
 
     def on_load(self) -> None:
-        # Before any worker starts: each runs on a thread of its own (see worker_threads).
+        # Before any worker starts: each runs on a thread of its own (see device.ThreadPerTask).
         asyncio.get_running_loop().set_default_executor(ThreadPerTask("chargpt-worker"))
 
     def on_mount(self) -> None:

@@ -57,7 +57,7 @@ def test_every_stylesheet_is_loaded_and_exists() -> None:
 def test_thread_per_task_runs_each_task_on_a_thread_that_ends_with_it() -> None:
     import threading
 
-    from chargpt_tui.tui.worker_threads import ThreadPerTask
+    from chargpt_tui.device import ThreadPerTask
 
     executor = ThreadPerTask("test")
     threads = [executor.submit(threading.current_thread).result(timeout=10) for _ in range(3)]
