@@ -25,9 +25,10 @@ class Tmux:
 
     def start(self, command: str, width: int, height: int) -> None:
         """Run ``command`` (a shell line) in a new ``width``×``height`` window, ignoring the
-        user's tmux configuration."""
+        user's tmux configuration. COLUMNS and LINES are unset first: under pytest the pane's
+        shell got COLUMNS=80 LINES=24, and an app believes them over the terminal's own size."""
         self("-f", "/dev/null", "new-session", "-d", "-s", "app", "-x", str(width), "-y",
-             str(height), command)
+             str(height), f"unset COLUMNS LINES; {command}")
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-S", str(self.socket), "kill-server"], capture_output=True,

@@ -27,6 +27,18 @@ CLI = Path(sys.executable).parent / "chargpt-tui"
 STEP = re.compile(r"step (\d+)/100000")
 
 
+def answered(screen: str) -> bool:
+    """Text streamed in under the prompt line ``› ROMEO:`` (its status may be out of view:
+    a long answer keeps its prompt at the top of a short transcript)."""
+    # The prompt panel: the right-hand one side by side (from 100 columns), else stacked.
+    lines = [line.split("││", 1)[-1].strip("│ ") for line in screen.splitlines()]
+    at = next((i for i, line in enumerate(lines) if line.startswith("› ROMEO:")), None)
+    if at is None or at + 1 >= len(lines):
+        return False
+    under = lines[at + 1]
+    return bool(under) and not under.startswith(("next", "waiting", "sample ·", "prompt ·"))
+
+
 def step_on(screen: str) -> int:
     match = STEP.search(screen)
     assert match, f"no step counter on screen:\n{screen}"
@@ -74,7 +86,7 @@ def test_train_pause_prompt_resize_and_quit_in_tmux(
     tmux("send-keys", "-t", "app", "-l", "ROMEO:")
     tmux.wait_for(lambda s: "ROMEO:" in s, "the typed prompt")
     tmux("send-keys", "-t", "app", "Enter")
-    tmux.wait_for(lambda s: re.search(r"step \d+ snapshot", s) is not None, "an answer")
+    tmux.wait_for(answered, "an answer under the prompt")
 
     tmux("resize-window", "-t", "app", "-x", "80", "-y", "24")
     screen = tmux.wait_for(lambda s: len(s.splitlines()) <= 24 and "prompt" in s
