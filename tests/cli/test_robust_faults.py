@@ -294,7 +294,14 @@ def test_the_package_never_runs_shell_commands() -> None:
     assert offenders == []
     spawning = {path.name: text for path, text in package_sources().items()
                 if re.search(r"\bsubprocess\b", text)}
-    assert set(spawning) == {"app_cases.py", "time_to_quality.py"}
+    assert set(spawning) == {"app_cases.py", "time_to_quality.py", "tmux.py"}
+    # The tmux driver runs tmux and pgrep with argument lists; the one shell line it hands on
+    # (a pane's command) is built by the GPU-pace benchmark from shlex-quoted words.
+    programs = re.findall(r"subprocess\.run\(\[\"(\w+)\"", spawning["tmux.py"])
+    assert set(programs) == {"tmux", "pgrep"}
+    assert len(programs) == spawning["tmux.py"].count("subprocess.run(")
+    pace = (PACKAGE / "bench" / "app_at_gpu_pace.py").read_text()
+    assert '" ".join(shlex.quote(w) for w in words)' in pace
     peer_calls = re.findall(r"subprocess\.run\((\w+|\[)", spawning["time_to_quality.py"])
     assert peer_calls and set(peer_calls) <= {"command", "["}
     calls = re.findall(r"subprocess\.run\((\w+)", spawning["app_cases.py"])
