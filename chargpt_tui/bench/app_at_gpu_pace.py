@@ -43,6 +43,7 @@ WIDTH, HEIGHT = 120, 40
 FIRST_CHAR = re.compile(r"first char (\d+) ms")
 WARM_UP_STEPS = 20  # steps left out at the start: allocations, caches, the first evaluation
 PROMPT_MARGIN = 0.5  # seconds around a prompt left out (the next-character view holds too)
+ANSWER_WAIT = 30.0  # seconds for an answer's status to show, at most
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Run:
     best_step: int | None
     first_char_ms: list[float] = field(default_factory=list)
     prompts: int = 0
+    unread: int = 0  # answers whose status (with the first-character time) stayed out of view
     paused_s: float = 0.0
     last_words: list[str] = field(default_factory=list)  # the terminal after the command
 
@@ -134,9 +136,10 @@ def command_line(args: argparse.Namespace, out: Path, headless: bool, status: Pa
 
 
 def drive_app(tmux: Tmux, out: Path, args: argparse.Namespace, rng: random.Random
-              ) -> tuple[list[float], list[tuple[float, float]], int]:
+              ) -> tuple[list[float], list[tuple[float, float]], int, int]:
     """Prompts while training, one pause, then Ctrl+Q after the run ends. Returns the first
-    character times, the wall-time spans to leave out, and how many prompts were typed."""
+    character times, the wall-time spans to leave out, how many prompts were typed and how
+    many answers' status lines could not be read."""
     first_chars: list[float] = []
     left_out: list[tuple[float, float]] = []
     deadline = time.monotonic() + args.timeout
@@ -144,7 +147,7 @@ def drive_app(tmux: Tmux, out: Path, args: argparse.Namespace, rng: random.Rando
         if time.monotonic() > deadline:
             raise AssertionError("training never started:\n" + tmux.screen())
         time.sleep(0.1)
-    prompts, paused = 0, False
+    prompts, paused, unread = 0, False, 0
     while not run_ended(out):
         time.sleep(rng.uniform(0.5, 1.5) * args.prompt_every)  # lands anywhere in a step
         if run_ended(out):
@@ -160,7 +163,8 @@ def drive_app(tmux: Tmux, out: Path, args: argparse.Namespace, rng: random.Rando
         if prompts >= args.prompts:
             continue
         prompts += 1
-        marker = f"[{prompts}] ROMEO:"
+        # Letters only: a character the model does not know would add a warning line.
+        marker = f"ROMEO {chr(ord('A') + (prompts - 1) % 26)}:"
         began = time.time()
         tmux.keys(marker, literal=True)
         tmux.keys("Enter")
@@ -170,16 +174,23 @@ def drive_app(tmux: Tmux, out: Path, args: argparse.Namespace, rng: random.Rando
             at = pane.rfind("› " + marker)
             return FIRST_CHAR.search(pane, at) if at >= 0 else None
 
-        screen = tmux.wait_for(answered, f"the answer to {marker!r}", timeout=120, poll=0.05)
-        match = answered(screen)
-        assert match is not None
-        first_chars.append(float(match.group(1)))
+        try:
+            screen = tmux.wait_for(answered, f"the answer to {marker!r}", timeout=ANSWER_WAIT,
+                                   poll=0.05)
+        except AssertionError:
+            # An answer taller than the transcript keeps its prompt in view and its status
+            # below it, out of view: counted, and its time is left out of the pace all the same.
+            unread += 1
+        else:
+            match = answered(screen)
+            assert match is not None
+            first_chars.append(float(match.group(1)))
         left_out.append((began - PROMPT_MARGIN, time.time() + PROMPT_MARGIN))
         if time.monotonic() > deadline:
             raise AssertionError("the run did not end in time:\n" + tmux.screen())
     tmux.wait_for(lambda s: "finished" in s, "the finished state", timeout=args.timeout)
     tmux.keys("C-q")
-    return first_chars, left_out, prompts
+    return first_chars, left_out, prompts, unread
 
 
 def one_run(args: argparse.Namespace, kind: str, rng: random.Random) -> Run:
@@ -192,9 +203,9 @@ def one_run(args: argparse.Namespace, kind: str, rng: random.Random) -> Run:
         try:
             first_chars: list[float] = []
             left_out: list[tuple[float, float]] = []
-            prompts = 0
+            prompts = unread = 0
             if kind == "app":
-                first_chars, left_out, prompts = drive_app(tmux, out, args, rng)
+                first_chars, left_out, prompts, unread = drive_app(tmux, out, args, rng)
             code = tmux.wait_for_exit(status, timeout=args.timeout)
             wall = time.monotonic() - started
             time.sleep(0.3)  # the last lines reach the screen
@@ -207,7 +218,8 @@ def one_run(args: argparse.Namespace, kind: str, rng: random.Random) -> Run:
         return Run(kind=kind, exit_code=code, wall_s=round(wall, 1), steps=last_step(out),
                    steps_per_s=round(steady_pace(recs, left_out + paused), 2), final_val=final,
                    best_val=best, best_step=best_step, first_char_ms=first_chars,
-                   prompts=prompts, paused_s=round(sum(b - a for a, b in paused), 2),
+                   prompts=prompts, unread=unread,
+                   paused_s=round(sum(b - a for a, b in paused), 2),
                    last_words=words[-6:])
 
 
@@ -239,6 +251,7 @@ def summary(runs: list[Run]) -> dict[str, Any]:
         "median_ratio": round(ratio, 3) if ratio is not None else None,
         "ratio_target_met": ratio is not None and ratio >= 0.95,
         "first_char_ms_median": first, "first_char_ms_worst": max(firsts) if firsts else None,
+        "answers_unread": sum(r.unread for r in apps),
         "first_char_target_met": first is not None and first <= 50,
         "app_steps_per_s": [r.steps_per_s for r in apps],
         "headless_steps_per_s": [r.steps_per_s for r in alone],

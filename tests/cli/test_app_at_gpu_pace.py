@@ -45,13 +45,13 @@ def test_pauses_pair_the_runs_own_state_changes() -> None:
 def test_the_prompt_panel_is_read_across_its_wrapped_lines() -> None:
     left = "│ training · step 254/2500                     │"
     screen = "\n".join([
-        f"{left}│ › [1] ROMEO: and so forth                    │",
+        f"{left}│ › ROMEO A: and so forth                      │",
         f"{left}│ step 250 snapshot · 200 chars · first char   │",
         f"{left}│ 23 ms                                        │",
     ])
     pane = prompt_pane_text(screen)
     assert "training" not in pane  # the left panel is not read
-    match = FIRST_CHAR.search(pane, pane.rfind("› [1] ROMEO:"))
+    match = FIRST_CHAR.search(pane, pane.rfind("› ROMEO A:"))
     assert match is not None and match.group(1) == "23"
 
 
@@ -70,7 +70,7 @@ def test_the_script_drives_the_app_and_the_headless_run_in_tmux(tmp_path: Path) 
     assert [headless["kind"], app["kind"]] == ["headless", "app"]
     assert headless["exit_code"] == app["exit_code"] == 0
     assert headless["steps"] == app["steps"] == 400
-    assert app["prompts"] == 1 and len(app["first_char_ms"]) == 1
+    assert app["prompts"] == 1 and len(app["first_char_ms"]) == 1 and app["unread"] == 0
     assert app["paused_s"] > 0.5  # the pause it made shows in the run's own metrics
     assert headless["steps_per_s"] > 0 and app["steps_per_s"] > 0
     # Same seed, same data: the prompts and the pause change nothing in what was learned.
