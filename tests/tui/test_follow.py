@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -115,15 +117,22 @@ def test_the_follow_loader_loads_each_new_file_once(tmp_path: Path, loads: list[
     assert loads == [10, 20]
 
 
-@async_test
-async def test_a_prompt_answers_from_the_newest_checkpoint_on_disk(tmp_path: Path,
-                                                                   loads: list[int]) -> None:
+@contextlib.asynccontextmanager
+async def following_step_10(tmp_path: Path) -> AsyncIterator[tuple[Path, ChargptApp, Any]]:
+    """The app following a run folder whose only checkpoint (step 10) it has loaded."""
     run = tmp_path / "run"
     run.mkdir()
     save_step(run, 10)
     app = ChargptApp(FollowRun(run), device="cpu")
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: loaded_step(app) == 10, what="step 10 loaded")
+        yield run, app, pilot
+
+
+@async_test
+async def test_a_prompt_answers_from_the_newest_checkpoint_on_disk(tmp_path: Path,
+                                                                   loads: list[int]) -> None:
+    async with following_step_10(tmp_path) as (run, app, pilot):
         save_step(run, 20)  # no metrics.jsonl at all: only the prompt can notice this
         await pilot.pause(0.1)
         assert loaded_step(app) == 10
@@ -143,12 +152,7 @@ async def test_a_prompt_answers_from_the_newest_checkpoint_on_disk(tmp_path: Pat
 @async_test
 async def test_a_torn_checkpoint_at_submit_time_answers_from_the_loaded_one(
         tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run.mkdir()
-    save_step(run, 10)
-    app = ChargptApp(FollowRun(run), device="cpu")
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: loaded_step(app) == 10, what="step 10 loaded")
+    async with following_step_10(tmp_path) as (run, app, pilot):
         tear(run)
         entry = await ask(pilot, app)
         assert "step 10 snapshot" in entry.status and "8 chars" in entry.status, entry.status
