@@ -112,10 +112,6 @@ class ModelSource:
         :meth:`refresh`."""
         self._follower = CheckpointFollower(self, path, device)
 
-    @property
-    def following(self) -> bool:
-        return self._follower is not None
-
     def refresh(self) -> Refresh:
         """Following a run: load its checkpoint if the file is newer than the weights here.
         Otherwise nothing to do. Call from a worker thread, before :meth:`snapshot`."""

@@ -181,8 +181,6 @@ class PromptPane(Vertical):
                 self.post_message(messages.AnswerStreaming(generation_id))
                 nudged = True
 
-        # Park training first, then copy its weights: the copy then does not compete with a
-        # running step for the cores, and the answer comes from the step training stopped at.
         # Following a run: its newest checkpoint, loaded here if the file is newer than ours.
         refresh = self.source.refresh()
         if refresh.loaded is not None:
@@ -267,8 +265,8 @@ class PromptPane(Vertical):
         """The first characters of an answer are queued: draw them now, not at the next tick."""
         message.stop()
         generation = self._generations.get(message.generation_id)
-        if generation is not None and self._drain_one(generation):
-            self.query_one(Transcript).follow(generation.entry)
+        if generation is not None:
+            self._show_new_text(generation)
 
     def on_generation_ended(self, message: messages.GenerationEnded) -> None:
         message.stop()
@@ -298,8 +296,12 @@ class PromptPane(Vertical):
 
     def _drain(self) -> None:
         for generation in list(self._generations.values()):
-            if self._drain_one(generation):
-                self.query_one(Transcript).follow(generation.entry)
+            self._show_new_text(generation)
+
+    def _show_new_text(self, generation: Generation) -> None:
+        """Draw what the worker has queued and keep the answer in view."""
+        if self._drain_one(generation):
+            self.query_one(Transcript).follow(generation.entry)
 
     def _drain_one(self, generation: Generation) -> bool:
         entry, changed = generation.entry, False
