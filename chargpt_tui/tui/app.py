@@ -8,13 +8,14 @@ boundary, which saves a checkpoint, then exit — asking only when that save fai
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
@@ -58,6 +59,21 @@ STYLESHEETS = [
 QUIT_SAVE_TIMEOUT = 60.0  # seconds to wait for the final checkpoint before exiting anyway
 VIEW_TEXT_ORDER = ("last prompt", "live sample", "validation")  # the most useful first
 SIGNAL_EXIT_GRACE = 5.0  # seconds a signalled app gets to exit normally after its last save
+
+Handler = TypeVar("Handler", bound=Callable[..., None])
+
+
+def while_running(handler: Handler) -> Handler:
+    """Skip a message that reaches the app after its shutdown began: the screens the handler
+    would update are being taken down. (A terminal run stops reading messages first; Pilot's
+    ``run_test`` shuts down while the app still reads them, e.g. a run's replayed history.)"""
+
+    @functools.wraps(handler)
+    def guarded(app: App[Any], *args: Any) -> None:
+        if app.is_running:
+            handler(app, *args)
+
+    return cast(Handler, guarded)
 
 
 class ChargptApp(App[int]):
@@ -312,14 +328,17 @@ class ChargptApp(App[int]):
 
     # -- messages from the panels ------------------------------------------------------------
 
+    @while_running
     def on_model_ready(self, message: messages.ModelReady) -> None:
         self.prompt.show_unavailable(None)
         self.prompt.refresh_next_chars()
         self.refresh_bindings()
 
+    @while_running
     def on_model_unavailable(self, message: messages.ModelUnavailable) -> None:
         self.prompt.show_unavailable(message.reason)
 
+    @while_running
     def on_engine_event(self, message: messages.EngineEvent) -> None:
         if isinstance(message.event, TrainingStarted) and self.run_dir is None:
             self.run_dir = Path(message.event.out_dir)
@@ -328,6 +347,7 @@ class ChargptApp(App[int]):
         elif isinstance(message.event, EvalDone):
             self.prompt.refresh_next_chars()
 
+    @while_running
     def on_training_ended(self, message: messages.TrainingEnded) -> None:
         self.refresh_bindings()
         self._result = message.result
@@ -355,6 +375,7 @@ class ChargptApp(App[int]):
     def on_view_text(self, message: messages.ViewText) -> None:
         self.view_texts[message.name] = message.text
 
+    @while_running
     def on_compare_loaded(self, message: messages.CompareLoaded) -> None:
         if message.curves is None:
             self.notify(message.error or "cannot read that run", title="compare",

@@ -20,6 +20,8 @@ from tui_support import (
 )
 
 from chargpt_tui.checkpoint import load_checkpoint
+from chargpt_tui.events import EvalDone, StateChanged
+from chargpt_tui.tui import messages
 from chargpt_tui.tui.app import ChargptApp
 from chargpt_tui.tui.sources import OpenCheckpoint, TrainNew
 from chargpt_tui.tui.widgets.event_log import EventLog
@@ -263,6 +265,25 @@ async def test_bad_data_shows_one_line_in_the_log(tmp_path: Path) -> None:
         assert app.training.stats.state == "failed"
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running, what="exit")
+
+
+@async_test
+async def test_messages_that_arrive_while_the_app_shuts_down_are_let_go(checkpoint: Path
+                                                                          ) -> None:
+    # Pilot takes the screens down while the app still reads its queue (CI once failed on a
+    # replayed evaluation that refreshed a prompt pane whose input was already removed).
+    app = chat_app(checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.live_model.ready, what="the model")
+        for step in range(100):  # queued now, most of them read during the shutdown
+            for message in (messages.EngineEvent(EvalDone(step, 2.0, 2.0, 2.0, step)),
+                            messages.EngineEvent(StateChanged("paused")),
+                            messages.ModelReady(step, training=False),
+                            messages.ModelUnavailable("gone"),
+                            messages.TrainingEnded(None, "late"),
+                            messages.CompareLoaded("other", None, "late")):
+                app.post_message(message)
+    # run_test re-raises whatever a handler raised
 
 
 @async_test
