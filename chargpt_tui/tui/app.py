@@ -344,6 +344,7 @@ class ChargptApp(App[int]):
             self.run_dir = Path(message.event.out_dir)
         if isinstance(message.event, StateChanged):
             self.refresh_bindings()
+            self.prompt.show_training(message.event.state == "training")
         elif isinstance(message.event, EvalDone):
             self.prompt.refresh_next_chars()
 

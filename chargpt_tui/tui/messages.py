@@ -107,6 +107,11 @@ class AnswerStreaming(Message):
         self.generation_id = generation_id
 
 
+class SampleStreaming(Message):
+    """The first characters of a live sample are in the panel's queue (sent once per sample):
+    its drain timer runs only while a sample streams."""
+
+
 class GenerationEnded(Message):
     """A generation finished or was stopped; chars/s and (beam mode) the final beams."""
 

@@ -71,9 +71,12 @@ async def test_training_advances_and_ctrl_t_pauses_and_resumes(tmp_path: Path) -
     app = make_app(tmp_path, eval_interval=25)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: current_step(app) >= 5, what="training steps")
-        assert app.focused is app.query_one(PromptInput)
+        prompt_input = app.query_one(PromptInput)
+        assert app.focused is prompt_input
+        assert not prompt_input.cursor_blink  # steady while training: a blink is a redraw
         await pilot.press("ctrl+t")
         await wait_until(pilot, lambda: app.training.stats.state == "paused", what="pause")
+        assert prompt_input.cursor_blink
         await pilot.pause(0.3)  # a step in flight when pausing may still land
         paused_at = current_step(app)
         await pilot.pause(0.5)
@@ -81,7 +84,7 @@ async def test_training_advances_and_ctrl_t_pauses_and_resumes(tmp_path: Path) -
         assert app.training.trainer is not None and app.training.trainer.step == paused_at
         await pilot.press("ctrl+t")
         await wait_until(pilot, lambda: current_step(app) > paused_at + 3, what="resume")
-        assert app.training.stats.state == "training"
+        assert app.training.stats.state == "training" and not prompt_input.cursor_blink
         await pilot.press("f5")
         await wait_until(pilot, lambda: app.training.stats.state == "paused", what="F5 pause")
 

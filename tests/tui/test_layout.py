@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from rich.text import Text
 from textual.widgets import Static
 from tui_support import async_test, train_tiny_checkpoint, wait_until
 
+from chargpt_tui.events import SampleChunk
 from chargpt_tui.tui.app import ChargptApp
 from chargpt_tui.tui.prompt_settings import PromptSettings
 from chargpt_tui.tui.screens.help import HELP_TEXT
@@ -19,6 +21,7 @@ from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.live_sample import MAX_SAMPLES, LiveSample
 from chargpt_tui.tui.widgets.loss_chart import MARKER_GAP, TRAIN_STYLE, VAL_STYLE, LossChart
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
+from chargpt_tui.tui.widgets.training_panel import TrainingPanel
 from chargpt_tui.tui.widgets.transcript import Transcript, TranscriptEntry
 
 LONG_LINE = ("warning: could not download the default data (DNS lookup failed for "
@@ -173,6 +176,38 @@ async def test_every_live_sample_is_kept_with_its_step_and_scrolls_back() -> Non
             view.extend("x", done=True)
         assert len(view.history) == MAX_SAMPLES and view.history[0][0] == 50
         assert view.row_count == MAX_SAMPLES
+
+
+@async_test
+async def test_the_live_sample_timer_runs_only_while_a_sample_streams(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Idle, its 30 Hz ticks were most of the app's CPU use, and each stalls training.
+    ticks: list[int | None] = []
+    drain = TrainingPanel._drain_samples
+
+    def counted(panel: TrainingPanel) -> None:
+        ticks.append(panel.query_one(LiveSample).step)
+        drain(panel)
+
+    monkeypatch.setattr(TrainingPanel, "_drain_samples", counted)
+    app = idle_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel, view = app.query_one(TrainingPanel), app.query_one(LiveSample)
+        await pilot.pause(0.3)
+        assert ticks == []  # no sample yet
+        for step in (10, 20):
+            # From another thread, as the training thread sends them.
+            await asyncio.to_thread(panel._forward, SampleChunk(step, "To be"))
+            await wait_until(pilot, lambda: view.body == "To be", what="the first chunk")
+            before = len(ticks)
+            await pilot.pause(0.3)
+            assert len(ticks) > before  # streaming: the timer ticks
+            await asyncio.to_thread(panel._forward, SampleChunk(step, ", or not", final=True))
+            await wait_until(pilot, lambda: view.done, what="the sample's end")
+            assert view.history[-1] == (step, "To be, or not")
+            after = len(ticks)
+            await pilot.pause(0.3)
+            assert len(ticks) == after  # asleep until the next sample
 
 
 @async_test

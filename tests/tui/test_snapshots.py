@@ -41,9 +41,9 @@ def chat_app(checkpoint: Path) -> ChargptApp:
 
 async def settle_chat(pilot: Pilot) -> None:
     app = pilot.app
-    app.query_one(PromptInput).cursor_blink = False
     await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="checkpoint")
     await wait_until(pilot, lambda: bool(app.query_one(NextChars).candidates), what="next chars")
+    app.query_one(PromptInput).cursor_blink = False  # after the run's states: a steady cursor
 
 
 async def answer_prompt(pilot: Pilot, text: str) -> None:
@@ -114,10 +114,10 @@ def test_finished_run(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPa
                      device="cpu", show_timing=False)
 
     async def run_before(pilot: Pilot) -> None:
-        app.query_one(PromptInput).cursor_blink = False
         await wait_until(pilot, lambda: app.training.stats.state == "finished", what="finish")
         sample = app.query_one(LiveSample)
         await wait_until(pilot, lambda: sample.step == 30 and sample.done, what="last sample")
+        app.query_one(PromptInput).cursor_blink = False
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
@@ -136,12 +136,12 @@ def test_following_a_finished_run(snap_compare, run_with_samples: Path,
     app = ChargptApp(FollowRun(Path(run_with_samples.name)), device="cpu", show_timing=False)
 
     async def run_before(pilot: Pilot) -> None:
-        app.query_one(PromptInput).cursor_blink = False
         await wait_until(pilot, lambda: "run finished" in app.training.stats.detail,
                          what="the whole log")
         sample = app.query_one(LiveSample)
         await wait_until(pilot, lambda: sample.step == 30 and sample.done, what="last sample")
         await wait_until(pilot, lambda: app.query_one(NextChars).step == 30, what="checkpoint")
+        app.query_one(PromptInput).cursor_blink = False
         await pilot.pause(0.5)
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)

@@ -47,7 +47,7 @@ from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.stats_line import Stats, StatsLine
 
-DRAIN_INTERVAL = 1 / 30  # live-sample text: smooth streaming
+DRAIN_INTERVAL = 1 / 30  # live-sample text: smooth streaming (the timer sleeps between samples)
 # Redraws take the cores from training, and on a CPU a little goes a long way: while the UI
 # draws, one of training's threads waits at a barrier for the other. At the gpu-pace preset
 # (2 cores) the UI thread used 10 % of a core with a 4 Hz chart and 10 Hz stats, 6 % at 1 Hz
@@ -87,6 +87,7 @@ class TrainingPanel(Vertical):
         self.trainer: Trainer | None = None
         self.running = False  # the worker is inside Trainer.run
         self._samples: queue.SimpleQueue[SampleChunk] = queue.SimpleQueue()
+        self._sample_open = False  # the producing thread's: a sample began and has not ended
         # (step, loss), or (step, None) when a run (re)starts at ``step``: older points from
         # that step on belong to a history it rewound (a resume after a crash).
         self._losses: queue.SimpleQueue[tuple[int, float | None]] = queue.SimpleQueue()
@@ -109,7 +110,9 @@ class TrainingPanel(Vertical):
 
     def on_mount(self) -> None:
         self.border_title = "training"
-        self.set_interval(DRAIN_INTERVAL, self._drain_samples)
+        # Idle, a 30 Hz timer was most of the app's own CPU use (~3 % of a core, each tick
+        # stalling training on a 2-core CPU): it runs only while a sample streams.
+        self._sample_timer = self.set_interval(DRAIN_INTERVAL, self._drain_samples, pause=True)
         self.set_interval(PROGRESS_INTERVAL, self._show_progress)
         source = self.run_source
         if isinstance(source, OpenCheckpoint):
@@ -216,6 +219,9 @@ class TrainingPanel(Vertical):
         """
         if isinstance(event, SampleChunk):
             self._samples.put(event)
+            if not self._sample_open:  # after the put: the woken timer finds it
+                self.post_message(messages.SampleStreaming())
+            self._sample_open = not event.final
             return
         if isinstance(event, TrainingStarted):
             self._losses.put((event.step, None))
@@ -400,8 +406,14 @@ class TrainingPanel(Vertical):
             thinned = thin(thinned)
         chart.train_points = thinned
 
+    def on_sample_streaming(self, message: messages.SampleStreaming) -> None:
+        message.stop()
+        self._sample_timer.resume()
+        self._drain_samples()  # the first characters now, not at the next tick
+
     def _drain_samples(self) -> None:
-        if self._samples.empty():  # 30 times a second: nothing to do most of the time
+        """Show the queued sample text; the timer sleeps once a sample's end is shown."""
+        if self._samples.empty():
             return
         view = self.query_one(LiveSample)
         pieces: list[str] = []
@@ -420,3 +432,5 @@ class TrainingPanel(Vertical):
             done = chunk.final
         if pieces:
             view.extend("".join(pieces), done)
+        if done:  # the next sample's first chunk wakes the timer again
+            self._sample_timer.pause()
