@@ -42,6 +42,7 @@ class TrainerControl:
         # Timing hook for the bench: when a list, every hold appends its [start, end] span
         # (end is inf while the hold lasts, so a running hold already counts).
         self.hold_spans: list[list[float]] | None = None
+        self._parked_in_work = 0.0  # seconds let_holds_run parked (the loop's thread only)
 
     def _update(self) -> None:
         with self._lock:
@@ -137,11 +138,19 @@ class TrainerControl:
         someone holds training, park here until they are done, as at a step boundary. Without
         it a prompt typed during an evaluation would wait for the whole evaluation."""
         while not self._no_holds.is_set() and not self.stopping:
+            parked = time.monotonic()
             self._parked.set()
             self._no_holds.wait()
             # Cleared before looking again (as in wait_until_runnable): a hold that begins now
             # either sees us parked and is let run by the loop's next look, or waits for us.
             self._parked.clear()
+            self._parked_in_work += time.monotonic() - parked
+
+    def take_parked_in_work(self) -> float:
+        """Seconds :meth:`let_holds_run` parked since the last call: not the run's own time (a
+        time budget gives them back, as it does a pause)."""
+        seconds, self._parked_in_work = self._parked_in_work, 0.0
+        return seconds
 
     def mark_idle(self) -> None:
         """The loop has ended: holds need not wait for a step boundary any more."""

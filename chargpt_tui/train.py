@@ -584,8 +584,8 @@ class Trainer:
             eval_started = clock()
             self._with_compile_fallback(self.evaluate)
             evaluated_at = 0
-            if budget:
-                budget.start_training(clock() - eval_started)
+            if budget:  # a prompt let in between its batches does not size the reserve
+                budget.start_training(clock() - eval_started - control.take_parked_in_work())
         elif budget:  # resuming: no evaluation timed yet, so the reserve covers the save only
             budget.start_training(0.0)
         self.bus.publish(StateChanged("training"))
@@ -603,8 +603,9 @@ class Trainer:
             waited = clock()
             runnable = control.wait_until_runnable(
                 lambda state: self.bus.publish(StateChanged(state)))
-            if budget:  # paused or holding for a prompt: not the run's time
-                budget.give_back(clock() - waited)
+            if budget:  # paused or holding for a prompt (here or inside an evaluation or a
+                # live sample): not the run's time
+                budget.give_back(clock() - waited + control.take_parked_in_work())
             if not runnable:
                 continue
             progress = budget.progress() if budget else None

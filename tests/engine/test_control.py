@@ -136,12 +136,16 @@ def test_let_holds_run_parks_only_while_someone_holds() -> None:
     try:
         while units[0] < 5:
             time.sleep(0.001)
+        assert control.take_parked_in_work() == 0.0  # nobody held it yet
         with control.hold(wait=10.0):
             parked_at = units[0]
             time.sleep(0.2)
             assert units[0] == parked_at
         while units[0] == parked_at:  # carries on by itself once released
             time.sleep(0.001)
+        # What a time budget gives back: at least the 0.2 s held, once.
+        assert control.take_parked_in_work() >= 0.2
+        assert control.take_parked_in_work() == 0.0
         control.pause()  # the user's pause is for step boundaries, not for this
         moving = units[0]
         time.sleep(0.1)
