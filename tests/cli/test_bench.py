@@ -17,7 +17,12 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from chargpt_tui.bench.app_cases import TrainingWindow
-from chargpt_tui.bench.engine_cases import BareLoop, flops_per_token, known_peak_flops
+from chargpt_tui.bench.engine_cases import (
+    BareLoop,
+    flops_per_token,
+    known_peak_flops,
+    steps_per_second,
+)
 from chargpt_tui.bench.harness import BenchContext, Measurement, Variant, alternate, make_plan
 from chargpt_tui.bench.runner import CASES, print_report
 from chargpt_tui.cli import app
@@ -105,6 +110,17 @@ def test_training_window_skips_held_steps_and_merges_overlapping_holds() -> None
     assert window.steady_rate() == pytest.approx(100.0)
     assert window.overall_rate() == pytest.approx(10 * 100 / 10)
     assert window.held_share() == pytest.approx(2.5 / 10)
+
+
+def test_steps_per_second_times_whole_steps_inside_the_window() -> None:
+    # Steps end every 0.125 s (8/s), the first at 0.1: a 1 s window holds 8 of them.
+    ends = [0.1 + 0.125 * n for n in range(40)]
+    assert steps_per_second(ends, 1.0, 2.0) == pytest.approx(8.0)
+    assert steps_per_second(ends, 1.05, 2.05) == pytest.approx(8.0)  # where the edges fall
+    # A slow step inside the window (a 0.5 s stall) shows as a slower pace.
+    stalled = [*ends[:12], *(t + 0.375 for t in ends[12:])]
+    assert steps_per_second(stalled, 1.0, 2.0) < 7.0
+    assert steps_per_second(ends, 10.0, 11.0) == 0.0  # no step ended there
 
 
 def test_bench_reports_every_target_with_a_verdict(tiny_report: dict) -> None:
