@@ -43,6 +43,7 @@ class TrainerControl:
         # (end is inf while the hold lasts, so a running hold already counts).
         self.hold_spans: list[list[float]] | None = None
         self._parked_in_work = 0.0  # seconds let_holds_run parked (the loop's thread only)
+        self.clock: Callable[[], float] = time.monotonic  # what they are measured by
 
     def _update(self) -> None:
         with self._lock:
@@ -138,13 +139,13 @@ class TrainerControl:
         someone holds training, park here until they are done, as at a step boundary. Without
         it a prompt typed during an evaluation would wait for the whole evaluation."""
         while not self._no_holds.is_set() and not self.stopping:
-            parked = time.monotonic()
+            parked = self.clock()
             self._parked.set()
             self._no_holds.wait()
             # Cleared before looking again (as in wait_until_runnable): a hold that begins now
             # either sees us parked and is let run by the loop's next look, or waits for us.
             self._parked.clear()
-            self._parked_in_work += time.monotonic() - parked
+            self._parked_in_work += self.clock() - parked
 
     def take_parked_in_work(self) -> float:
         """Seconds :meth:`let_holds_run` parked since the last call: not the run's own time (a

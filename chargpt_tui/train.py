@@ -455,12 +455,14 @@ class Trainer:
         start = [self.setup.tokenizer.stoi.get("\n", 0)]
         params = SamplingParams(max_new_tokens=self.tconf.sample_chars, temperature=0.8,
                                 top_k=None, seed=step)
-        for token in stream_tokens(model, start, params):
-            self.bus.publish(SampleChunk(step, self.setup.tokenizer.vocab[token]))
-            if self.control.stopping:
-                break
-            self.control.let_holds_run()  # a prompt typed now need not wait for the sample
-        self.bus.publish(SampleChunk(step, "", final=True))
+        try:
+            for token in stream_tokens(model, start, params):
+                self.bus.publish(SampleChunk(step, self.setup.tokenizer.vocab[token]))
+                if self.control.stopping:
+                    break
+                self.control.let_holds_run()  # a prompt typed now need not wait for the sample
+        finally:  # a sample that fails still ends (views wait for its end)
+            self.bus.publish(SampleChunk(step, "", final=True))
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = get_batch(self.data.train, self.mconf.block_size, self.tconf.batch_size,
@@ -578,14 +580,17 @@ class Trainer:
         last_loss: float | None = None
         saved_at = evaluated_at = -1
         clock = self.clock
+        control.clock = clock  # parked time and the budget on one clock
         budget = (TimeBudget(tconf.time_budget, self.setup.started, clock) if tconf.time_budget
                   else None)
         if self.step == 0 and self.step < tconf.max_iters:
             eval_started = clock()
             self._with_compile_fallback(self.evaluate)
             evaluated_at = 0
-            if budget:  # a prompt let in between its batches does not size the reserve
-                budget.start_training(clock() - eval_started - control.take_parked_in_work())
+            if budget:  # a prompt let in between its batches is not the run's time
+                parked = control.take_parked_in_work()
+                budget.start_training(clock() - eval_started - parked)
+                budget.give_back(parked)
         elif budget:  # resuming: no evaluation timed yet, so the reserve covers the save only
             budget.start_training(0.0)
         self.bus.publish(StateChanged("training"))

@@ -296,14 +296,19 @@ def bench_beam(ctx: BenchContext) -> CaseResult:
 # Cases 4 and 6: answering a prompt while a Trainer runs in a thread.
 
 
-def steps_per_second(step_times: Sequence[float], start: float, end: float) -> float:
+def steps_per_second(step_times: Sequence[float], start: float, end: float,
+                     resumed_at_start: bool = False) -> float:
     """The pace of whole steps in a window: from the first to the last step that ended inside
-    it. A count of the steps per window is off by up to one step: ±12 % for a 1 s window at
-    8 steps/s, too coarse to compare the windows before and after a prompt."""
+    it or, where training (re)started at ``start`` (the window after a prompt), from ``start``
+    itself, so a slow first step counts. A count of the steps per window is off by up to one
+    step: ±12 % for a 1 s window at 8 steps/s, too coarse to compare two windows. NaN when too
+    few steps ended in the window to time one."""
     inside = [t for t in step_times if start < t <= end]
-    if len(inside) < 2:
-        return 0.0
-    return (len(inside) - 1) / (inside[-1] - inside[0])
+    first = start if resumed_at_start else (inside[0] if inside else end)
+    steps = len(inside) if resumed_at_start else len(inside) - 1
+    if steps < 1 or inside[-1] <= first:
+        return math.nan
+    return steps / (inside[-1] - first)
 
 
 class BackgroundTraining:
@@ -364,9 +369,10 @@ class BackgroundTraining:
         steps = sum(start < t <= end for t in self.step_times)
         return steps * self.tokens_per_step / (end - start)
 
-    def pace(self, start: float, end: float) -> float:
+    def pace(self, start: float, end: float, resumed_at_start: bool = False) -> float:
         """Tokens/s at which training ran in the window (see :func:`steps_per_second`)."""
-        return steps_per_second(self.step_times, start, end) * self.tokens_per_step
+        return (steps_per_second(self.step_times, start, end, resumed_at_start)
+                * self.tokens_per_step)
 
     def pause_and_settle(self) -> None:
         """Pause (as the user would) and wait until the current step has finished."""
@@ -466,7 +472,8 @@ def bench_answer_while_training(ctx: BenchContext) -> CaseResult:
     shape, chars, window = plan.cpu, plan.answer_chars, plan.window_seconds
     result = CaseResult("answer_while_training", "6", "Answering a prompt while training runs")
     ctx.log(f"answering {chars}-character prompts while training runs in a thread")
-    training_windows: dict[str, list[float]] = {"before": [], "during naive": [], "during hold": [],
+    training_windows: dict[str, list[float]] = {"before": [], "before naive": [],
+                                                "during naive": [], "during hold": [],
                                                 "after": []}
     with BackgroundTraining(ctx, shape) as training:
 
@@ -486,8 +493,10 @@ def bench_answer_while_training(ctx: BenchContext) -> CaseResult:
             if hold:
                 training_windows["before"].append(training.pace(start - window, start))
                 training_windows["during hold"].append(training.rate(start, end))
-                training_windows["after"].append(training.pace(end, end + window))
-            else:
+                training_windows["after"].append(training.pace(end, end + window,
+                                                               resumed_at_start=True))
+            else:  # how much training got done beside the prompt: steps counted, both sides
+                training_windows["before naive"].append(training.rate(start - window, start))
                 training_windows["during naive"].append(training.rate(start, end))
             return rate
 
@@ -511,7 +520,7 @@ def bench_answer_while_training(ctx: BenchContext) -> CaseResult:
     result.add("prompt without hold / alone", "x",
                paired_ratios(samples["prompt while training, no hold"], alone_rates))
     training_naive = result.add("training during naive prompt / before", "x", paired_ratios(
-        training_windows["during naive"], training_windows["before"]))
+        training_windows["during naive"], training_windows["before naive"]))
     recovered = result.add("training after / before", "x",
                            paired_ratios(training_windows["after"], training_windows["before"]))
     result.targets.append(Target("answer_while_training", "a prompt while training gets ≥ 0.5× "

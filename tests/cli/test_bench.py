@@ -120,7 +120,12 @@ def test_steps_per_second_times_whole_steps_inside_the_window() -> None:
     # A slow step inside the window (a 0.5 s stall) shows as a slower pace.
     stalled = [*ends[:12], *(t + 0.375 for t in ends[12:])]
     assert steps_per_second(stalled, 1.0, 2.0) < 7.0
-    assert steps_per_second(ends, 10.0, 11.0) == 0.0  # no step ended there
+    # Training that resumed at the window's start: its slow first step counts too.
+    resumed = [1.5 + 0.125 * n for n in range(8)]  # the first step took 0.5 s
+    assert steps_per_second(resumed, 1.0, 2.5, resumed_at_start=True) == pytest.approx(8 / 1.375)
+    assert steps_per_second(resumed, 1.0, 2.5) == pytest.approx(8.0)
+    assert math.isnan(steps_per_second(ends, 10.0, 11.0))  # no step ended there
+    assert math.isnan(steps_per_second(ends, 1.0, 1.2))  # one step: nothing to time
 
 
 def test_bench_reports_every_target_with_a_verdict(tiny_report: dict) -> None:

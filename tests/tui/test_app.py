@@ -85,8 +85,13 @@ async def test_training_advances_and_ctrl_t_pauses_and_resumes(tmp_path: Path) -
         await pilot.press("ctrl+t")
         await wait_until(pilot, lambda: current_step(app) > paused_at + 3, what="resume")
         assert app.training.stats.state == "training" and not prompt_input.cursor_blink
+        app.query_one(EventLog).focus()
         await pilot.press("f5")
         await wait_until(pilot, lambda: app.training.stats.state == "paused", what="F5 pause")
+        assert not prompt_input.cursor_blink  # unfocused: no blink timer to run
+        prompt_input.focus()
+        await pilot.pause()
+        assert prompt_input.cursor_blink  # focused again while paused: it blinks
 
 
 @async_test

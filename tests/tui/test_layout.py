@@ -208,6 +208,13 @@ async def test_the_live_sample_timer_runs_only_while_a_sample_streams(
             after = len(ticks)
             await pilot.pause(0.3)
             assert len(ticks) == after  # asleep until the next sample
+        # A followed run's log replays whole samples back to back: nothing left to stream.
+        for step in (30, 40):
+            panel._forward(SampleChunk(step, f"whole at {step}", final=True))
+        await wait_until(pilot, lambda: view.step == 40 and view.done, what="the replay")
+        after = len(ticks)
+        await pilot.pause(0.3)
+        assert len(ticks) == after
 
 
 @async_test

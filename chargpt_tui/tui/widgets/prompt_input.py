@@ -17,6 +17,18 @@ class PromptInput(Input):
         self.history: list[str] = []
         self._position = 0  # == len(history) means "the line being typed"
         self._draft = ""
+        self._still = False  # the cursor holds still (a model is training)
+
+    def hold_cursor_still(self, still: bool) -> None:
+        """No blinking while a model trains: each blink redraws the prompt, ~20 ms of the UI
+        thread on this 2-core VM (half the app's CPU use), and on a CPU every moment the UI
+        runs stalls training's threads at their next barrier. (Blinking is switched on for a
+        focused prompt only: Textual would start the timer of an unfocused one.)"""
+        self._still = still
+        self.cursor_blink = not still and self.has_focus
+
+    def on_focus(self) -> None:
+        self.cursor_blink = not self._still
 
     def remember(self, prompt: str) -> None:
         if prompt and (not self.history or self.history[-1] != prompt):

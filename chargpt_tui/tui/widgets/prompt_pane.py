@@ -121,10 +121,8 @@ class PromptPane(Vertical):
         self.app.push_screen(SettingsScreen(self.settings), apply)
 
     def show_training(self, training: bool) -> None:
-        """A steady cursor while a model trains: each blink redraws the prompt, ~20 ms of the UI
-        thread on this 2-core VM (half the app's CPU use), and on a CPU every moment the UI
-        runs stalls training's threads at their next barrier."""
-        self.query_one(PromptInput).cursor_blink = not training
+        """A steady cursor while a model trains (see ``PromptInput.hold_cursor_still``)."""
+        self.query_one(PromptInput).hold_cursor_still(training)
 
     def show_unavailable(self, reason: str | None) -> None:
         """Say under the prompt why it cannot be answered yet (None: it can)."""

@@ -408,8 +408,9 @@ class TrainingPanel(Vertical):
 
     def on_sample_streaming(self, message: messages.SampleStreaming) -> None:
         message.stop()
-        self._sample_timer.resume()
         self._drain_samples()  # the first characters now, not at the next tick
+        if not self.query_one(LiveSample).done:  # (a followed run logs whole samples)
+            self._sample_timer.resume()  # the rest as it comes
 
     def _drain_samples(self) -> None:
         """Show the queued sample text; the timer sleeps once a sample's end is shown."""
