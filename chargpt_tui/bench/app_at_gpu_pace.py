@@ -275,7 +275,8 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print(json.dumps({"machine": machine(), "preset": args.preset, "device": args.device,
-                      "terminal": f"tmux {WIDTH}x{HEIGHT}", "options": args.option}),
+                      "data": args.data, "terminal": f"tmux {WIDTH}x{HEIGHT}",
+                      "options": args.option}),
           flush=True)
     runs = []
     for _ in range(args.rounds):
