@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chargpt_tui.bench.harness import cpu_name
 from chargpt_tui.bench.tmux import Tmux
 
 WIDTH, HEIGHT = 120, 40
@@ -230,12 +231,7 @@ def machine() -> dict[str, Any]:
                             "cores": os.cpu_count()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo
-                               if line.startswith("model name"))
-    except (OSError, StopIteration):
-        info["cpu"] = platform.processor() or "unknown"
+    info["cpu"] = cpu_name()
     return info
 
 

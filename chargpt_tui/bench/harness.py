@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import platform
 import random
 import statistics
 from collections.abc import Callable
@@ -18,6 +19,17 @@ from chargpt_tui.presets import PRESETS
 from chargpt_tui.run_setup import RunSetup
 from chargpt_tui.tokenizer import CharTokenizer
 from chargpt_tui.train import TrainConfig
+
+
+def cpu_name() -> str:
+    """The CPU's model name, for the machine line of every benchmark's output."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 # Tiny Shakespeare's alphabet: the models here have the same vocabulary size (65) as the app's.
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

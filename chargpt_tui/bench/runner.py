@@ -20,7 +20,7 @@ from chargpt_tui.bench.engine_cases import (
     bench_sampling,
     bench_training,
 )
-from chargpt_tui.bench.harness import BenchContext, Case, CaseResult, make_plan
+from chargpt_tui.bench.harness import BenchContext, Case, CaseResult, cpu_name, make_plan
 from chargpt_tui.device import on_own_thread, pick_device
 
 # Every case, in the order they run.
@@ -37,16 +37,6 @@ CASES: dict[str, Case] = {
 
 # --------------------------------------------------------------------------------------------
 # Running and reporting.
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def describe_machine(device: torch.device) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from chargpt_tui.bench.harness import cpu_name
 from chargpt_tui.checkpoint import load_for_sampling
 from chargpt_tui.data import get_batch
 
@@ -134,7 +135,7 @@ def main() -> None:
     parser.add_argument("--skip-ours", action="store_true", help="run nanoGPT alone")
     args = parser.parse_args()
     print(json.dumps({"torch": torch.__version__, "seconds": args.seconds,
-                      "cpu": _cpu_name(), "cores": os.cpu_count()}), flush=True)
+                      "cpu": cpu_name(), "cores": os.cpu_count()}), flush=True)
     for _ in range(args.rounds):
         if not args.skip_ours:
             print(json.dumps(run_ours(args)), flush=True)
@@ -142,13 +143,6 @@ def main() -> None:
             print(json.dumps(run_nanogpt(args)), flush=True)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 if __name__ == "__main__":
