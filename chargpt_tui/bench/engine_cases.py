@@ -303,12 +303,12 @@ def steps_per_second(step_times: Sequence[float], start: float, end: float,
     itself, so a slow first step counts. A count of the steps per window is off by up to one
     step: ±12 % for a 1 s window at 8 steps/s, too coarse to compare two windows. NaN when too
     few steps ended in the window to time one."""
-    inside = [t for t in step_times if start < t <= end]
-    first = start if resumed_at_start else (inside[0] if inside else end)
-    steps = len(inside) if resumed_at_start else len(inside) - 1
-    if steps < 1 or inside[-1] <= first:
+    ends = [t for t in step_times if start < t <= end]
+    if resumed_at_start:
+        ends.insert(0, start)  # where the first step began
+    if len(ends) < 2 or ends[-1] <= ends[0]:
         return math.nan
-    return steps / (inside[-1] - first)
+    return (len(ends) - 1) / (ends[-1] - ends[0])
 
 
 class BackgroundTraining:
