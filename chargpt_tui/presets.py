@@ -25,7 +25,7 @@ PRESETS: dict[str, dict[str, int | float | str]] = {
                         batch_size=12, dropout=0.0, learning_rate=1e-3, max_iters=2000,
                         warmup_iters=100, eval_interval=250, eval_iters=20),
     # The gpu preset's pace on a CPU: an H200 takes ~80 of its steps a second, and this model
-    # is small enough for ~70 a second on 2 cores (45 at batch 16). Does the app keep up with
+    # is small enough for 60–67 a second on 2 cores (45 at batch 16). Does the app keep up with
     # a GPU's stream of events? `python -m chargpt_tui.bench.app_at_gpu_pace`, README results.
     "gpu-pace": dict(recipe="lecture", n_layer=4, n_head=4, n_embd=64, block_size=64,
                      batch_size=8, dropout=0.0, learning_rate=3e-3, max_iters=3000,

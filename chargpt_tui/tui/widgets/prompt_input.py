@@ -21,8 +21,9 @@ class PromptInput(Input):
 
     def hold_cursor_still(self, still: bool) -> None:
         """No blinking while a model trains: each blink redraws the prompt, ~20 ms of the UI
-        thread on this 2-core VM (half the app's CPU use), and on a CPU every moment the UI
-        runs stalls training's threads at their next barrier. (Blinking is switched on for a
+        thread on this 2-core VM (a third of the app's CPU use while training, nearly all of
+        it while paused), and on a CPU every moment the UI runs stalls training's threads at
+        their next barrier. (Blinking is switched on for a
         focused prompt only: Textual would start the timer of an unfocused one.)"""
         self._still = still
         self.cursor_blink = not still and self.has_focus
