@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from chargpt_tui.events import EvalDone, StateChanged
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.app import ChargptApp
 from chargpt_tui.tui.sources import OpenCheckpoint, TrainNew
+from chargpt_tui.tui.widgets import prompt_pane
 from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
 from chargpt_tui.tui.widgets.transcript import TranscriptEntry
@@ -177,10 +179,6 @@ async def test_the_first_character_is_drawn_at_once_and_its_delay_is_reported(
         checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pane's drain timer is switched off here: the first character can only reach the
     screen through the worker's nudge. The answer's status then says how long Enter waited."""
-    import threading
-
-    from chargpt_tui.tui.widgets import prompt_pane
-
     monkeypatch.setattr(prompt_pane, "DRAIN_INTERVAL", 3600.0)
     release = threading.Event()
 
@@ -362,10 +360,6 @@ async def test_each_answer_runs_on_a_thread_of_its_own_that_then_ends(
     """torch gives every thread that computes its own OpenMP team; a pooled thread kept its
     team after answering and halved training's speed (worker_threads). So no worker thread
     outlives its work."""
-    import threading
-
-    from chargpt_tui.tui.widgets import prompt_pane
-
     real_stream_text = prompt_pane.stream_text
     threads: list[threading.Thread] = []
 
