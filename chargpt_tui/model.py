@@ -12,10 +12,9 @@ the same outputs. Training defaults to the fused path; sampling always uses it (
 
 Two *recipes* share these classes. The lecture's (the defaults of :class:`GPTConfig`): learned
 position embeddings, LayerNorm, a GELU MLP. The fast recipe switches on, one field each, what
-small GPTs have been shown to train faster with (see ``RECIPES`` in ``recipes.py`` and the
-README's ablation table): rotary positions, RMSNorm, QK-norm, a ReLU² MLP, zero-initialised
-output projections and an exact bigram table. Every part is off by default, so a lecture
-checkpoint loads and behaves exactly as before.
+small GPTs have been shown to train faster with (``RECIPES`` in ``presets.py``, docs/recipe.md):
+rotary positions and QK-norm. Every part is off by default, so a lecture checkpoint loads and
+behaves exactly as before.
 """
 
 from __future__ import annotations
@@ -32,8 +31,6 @@ from torch.nn import functional as F
 from chargpt_tui.errors import ConfigError
 
 ATTENTION_KINDS = ("fused", "heads")
-NORM_KINDS = ("layernorm", "rmsnorm")
-MLP_KINDS = ("gelu", "relu2")
 
 
 @dataclass
@@ -49,11 +46,7 @@ class GPTConfig:
     # -- the fast recipe's parts; the defaults are the lecture model. Figures: val loss change when
     # the part is turned off from all parts on, 1.5M tokens at the cpu shape (docs/recipe.md) --
     rope: bool = False  # rotary positions, not a learned table (attention sees distances): -0.08
-    norm: str = "layernorm"  # "rmsnorm": scale only; same val (±0.02), 3.5x slower per call on CPU
     qk_norm: bool = False  # normalise queries and keys per head: bounded logits, stable lr: -0.05
-    mlp: str = "gelu"  # "relu2": ReLU(x)², the speedrun's activation; same val here (±0.01)
-    zero_init: bool = False  # output projections and lm_head start at 0 (blocks = identity); ±0.02
-    bigram: bool = False  # an exact previous→next character logit table (V×V); same val (±0.01)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -68,10 +61,6 @@ class GPTConfig:
             raise ConfigError(f"dropout {self.dropout} is outside [0, 1)")
         if self.attention not in ATTENTION_KINDS:
             raise ConfigError(f"attention must be one of {ATTENTION_KINDS}")
-        if self.norm not in NORM_KINDS:
-            raise ConfigError(f"norm must be one of {NORM_KINDS}")
-        if self.mlp not in MLP_KINDS:
-            raise ConfigError(f"mlp must be one of {MLP_KINDS}")
         if self.attention == "heads" and (self.rope or self.qk_norm):
             raise ConfigError("the per-head lecture path has learned positions and no QK-norm",
                               "use --attention fused with the fast recipe (or --recipe lecture)")
@@ -145,28 +134,6 @@ class MultiHeadAttention(nn.Module):
 
 # --------------------------------------------------------------------------------------------
 # The fast path: all heads in one batched computation, same parameters rearranged.
-
-
-def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Divide each vector by its root-mean-square: unit "size", direction kept (no mean shift)."""
-    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
-
-
-class RMSNorm(nn.Module):
-    """LayerNorm without the mean subtraction and bias: fewer operations, trains as well."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x) * self.weight
-
-
-def make_norm(config: GPTConfig) -> nn.Module:
-    if config.norm == "rmsnorm":
-        return RMSNorm(config.n_embd)
-    return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 class Rotary(nn.Module):
@@ -367,13 +334,6 @@ class KVCache:
 # The rest of the transformer.
 
 
-class ReLUSquared(nn.Module):
-    """max(0, x)²: as cheap as ReLU, smooth at 0 like GELU, and many exact zeros."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x).square()
-
-
 class FeedForward(nn.Module):
     """Per-position MLP: where each token "thinks" about what attention gathered for it."""
 
@@ -381,7 +341,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias),  # 4x wider, as in GPT
-            ReLUSquared() if config.mlp == "relu2" else nn.GELU(),
+            nn.GELU(),
             nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias),
             nn.Dropout(config.dropout),
         )
@@ -399,10 +359,10 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln1 = make_norm(config)
+        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         fused = config.attention == "fused"
         self.sa = CausalSelfAttention(config) if fused else MultiHeadAttention(config)
-        self.ln2 = make_norm(config)
+        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.ffwd = FeedForward(config)
 
     def forward(
@@ -425,24 +385,14 @@ class GPTLanguageModel(nn.Module):
             self.position_embedding_table = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = make_norm(config)
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
-        if config.bigram:
-            # logits += table[current char]: the bigram statistics, exact and learned in a few
-            # hundred steps, so the transformer spends its capacity on longer context.
-            self.bigram_table = nn.Embedding(config.vocab_size, config.vocab_size)
         self.apply(self._init_weights)
         # GPT-2: scale the init of projections that write into the residual stream by
         # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth.
         for name, param in self.named_parameters():
             if name.endswith(("proj.weight", "net.2.weight")):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-                if config.zero_init:
-                    nn.init.zeros_(param)
-        if config.zero_init:  # the first steps then learn the unigram/bigram output first
-            nn.init.zeros_(self.lm_head.weight)
-        if config.bigram:
-            nn.init.zeros_(self.bigram_table.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -466,12 +416,6 @@ class GPTLanguageModel(nn.Module):
         pos = torch.arange(start, start + T, device=idx.device)
         return self.drop(tokens + self.position_embedding_table(pos))
 
-    def _logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(self.ln_f(x))
-        if self.config.bigram:
-            logits = logits + self.bigram_table(idx)
-        return logits
-
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -479,7 +423,7 @@ class GPTLanguageModel(nn.Module):
         x = self._embed(idx)
         for block in self.blocks:
             x, _ = block(x)
-        logits = self._logits(x, idx)  # (B, T, vocab_size)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
@@ -494,7 +438,7 @@ class GPTLanguageModel(nn.Module):
         x = self._embed(idx, start=cache.seen)
         for block, kv in zip(self.blocks, cache.layers):
             x, _ = block(x, kv)
-        return self._logits(x[:, -1, :], idx[:, -1])
+        return self.lm_head(self.ln_f(x[:, -1, :]))
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
