@@ -16,11 +16,11 @@ from chargpt_tui.checkpoint import (
 )
 from chargpt_tui.durations import parse_duration
 from chargpt_tui.events import EvalDone, EventBus, Notice, StepDone
+from chargpt_tui.kv_cache import KVCache
 from chargpt_tui.model import (
     CausalSelfAttention,
     GPTConfig,
     GPTLanguageModel,
-    KVCache,
     Rotary,
     attention_mask,
 )
