@@ -31,6 +31,11 @@ REQUIRED_KEYS = ("format_version", "model_config", "vocab", "model", "step")
 FIELD_TYPES = {"model_config": dict, "vocab": str, "model": dict, "step": int}
 OPTIONAL_FIELD_TYPES = {"train_config": dict, "optimizer": dict, "rng": dict, "data": str,
                         "preset": str}
+# Model parts chargpt-tui 0.1.0 had and this version has not (they trained no better, see
+# docs/recipe.md), each with the value that meant "off": checkpoints of 0.1.0 name them.
+REMOVED_MODEL_PARTS: dict[str, object] = {"norm": "layernorm", "mlp": "gelu", "zero_init": False,
+                                          "bigram": False}
+LAST_WITH_THEM = ("0.1.0", "3a60aff")  # the version, and the last commit, that had them
 
 
 def resolve_checkpoint(path: str | os.PathLike[str], prefer_best: bool = False) -> Path:
@@ -140,8 +145,22 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         if key in payload and not isinstance(payload[key], kind):
             raise CheckpointError(f"{file} is not a chargpt-tui checkpoint ({key!r} is a "
                                   f"{type(payload[key]).__name__})")
+    payload["model_config"] = current_model_config(payload["model_config"], file)
     check_model_fits(payload, file)
     return payload
+
+
+def current_model_config(stored: dict[str, Any], file: Path) -> dict[str, Any]:
+    """``stored`` without the removed parts, which an older checkpoint may name switched off."""
+    switched_on = [f"{name}={stored[name]!r}" for name, off in REMOVED_MODEL_PARTS.items()
+                   if name in stored and stored[name] != off]
+    if switched_on:
+        raise CheckpointError(
+            f"{file} uses {', '.join(switched_on)}, removed from the model after chargpt-tui "
+            f"{LAST_WITH_THEM[0]}",
+            f"open it with chargpt-tui {LAST_WITH_THEM[0]} (git checkout {LAST_WITH_THEM[1]})",
+        )
+    return {k: v for k, v in stored.items() if k not in REMOVED_MODEL_PARTS}
 
 
 def check_model_fits(payload: dict[str, Any], file: Path) -> None:

@@ -167,17 +167,8 @@ Recipe = Annotated[str | None, typer.Option(
 Rope = Annotated[bool | None, typer.Option(
     "--rope/--no-rope", help="Rotary positions instead of a learned position table.",
     rich_help_panel="Recipe")]
-Norm = Annotated[str | None, typer.Option(help="layernorm or rmsnorm.", rich_help_panel="Recipe")]
 QkNorm = Annotated[bool | None, typer.Option(
     "--qk-norm/--no-qk-norm", help="Normalise queries and keys in every head.",
-    rich_help_panel="Recipe")]
-Mlp = Annotated[str | None, typer.Option(help="MLP activation: gelu or relu2 (ReLU squared).",
-                                         rich_help_panel="Recipe")]
-ZeroInit = Annotated[bool | None, typer.Option(
-    "--zero-init/--no-zero-init", help="Output projections and the head start at zero.",
-    rich_help_panel="Recipe")]
-Bigram = Annotated[bool | None, typer.Option(
-    "--bigram/--no-bigram", help="An exact previous-character logit table.",
     rich_help_panel="Recipe")]
 Optimizer = Annotated[str | None, typer.Option(
     help="adamw, or muon (Muon for the blocks' matrices, AdamW for the rest).",
@@ -224,11 +215,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "history_keep": (HistoryKeep, None),
     "recipe": (Recipe, None),
     "rope": (Rope, None),
-    "norm": (Norm, None),
     "qk_norm": (QkNorm, None),
-    "mlp": (Mlp, None),
-    "zero_init": (ZeroInit, None),
-    "bigram": (Bigram, None),
     "optimizer": (Optimizer, None),
     "muon_lr": (MuonLr, None),
     "schedule": (Schedule, None),

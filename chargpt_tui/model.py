@@ -1,21 +1,14 @@
-"""The GPT itself, after Karpathy's "Let's build GPT" lecture and nanoGPT's ``model.py``.
+"""The GPT of Karpathy's "Let's build GPT" lecture, in the lecture's order, then its fast path.
 
-Two attention paths compute the same function with the same parameters:
+The lecture's model: :class:`Head` (one head of self-attention), :class:`MultiHeadAttention`,
+:class:`FeedForward`, :class:`Block`, and :class:`GPTLanguageModel` with its :class:`GPTConfig`.
 
-* the *educational* path — one :class:`Head` module per head, each with its own key/query/value
-  projections and an explicit causal mask, concatenated by :class:`MultiHeadAttention`;
-* the *fused* path — :class:`CausalSelfAttention`, one matrix multiply for Q, K and V of all heads
-  and PyTorch's ``scaled_dot_product_attention`` (flash attention on GPUs).
-
-:func:`convert_attention_weights` maps one layout onto the other; the tests prove both paths give
-the same outputs. Training defaults to the fused path; sampling always uses it (with a KV cache).
-
-Two *recipes* share these classes. The lecture's (the defaults of :class:`GPTConfig`): learned
-position embeddings, LayerNorm, a GELU MLP. The fast recipe switches on, one field each, what
-small GPTs have been shown to train faster with (see ``RECIPES`` in ``recipes.py`` and the
-README's ablation table): rotary positions, RMSNorm, QK-norm, a ReLU² MLP, zero-initialised
-output projections and an exact bigram table. Every part is off by default, so a lecture
-checkpoint loads and behaves exactly as before.
+The fast path computes the same function with the same parameters: :class:`CausalSelfAttention`
+runs every head in one matrix multiply and PyTorch's ``scaled_dot_product_attention`` (flash
+attention on GPUs); :func:`convert_attention_weights` maps one layout onto the other, and the
+tests prove both give the same outputs. Training uses it by default, sampling always (with the
+KV cache of ``kv_cache.py``). It also holds the fast recipe's parts, each one config field and off
+by default (docs/recipe.md): rotary positions (:class:`Rotary`) and QK-norm.
 """
 
 from __future__ import annotations
@@ -30,65 +23,10 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from chargpt_tui.errors import ConfigError
-
-ATTENTION_KINDS = ("fused", "heads")
-NORM_KINDS = ("layernorm", "rmsnorm")
-MLP_KINDS = ("gelu", "relu2")
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 65
-    block_size: int = 64  # the longest context the model ever sees (positions 0..block_size-1)
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = False  # biases in Linear/LayerNorm: nanoGPT found them unneeded, and slower
-    attention: str = "fused"  # "fused" (fast) or "heads" (the lecture's per-head modules)
-    # -- the fast recipe's parts; the defaults are the lecture model. Figures: val loss change when
-    # the part is turned off from all parts on, 1.5M tokens at the cpu shape (docs/recipe.md) --
-    rope: bool = False  # rotary positions, not a learned table (attention sees distances): -0.08
-    norm: str = "layernorm"  # "rmsnorm": scale only; same val (±0.02), 3.5x slower per call on CPU
-    qk_norm: bool = False  # normalise queries and keys per head: bounded logits, stable lr: -0.05
-    mlp: str = "gelu"  # "relu2": ReLU(x)², the speedrun's activation; same val here (±0.01)
-    zero_init: bool = False  # output projections and lm_head start at 0 (blocks = identity); ±0.02
-    bigram: bool = False  # an exact previous→next character logit table (V×V); same val (±0.01)
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
-        if self.n_embd % self.n_head:
-            raise ConfigError(
-                f"n-embd {self.n_embd} is not divisible by n-head {self.n_head}",
-                "pick sizes where n-embd / n-head is a whole number (e.g. 128 / 4)",
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout {self.dropout} is outside [0, 1)")
-        if self.attention not in ATTENTION_KINDS:
-            raise ConfigError(f"attention must be one of {ATTENTION_KINDS}")
-        if self.norm not in NORM_KINDS:
-            raise ConfigError(f"norm must be one of {NORM_KINDS}")
-        if self.mlp not in MLP_KINDS:
-            raise ConfigError(f"mlp must be one of {MLP_KINDS}")
-        if self.attention == "heads" and (self.rope or self.qk_norm):
-            raise ConfigError("the per-head lecture path has learned positions and no QK-norm",
-                              "use --attention fused with the fast recipe (or --recipe lecture)")
-        if self.rope and self.head_size % 2:
-            raise ConfigError(f"rotary positions need an even head size, not {self.head_size}",
-                              "pick n-embd / n-head even (e.g. 128 / 4)")
-
-    @property
-    def head_size(self) -> int:
-        return self.n_embd // self.n_head
-
-    def to_dict(self) -> dict[str, int | float | bool | str]:
-        return asdict(self)
-
+from chargpt_tui.kv_cache import KVCache, LayerKV
 
 # --------------------------------------------------------------------------------------------
-# The educational path: attention one head at a time.
+# The lecture's model.
 
 
 class Head(nn.Module):
@@ -143,30 +81,173 @@ class MultiHeadAttention(nn.Module):
         return y, torch.stack(weights, dim=1) if need_weights else None
 
 
-# --------------------------------------------------------------------------------------------
-# The fast path: all heads in one batched computation, same parameters rearranged.
+class FeedForward(nn.Module):
+    """Per-position MLP: where each token "thinks" about what attention gathered for it."""
 
-
-def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Divide each vector by its root-mean-square: unit "size", direction kept (no mean shift)."""
-    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
-
-
-class RMSNorm(nn.Module):
-    """LayerNorm without the mean subtraction and bias: fewer operations, trains as well."""
-
-    def __init__(self, dim: int) -> None:
+    def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.net = nn.Sequential(
+            nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias),  # 4x wider, as in GPT
+            nn.GELU(),
+            nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias),
+            nn.Dropout(config.dropout),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x) * self.weight
+        return self.net(x)
 
 
-def make_norm(config: GPTConfig) -> nn.Module:
-    if config.norm == "rmsnorm":
-        return RMSNorm(config.n_embd)
-    return nn.LayerNorm(config.n_embd, bias=config.bias)
+class Block(nn.Module):
+    """Transformer block: communication (attention) then computation (feed-forward).
+
+    Pre-LayerNorm with residual connections: ``x + f(ln(x))`` keeps a clean gradient path from
+    the loss to every layer, which is what lets deep stacks train.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        fused = config.attention == "fused"
+        self.sa = CausalSelfAttention(config) if fused else MultiHeadAttention(config)
+        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ffwd = FeedForward(config)
+
+    def forward(
+        self, x: torch.Tensor, kv: LayerKV | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.sa(self.ln1(x), kv, need_weights)
+        x = x + attended
+        x = x + self.ffwd(self.ln2(x))
+        return x, weights
+
+
+ATTENTION_KINDS = ("fused", "heads")
+
+
+@dataclass
+class GPTConfig:
+    """The model's shape and parts; the defaults of the parts are the lecture's model."""
+
+    vocab_size: int = 65
+    block_size: int = 64  # the longest context the model ever sees (positions 0..block_size-1)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linear/LayerNorm: nanoGPT found them unneeded, and slower
+    attention: str = "fused"  # "fused" (fast) or "heads" (the lecture's per-head modules)
+    # -- the fast recipe's parts (what each is worth: docs/recipe.md) --
+    rope: bool = False  # rotary positions, not a learned table: attention sees distances
+    qk_norm: bool = False  # normalise queries and keys per head: bounded logits, stable at high lr
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"n-embd {self.n_embd} is not divisible by n-head {self.n_head}",
+                "pick sizes where n-embd / n-head is a whole number (e.g. 128 / 4)",
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout {self.dropout} is outside [0, 1)")
+        if self.attention not in ATTENTION_KINDS:
+            raise ConfigError(f"attention must be one of {ATTENTION_KINDS}")
+        if self.attention == "heads" and (self.rope or self.qk_norm):
+            raise ConfigError("the per-head lecture path has learned positions and no QK-norm",
+                              "use --attention fused with the fast recipe (or --recipe lecture)")
+        if self.rope and self.head_size % 2:
+            raise ConfigError(f"rotary positions need an even head size, not {self.head_size}",
+                              "pick n-embd / n-head even (e.g. 128 / 4)")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict[str, int | float | bool | str]:
+        return asdict(self)
+
+
+class GPTLanguageModel(nn.Module):
+    """Token + position embeddings → blocks → final LayerNorm → logits over the vocabulary."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding_table = nn.Embedding(config.vocab_size, config.n_embd)
+        if not config.rope:  # rotary models get their positions inside attention
+            self.position_embedding_table = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
+        self.apply(self._init_weights)
+        # GPT-2: scale the init of projections that write into the residual stream by
+        # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth.
+        for name, param in self.named_parameters():
+            if name.endswith(("proj.weight", "net.2.weight")):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        tokens = self.token_embedding_table(idx)
+        if self.config.rope:  # positions enter as rotations inside attention
+            return self.drop(tokens)
+        T = idx.size(1)
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        return self.drop(tokens + self.position_embedding_table(pos))
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position; with ``targets``, also the mean cross-entropy loss."""
+        x = self._embed(idx)
+        for block in self.blocks:
+            x, _ = block(x)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits of the *last* position only, feeding new tokens through a KV cache.
+
+        ``idx`` holds only the tokens the cache has not seen yet (the whole prompt for prefill,
+        then one token per step). Each step costs O(T) instead of re-running O(T²) attention.
+        """
+        x = self._embed(idx, start=cache.seen)
+        for block, kv in zip(self.blocks, cache.layers):
+            x, _ = block(x, kv)
+        return self.lm_head(self.ln_f(x[:, -1, :]))
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every layer for one sequence: a list of (n_head, T, T) tensors."""
+        x = self._embed(idx[:, -self.config.block_size :])
+        maps = []
+        for block in self.blocks:
+            x, weights = block(x, need_weights=True)
+            maps.append(weights[0])
+        return maps
+
+
+# --------------------------------------------------------------------------------------------
+# The fast path: all heads in one batched computation, same parameters rearranged; and the fast
+# recipe's parts, rotary positions and QK-norm.
 
 
 class Rotary(nn.Module):
@@ -278,233 +359,6 @@ class CausalSelfAttention(nn.Module):
             )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.dropout(self.proj(y)), weights
-
-
-class LayerKV:
-    """One layer's cached keys and values, (batch, n_head, block_size, head_size).
-
-    With learned positions the cache fills up at ``block_size``. With rotary positions it keeps
-    going as a ring: the newest key overwrites the oldest. Attention over the cache is a weighted
-    sum over a *set* of keys, and each key already carries its position, so slot order is free.
-    """
-
-    def __init__(self, k: torch.Tensor, v: torch.Tensor, rolling: bool = False) -> None:
-        self.k, self.v = k, v
-        self.rolling = rolling
-        self.length = 0  # filled slots
-        self.seen = 0  # tokens appended since the reset: the next token's position
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        capacity, new = self.k.size(2), k.size(2)
-        if self.length + new <= capacity:
-            end = self.length + new
-            self.k[:, :, self.length : end] = k
-            self.v[:, :, self.length : end] = v
-            self.length = end
-        elif self.rolling and new == 1:
-            slot = self.seen % capacity  # the oldest token's slot
-            self.k[:, :, slot : slot + 1] = k
-            self.v[:, :, slot : slot + 1] = v
-        else:
-            raise ValueError(f"the KV cache holds {capacity} positions")
-        self.seen += new
-        return self.k[:, :, : self.length], self.v[:, :, : self.length]
-
-
-class KVCache:
-    """Keys and values of every layer for the tokens seen so far, preallocated to block_size.
-
-    With learned positions the cache holds at most ``block_size`` tokens, and what happens past
-    that is the sampler's policy (see sampling.py); with rotary positions it slides (a ring).
-    """
-
-    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device | str,
-                 dtype: torch.dtype = torch.float32) -> None:
-        shape = (batch_size, config.n_head, config.block_size, config.head_size)
-        self.layers = [
-            LayerKV(torch.empty(shape, device=device, dtype=dtype),
-                    torch.empty(shape, device=device, dtype=dtype), rolling=config.rope)
-            for _ in range(config.n_layer)
-        ]
-
-    @property
-    def length(self) -> int:
-        return self.layers[0].length
-
-    @property
-    def seen(self) -> int:
-        return self.layers[0].seen
-
-    def reset(self) -> None:
-        for layer in self.layers:
-            layer.length = layer.seen = 0
-
-    def reorder(self, parents: torch.Tensor) -> None:
-        """Beam search: row ``i`` of the cache becomes a copy of row ``parents[i]``.
-
-        ``parents`` may change the number of rows (the first step turns the prompt's one row
-        into ``beam_width``). After that, only rows whose parent is another row are copied, and
-        only their filled positions: a beam that extends itself keeps its keys and values.
-        """
-        rows = self.layers[0].k.size(0)
-        if len(parents) != rows:
-            for layer in self.layers:
-                layer.k = layer.k.index_select(0, parents)
-                layer.v = layer.v.index_select(0, parents)
-            return
-        moved = (parents != torch.arange(rows, device=parents.device)).nonzero().flatten()
-        if len(moved) == 0:
-            return
-        sources = parents[moved]
-        for layer in self.layers:
-            filled = slice(0, layer.length)
-            # The right-hand side is gathered into a new tensor first, so rows may swap.
-            layer.k[moved, :, filled] = layer.k[sources, :, filled]
-            layer.v[moved, :, filled] = layer.v[sources, :, filled]
-
-
-# --------------------------------------------------------------------------------------------
-# The rest of the transformer.
-
-
-class ReLUSquared(nn.Module):
-    """max(0, x)²: as cheap as ReLU, smooth at 0 like GELU, and many exact zeros."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x).square()
-
-
-class FeedForward(nn.Module):
-    """Per-position MLP: where each token "thinks" about what attention gathered for it."""
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias),  # 4x wider, as in GPT
-            ReLUSquared() if config.mlp == "relu2" else nn.GELU(),
-            nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias),
-            nn.Dropout(config.dropout),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class Block(nn.Module):
-    """Transformer block: communication (attention) then computation (feed-forward).
-
-    Pre-LayerNorm with residual connections: ``x + f(ln(x))`` keeps a clean gradient path from
-    the loss to every layer, which is what lets deep stacks train.
-    """
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.ln1 = make_norm(config)
-        fused = config.attention == "fused"
-        self.sa = CausalSelfAttention(config) if fused else MultiHeadAttention(config)
-        self.ln2 = make_norm(config)
-        self.ffwd = FeedForward(config)
-
-    def forward(
-        self, x: torch.Tensor, kv: LayerKV | None = None, need_weights: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.sa(self.ln1(x), kv, need_weights)
-        x = x + attended
-        x = x + self.ffwd(self.ln2(x))
-        return x, weights
-
-
-class GPTLanguageModel(nn.Module):
-    """Token + position embeddings → blocks → final LayerNorm → logits over the vocabulary."""
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.token_embedding_table = nn.Embedding(config.vocab_size, config.n_embd)
-        if not config.rope:  # rotary models get their positions inside attention
-            self.position_embedding_table = nn.Embedding(config.block_size, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = make_norm(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
-        if config.bigram:
-            # logits += table[current char]: the bigram statistics, exact and learned in a few
-            # hundred steps, so the transformer spends its capacity on longer context.
-            self.bigram_table = nn.Embedding(config.vocab_size, config.vocab_size)
-        self.apply(self._init_weights)
-        # GPT-2: scale the init of projections that write into the residual stream by
-        # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth.
-        for name, param in self.named_parameters():
-            if name.endswith(("proj.weight", "net.2.weight")):
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-                if config.zero_init:
-                    nn.init.zeros_(param)
-        if config.zero_init:  # the first steps then learn the unigram/bigram output first
-            nn.init.zeros_(self.lm_head.weight)
-        if config.bigram:
-            nn.init.zeros_(self.bigram_table.weight)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def _embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
-        tokens = self.token_embedding_table(idx)
-        if self.config.rope:  # positions enter as rotations inside attention
-            return self.drop(tokens)
-        T = idx.size(1)
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        return self.drop(tokens + self.position_embedding_table(pos))
-
-    def _logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(self.ln_f(x))
-        if self.config.bigram:
-            logits = logits + self.bigram_table(idx)
-        return logits
-
-    def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits for every position; with ``targets``, also the mean cross-entropy loss."""
-        x = self._embed(idx)
-        for block in self.blocks:
-            x, _ = block(x)
-        logits = self._logits(x, idx)  # (B, T, vocab_size)
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
-        return logits, loss
-
-    def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Logits of the *last* position only, feeding new tokens through a KV cache.
-
-        ``idx`` holds only the tokens the cache has not seen yet (the whole prompt for prefill,
-        then one token per step). Each step costs O(T) instead of re-running O(T²) attention.
-        """
-        x = self._embed(idx, start=cache.seen)
-        for block, kv in zip(self.blocks, cache.layers):
-            x, _ = block(x, kv)
-        return self._logits(x[:, -1, :], idx[:, -1])
-
-    @torch.no_grad()
-    def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
-        """Attention weights of every layer for one sequence: a list of (n_head, T, T) tensors."""
-        x = self._embed(idx[:, -self.config.block_size :])
-        maps = []
-        for block in self.blocks:
-            x, weights = block(x, need_weights=True)
-            maps.append(weights[0])
-        return maps
 
 
 def convert_attention_weights(state: dict[str, torch.Tensor], config: GPTConfig,

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 PRESETS: dict[str, dict[str, int | float | str]] = {
     # Five minutes on any CPU, start to exit, with the fast recipe: the schedule is fitted to the
-    # clock and the run ends on its best weights. Measured on 2 cores: see the README's results.
-    # Batch 24 at lr 3e-3 / Muon 0.03: val 1.498 on 4.6M tokens vs 1.510 at batch 12 (lr 2e-3 /
-    # Muon 0.02), in half the steps (fewer per-step costs: Newton–Schulz, Python, dispatch).
+    # clock and the run ends on its best weights. Batch 24 takes half the steps of batch 12 for
+    # the same tokens, so less time goes to per-step costs (docs/recipe.md has the figures).
     "cpu": dict(recipe="fast", n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=24,
                 dropout=0.0, learning_rate=3e-3, muon_lr=0.03, time_budget=300.0,
                 warmup_iters=50, eval_interval=250, eval_iters=20),
-    # nanoGPT's config/train_shakespeare_char.py: the GPU shape.
-    # It overfits this 1 MB corpus after ~1750 steps (H200: best val 1.461 at 1750, 1.696 at
-    # 5000), so the cosine ends at 2500 and patience stops a run that turns up for 4 evals.
+    # nanoGPT's config/train_shakespeare_char.py: the GPU shape. It overfits this 1 MB corpus
+    # long before nanoGPT's 5000 steps, so the cosine ends at 2500 and patience stops a run whose
+    # val loss turns up for 4 evaluations (docs/recipe.md).
     "gpu": dict(recipe="lecture", n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64,
                 dropout=0.2, learning_rate=1e-3, max_iters=2500, warmup_iters=100,
                 eval_interval=250, eval_iters=200, patience=4),
@@ -24,9 +23,8 @@ PRESETS: dict[str, dict[str, int | float | str]] = {
     "nanogpt-cpu": dict(recipe="lecture", n_layer=4, n_head=4, n_embd=128, block_size=64,
                         batch_size=12, dropout=0.0, learning_rate=1e-3, max_iters=2000,
                         warmup_iters=100, eval_interval=250, eval_iters=20),
-    # The gpu preset's pace on a CPU: an H200 takes ~80 of its steps a second, and this model
-    # is small enough for 60–67 a second on 2 cores (45 at batch 16). Does the app keep up with
-    # a GPU's stream of events? `python -m chargpt_tui.bench.app_at_gpu_pace`, README results.
+    # The gpu preset's pace of steps and events on a CPU, to check that the app keeps up with a
+    # GPU's stream of events (docs/recipe.md).
     "gpu-pace": dict(recipe="lecture", n_layer=4, n_head=4, n_embd=64, block_size=64,
                      batch_size=8, dropout=0.0, learning_rate=3e-3, max_iters=3000,
                      warmup_iters=100, eval_interval=250, eval_iters=20),
@@ -41,13 +39,10 @@ PRESET_NAMES = ("auto", *PRESETS)
 # explicit options override both. The lecture recipe is the defaults spelled out: the model of
 # the lecture, one `--recipe lecture` away from any preset.
 RECIPES: dict[str, dict[str, int | float | bool | str]] = {
-    "lecture": dict(rope=False, norm="layernorm", qk_norm=False, mlp="gelu", zero_init=False,
-                    bigram=False, optimizer="adamw", schedule="cosine"),
-    # What paid in the ablation (README): rotary positions, QK-norm, Muon; WSD lets a time budget
-    # end on a finished schedule. RMSNorm, ReLU², zero init and the bigram table did not (val
-    # within ±0.02 at equal tokens, and more operations per step on a CPU).
-    "fast": dict(rope=True, norm="layernorm", qk_norm=True, mlp="gelu", zero_init=False,
-                 bigram=False, optimizer="muon", schedule="wsd"),
+    "lecture": dict(rope=False, qk_norm=False, optimizer="adamw", schedule="cosine"),
+    # The parts that paid in the ablation (docs/recipe.md); WSD lets a time budget end on a
+    # finished schedule.
+    "fast": dict(rope=True, qk_norm=True, optimizer="muon", schedule="wsd"),
 }
 RECIPE_NAMES = tuple(RECIPES)
 

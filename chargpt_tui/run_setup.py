@@ -1,51 +1,27 @@
 """From options to a run: resolve preset < checkpoint < explicit options, pick the run folder,
-load the data. The CLI and the TUI both call :func:`prepare_run`; the result feeds
-:class:`~chargpt_tui.train.Trainer`.
+load the data. The CLI and the TUI both call :func:`prepare_run`; the
+:class:`~chargpt_tui.train.RunSetup` it returns is what a :class:`~chargpt_tui.train.Trainer`
+starts from (defined next to the Trainer, so train.py never imports this module).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
-from chargpt_tui.data import TokenizedData, load_dataset, split_data
+from chargpt_tui.data import load_dataset, split_data
 from chargpt_tui.device import pick_device
 from chargpt_tui.durations import parse_duration
 from chargpt_tui.errors import ConfigError, DataError
 from chargpt_tui.model import GPTConfig
-from chargpt_tui.presets import PRESETS, RECIPES, recipe_of, resolve_preset
+from chargpt_tui.presets import PRESETS, RECIPES, resolve_preset
 from chargpt_tui.runs import CHECKPOINT_NAME
 from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
-from chargpt_tui.train import TrainConfig
-
-
-@dataclass
-class RunSetup:
-    """What the CLI/TUI resolved from options, before training starts."""
-
-    model_config: GPTConfig
-    train_config: TrainConfig
-    tokenizer: CharTokenizer
-    data: TokenizedData
-    data_name: str
-    device: torch.device
-    out_dir: Path
-    preset: str
-    resume: dict[str, Any] | None = None
-    notices: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)  # when the command began: budgets
-
-    @property
-    def recipe(self) -> str:
-        """``lecture``, ``fast`` or ``custom``: which recipe the resolved settings match."""
-        return recipe_of({**self.model_config.to_dict(), **asdict(self.train_config)})
-
+from chargpt_tui.train import RunSetup, TrainConfig
 
 LIVE_SAMPLE_CHARS = 160
 

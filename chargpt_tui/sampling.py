@@ -1,7 +1,8 @@
 """Turning logits into text: temperature / top-k / top-p sampling and beam search, streamed.
 
-Both samplers feed the model through a KV cache (:class:`~chargpt_tui.model.KVCache`): the prompt
-is run once ("prefill"), then each new character costs one position instead of the whole context.
+Both samplers feed the model through a KV cache (:class:`~chargpt_tui.kv_cache.KVCache`): the
+prompt is run once ("prefill"), then each new character costs one position instead of the whole
+context.
 
 **Past ``block_size``.** Positions are learned embeddings 0..block_size-1, so cached keys carry
 their position and a cache cannot simply slide. Two policies:
@@ -15,8 +16,8 @@ their position and a cache cannot simply slide. Two policies:
 
 Inside the block both are exactly the lecture's ``generate`` (the tests check token for token).
 
-A model with rotary positions needs neither: its cache slides (a ring, see ``LayerKV``), which is
-exactly its own definition past the block — attention within a ``block_size``-wide window.
+A model with rotary positions needs neither: its cache slides (a ring, see ``kv_cache.LayerKV``),
+which is exactly its own definition past the block — attention within a ``block_size``-wide window.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import torch
 from torch.nn import functional as F
 
 from chargpt_tui.errors import ConfigError
-from chargpt_tui.model import GPTLanguageModel, KVCache
+from chargpt_tui.kv_cache import KVCache
+from chargpt_tui.model import GPTLanguageModel
 from chargpt_tui.tokenizer import CharTokenizer, describe_chars
 
 CONTEXT_POLICIES = ("refill", "exact")

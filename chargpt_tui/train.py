@@ -13,10 +13,10 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 
@@ -37,8 +37,9 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
-from chargpt_tui.model import GPTLanguageModel, fused_copy, iter_decay_groups
+from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy, iter_decay_groups
 from chargpt_tui.optim import Muon, MuonWithAdamW
+from chargpt_tui.presets import recipe_of
 from chargpt_tui.runs import (
     BEST_NAME,
     CHECKPOINT_NAME,
@@ -47,10 +48,7 @@ from chargpt_tui.runs import (
     point_latest_at,
 )
 from chargpt_tui.sampling import SamplingParams, stream_tokens
-
-if TYPE_CHECKING:  # run_setup builds the RunSetup from options and sits above this module
-    from chargpt_tui.run_setup import RunSetup
-
+from chargpt_tui.tokenizer import CharTokenizer
 
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
@@ -258,6 +256,28 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class RunSetup:
+    """Everything a :class:`Trainer` starts from (``run_setup.prepare_run`` builds it)."""
+
+    model_config: GPTConfig
+    train_config: TrainConfig
+    tokenizer: CharTokenizer
+    data: TokenizedData
+    data_name: str
+    device: torch.device
+    out_dir: Path
+    preset: str
+    resume: dict[str, Any] | None = None
+    notices: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)  # when the command began: budgets
+
+    @property
+    def recipe(self) -> str:
+        """``lecture``, ``fast`` or ``custom``: which recipe the resolved settings match."""
+        return recipe_of({**self.model_config.to_dict(), **asdict(self.train_config)})
 
 
 class Trainer:

@@ -269,6 +269,15 @@ def test_checkpoint_whose_weights_do_not_fit_its_shape(trained: Path, tmp_path: 
     assert "(1, 16)" in line or "16" in line
 
 
+def test_checkpoint_with_a_model_part_this_version_removed(trained: Path, tmp_path: Path) -> None:
+    payload = torch.load(trained, weights_only=True)
+    payload["model_config"]["bigram"] = True  # a chargpt-tui 0.1.0 run with the bigram table on
+    torch.save(payload, tmp_path / "ckpt.pt")
+    result = invoke(*sample_args(tmp_path / "ckpt.pt"))
+    assert_one_line_error(result, str(tmp_path / "ckpt.pt"), "bigram=True", "chargpt-tui 0.1.0")
+    assert result.exit_code == 2
+
+
 def test_checkpoint_with_a_different_vocabulary(trained: Path, tmp_path: Path) -> None:
     vocab = torch.load(trained, weights_only=True)["vocab"]
     bad = tampered(trained, tmp_path / "ckpt.pt", vocab=vocab + "ÆØÅ")

@@ -11,7 +11,8 @@ import torch
 from tiny_model import tiny_config
 from torch.nn import functional as F
 
-from chargpt_tui.model import GPTLanguageModel, KVCache
+from chargpt_tui.kv_cache import KVCache
+from chargpt_tui.model import GPTLanguageModel
 from chargpt_tui.sampling import SamplingParams, beam_search
 
 

@@ -4,6 +4,7 @@ checkpoint opened for sampling is the model it holds, ready to sample."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,18 +20,28 @@ from chargpt_tui.checkpoint import (
 from chargpt_tui.errors import CheckpointError
 from chargpt_tui.events import EvalDone, StateChanged, TrainingStarted
 from chargpt_tui.model import GPTLanguageModel
+from chargpt_tui.run_setup import prepare_run
 from chargpt_tui.runs import BEST_NAME, CHECKPOINT_NAME
+from chargpt_tui.train import Trainer
+from tests.conftest import TINY
 
 VOCAB = "\n abcdefghijk"  # 13 characters: tiny_config's vocabulary size
 
 
-def write(path: Path, step: int, seed: int = 0) -> GPTLanguageModel:
+def write(path: Path, step: int, seed: int = 0, **config_entries: Any) -> GPTLanguageModel:
+    """A checkpoint of a random tiny model; ``config_entries`` are added to its stored config."""
     torch.manual_seed(seed)
     config = tiny_config()
     model = GPTLanguageModel(config).eval()
-    save_checkpoint({"format_version": FORMAT_VERSION, "model_config": config.to_dict(),
+    save_checkpoint({"format_version": FORMAT_VERSION,
+                     "model_config": {**config.to_dict(), **config_entries},
                      "vocab": VOCAB, "model": model.state_dict(), "step": step}, path)
     return model
+
+
+# Parts of the model config that chargpt-tui 0.1.0 had and wrote into every checkpoint, at the
+# values that meant "off" (the defaults).
+REMOVED_PARTS_OFF = dict(norm="layernorm", mlp="gelu", zero_init=False, bigram=False)
 
 
 def test_a_saved_checkpoint_loads_back_the_same(tmp_path: Path) -> None:
@@ -80,3 +91,42 @@ def test_an_opened_checkpoint_tells_its_history_as_events(tmp_path: Path) -> Non
     assert started.out_dir == str(tmp_path / CHECKPOINT_NAME) and started.device == "cpu"
     assert evaluated == EvalDone(40, 1.5, 1.75, 1.625)
     assert state == StateChanged("chat only")
+
+
+def test_a_checkpoint_naming_removed_parts_switched_off_still_samples(tmp_path: Path) -> None:
+    model = write(tmp_path / CHECKPOINT_NAME, step=3, **REMOVED_PARTS_OFF)
+    stored = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["model_config"]
+    assert set(REMOVED_PARTS_OFF) <= set(stored)
+    assert not set(REMOVED_PARTS_OFF) & set(load_checkpoint(tmp_path)["model_config"])
+    loaded = load_for_sampling(tmp_path, "cpu")
+    ids = torch.tensor([loaded.tokenizer.encode("abc\nk")])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids)[0], model(ids)[0])
+
+
+def test_a_run_whose_checkpoint_names_removed_parts_switched_off_resumes(
+        corpus_file: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    setup = prepare_run(data=str(corpus_file), preset="tiny", out=run, device="cpu",
+                        overrides={**TINY, "max_iters": 2})
+    Trainer(setup).run()
+    payload = torch.load(run / CHECKPOINT_NAME, weights_only=True)
+    payload["model_config"].update(REMOVED_PARTS_OFF)  # as 0.1.0 wrote it
+    save_checkpoint(payload, run / CHECKPOINT_NAME)
+    resumed = prepare_run(resume=run, data=str(corpus_file), device="cpu",
+                          overrides={"max_iters": 4})
+    assert Trainer(resumed).run().step == 4
+    assert not set(REMOVED_PARTS_OFF) & set(load_checkpoint(run)["model_config"])
+
+
+@pytest.mark.parametrize("part", [dict(norm="rmsnorm"), dict(mlp="relu2"), dict(zero_init=True),
+                                  dict(bigram=True)], ids=lambda part: next(iter(part)))
+def test_a_checkpoint_with_a_removed_part_switched_on_says_which_version_opens_it(
+        tmp_path: Path, part: dict[str, object]) -> None:
+    write(tmp_path / CHECKPOINT_NAME, step=3, **{**REMOVED_PARTS_OFF, **part})
+    name, value = next(iter(part.items()))
+    with pytest.raises(CheckpointError) as raised:
+        load_for_sampling(tmp_path, "cpu")
+    message = str(raised.value)
+    assert f"{name}={value!r}" in message and str(tmp_path / CHECKPOINT_NAME) in message
+    assert "chargpt-tui 0.1.0" in message and "\n" not in message

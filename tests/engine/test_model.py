@@ -7,10 +7,10 @@ import torch
 from tiny_model import tiny_config
 
 from chargpt_tui.errors import ConfigError
+from chargpt_tui.kv_cache import KVCache
 from chargpt_tui.model import (
     GPTConfig,
     GPTLanguageModel,
-    KVCache,
     convert_attention_weights,
     fused_copy,
     iter_decay_groups,
