@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tests train tiny models, which run fastest on one thread; on a shared 2-core box OpenMP's
+# threads also spin waiting for each other (a 40-step tiny run: 7.8 s on one thread, 36 s on
+# two, load average 15). Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 from corpus import pseudo_shakespeare
