@@ -478,6 +478,10 @@ def step_environment(check: Check) -> dict[str, Any]:
 
 def step_gpu_preset(check: Check) -> dict[str, Any]:
     run = check.train("gpu_preset", check.plan.preset, check.plan.timeout_s["gpu_preset"])
+    trained = check.last_command
+    # A run that ended past its best says so: "the model now holds its best weights ...".
+    run["restored_best_notice"] = trained is not None and "holds its best weights" in (
+        trained.stderr)
     # What the user samples after the run: `sample` opens best.pt (the weights the run ended on).
     sample = check.run(check.cli("sample", "--checkpoint", run["run_dir"], "--device",
                                  check.device, "--max-new-tokens", "40", "--seed", "0",
@@ -626,16 +630,18 @@ def step_explain_views(check: Check) -> dict[str, Any]:
             ("compile_winner", "fast_gpu_shape", "fast_second_shape", "gpu_preset")
             if name in check.measured]
     if not runs:  # a rerun of this step alone: a short run of its own
-        runs = [check.train("explain_run", [*check.plan.fast, "--max-iters", "50"],
+        runs = [check.train("explain_run", [*check.plan.fast, "--max-iters", "20"],
                             check.plan.timeout_s["explain_views"])["run_dir"]]
     chosen = list(dict.fromkeys(runs[:1] + runs[-1:]))  # a fast (rotary) run and a lecture one
     text = held_out_text(check.data, 400)
-    cli = check.run(check.cli("explain", "--checkpoint", chosen[0], "--text", text, "--device",
-                              check.device, "--json"), check.plan.timeout_s["explain_views"])
+    cli = check.run(check.cli("explain", "--checkpoint", chosen[0], f"--text={text}",
+                              "--device", check.device, "--json"),
+                    check.plan.timeout_s["explain_views"])
     lines = cli.json_lines()
     if not cli.ok or not lines:
         raise StepFailed(f"explain: {cli.describe_failure()}")
-    views = check.run(probe("explain", "--device", check.device, "--text", text, *chosen),
+    views = check.run(probe("explain", "--device", check.device, f"--text={text}",
+                            *(f"--run={run}" for run in chosen)),
                       check.plan.timeout_s["explain_views"])
     found = views.json_lines()
     if not views.ok or not found:

@@ -1,7 +1,7 @@
 """The parts of ``benchmarks/gpu_check.py`` that import torch, each run in a fresh process:
 
     python benchmarks/gpu_check_probes.py env --device cuda
-    python benchmarks/gpu_check_probes.py explain --device cuda --text "..." RUN_DIR [RUN_DIR...]
+    python benchmarks/gpu_check_probes.py explain --device cuda --text "..." --run RUN_DIR ...
 
 ``env``: torch, CUDA and cuDNN versions, the device, its memory and bf16 support, and one
 matmul on it. ``explain``: the explain views' computations (attention over a text, surprise
@@ -131,10 +131,10 @@ def main() -> None:
     parser.add_argument("probe", choices=("env", "explain"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--text", default="")
-    parser.add_argument("runs", nargs="*")
+    parser.add_argument("--run", action="append", default=[], help="a run folder (repeatable)")
     args = parser.parse_args()
     result = (probe_env(args.device) if args.probe == "env"
-              else probe_explain(args.device, args.text, args.runs))
+              else probe_explain(args.device, args.text, args.run))
     print(json.dumps(result))
 
 
