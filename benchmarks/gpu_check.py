@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -60,6 +61,7 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
 )
 TINY_SHAKESPEARE_BYTES = 1_115_394
 TOTAL_BUDGET_S = 480.0  # 8 minutes: leaves a 15-minute lease room for the start and a rerun
+ERROR_LINE = re.compile(r"^error:|\w+(Error|Exception)\b")  # a CLI error or a traceback's end
 OUTLIER_STEP = 10.0  # a step this many times the median step (and > 0.25 s): compile, warm-up
 
 
@@ -200,10 +202,15 @@ class Command:
         return out
 
     def describe_failure(self) -> str:
+        """Why it failed, in one line: the timeout, or the exit status and the last line that
+        names an error (else the last line) of its output."""
         if self.returncode is None:
             return f"timed out after {self.wall_s:.0f} s"
-        last = (self.stderr.strip() or self.stdout.strip()).splitlines()[-1:] or [""]
-        return f"exit {self.returncode}: {last[0][:300]}"
+        lines = [line.strip() for line in (self.stderr or self.stdout).splitlines()
+                 if line.strip()]
+        named = [line for line in lines if ERROR_LINE.search(line)]
+        last = (named or lines or [""])[-1]
+        return f"exit {self.returncode}: {last[:300]}"
 
 
 class StepFailed(Exception):
@@ -287,7 +294,7 @@ def make_plan(smoke: bool, second_shape: list[str]) -> Plan:
         length=["--max-iters", "20"], second_shape=["--batch-size", "16"], short_train_s=2.0,
         bench=["--tiny"], torchrun=[*tiny, "--max-iters", "10", "--eval-interval", "5"],
         app=["--preset", "tiny", "--rounds", "1", "--prompts", "1", "--prompt-every", "0.5",
-             "--option=--max-iters=100"],
+             "--option=--max-iters=60", "--option=--eval-iters=2"],
         # Compiling takes minutes on a few cores: the smoke runs that step eagerly.
         compile_flag="--no-compile",
         planned_s={name: planned for name, (planned, _) in SMOKE_SECONDS.items()},

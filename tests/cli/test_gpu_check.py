@@ -182,6 +182,17 @@ def test_a_command_past_its_timeout_is_stopped_and_recorded(check: Any) -> None:
     assert command.describe_failure().startswith("timed out")
 
 
+def test_a_failure_is_told_by_the_line_that_names_the_error() -> None:
+    crashed = gc.Command(["x"], 1, "", "Traceback (most recent call last):\n  File \"x\"\n"
+                         "AssertionError: the app did not exit; screen was:\nstep 100\n", 2.0,
+                         0.0)
+    assert crashed.describe_failure() == ("exit 1: AssertionError: the app did not exit; "
+                                          "screen was:")
+    refused = gc.Command(["x"], 2, "", "error: --device cuda was asked for\n", 1.0, 0.0)
+    assert refused.describe_failure() == "exit 2: error: --device cuda was asked for"
+    assert gc.Command(["x"], 3, "", "", 1.0, 0.0).describe_failure() == "exit 3: "
+
+
 def test_data_must_exist_on_the_command_line(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "none.txt"),
                            "--out", str(tmp_path / "x.json")],
