@@ -214,7 +214,13 @@ class Command:
 
 
 class StepFailed(Exception):
-    """A step could not measure what it is for (the reason is recorded; the run goes on)."""
+    """A step could not measure what it is for (the reason is recorded; the run goes on).
+    ``partial``: what it measured before it failed (a run cut at its timeout still has its
+    curve)."""
+
+    def __init__(self, reason: str, partial: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.partial = partial
 
 
 @dataclass(frozen=True)
@@ -388,7 +394,11 @@ class Check:
         command = self.run(argv, timeout, env)
         lines = command.json_lines()
         if not command.ok or not lines:
-            raise StepFailed(f"train: {command.describe_failure()}")
+            partial = None
+            if read_records(folder):  # what the run logged before it failed or was stopped
+                partial = summarize_run(folder, lines[-1] if lines else {}, command,
+                                        self.device_name())
+            raise StepFailed(f"train: {command.describe_failure()}", partial)
         return summarize_run(folder, lines[-1], command, self.device_name())
 
     def device_name(self) -> str:
@@ -758,9 +768,6 @@ def run_step(check: Check, name: str, chosen: set[str]) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, "title": title, "planned_s": planned}
     if name not in chosen:
         return {**entry, "status": "skipped", "reason": "not selected (--only)"}
-    environment = check.measured.get("environment")
-    if name != "environment" and "environment" in chosen and environment is None:
-        return {**entry, "status": "skipped", "reason": "the device probe failed"}
     if check.remaining() < planned:
         return {**entry, "status": "skipped",
                 "reason": f"total guard: {check.remaining():.0f} s left of "
@@ -774,6 +781,8 @@ def run_step(check: Check, name: str, chosen: set[str]) -> dict[str, Any]:
         return {**entry, "status": "skipped", "reason": str(why)}
     except StepFailed as why:
         entry.update(status="error", reason=str(why))
+        if why.partial:
+            entry["measured"] = why.partial
     except Exception as error:  # noqa: BLE001 - recorded; the other steps still run
         entry.update(status="error", reason=f"{type(error).__name__}: {error}")
     else:

@@ -41,8 +41,7 @@ def probe_env(device: str) -> dict[str, Any]:
                     capability=f"{properties.major}.{properties.minor}",
                     memory_gib=round(properties.total_memory / 2**30, 1),
                     device_count=torch.cuda.device_count(),
-                    bf16=torch.cuda.is_bf16_supported(),
-                    nccl=".".join(map(str, torch.cuda.nccl.version())))
+                    bf16=torch.cuda.is_bf16_supported(), nccl=nccl_version())
     else:
         info["device_name"] = platform.processor() or platform.machine()
     a = torch.randn(512, 512, device=target)
@@ -51,6 +50,15 @@ def probe_env(device: str) -> dict[str, Any]:
     info["first_matmul_s"] = round(time.perf_counter() - started, 4)
     info["matmul_finite"] = product == product and abs(product) != float("inf")
     return info
+
+
+def nccl_version() -> str:
+    """NCCL's version as torch reports it (a tuple in torch 2, an int before), or why not."""
+    try:
+        version = torch.cuda.nccl.version()
+    except Exception as error:  # noqa: BLE001 - a missing NCCL is a finding, not a crash
+        return f"unavailable ({type(error).__name__})"
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
 
 
 def timed(work: Callable[[], T], device: torch.device) -> tuple[T, float]:

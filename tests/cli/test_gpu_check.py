@@ -168,6 +168,36 @@ def test_a_failing_step_is_recorded_and_the_next_one_runs(check: Any,
     assert "-> gpu_preset: error" in log and "FAIL d" in log
 
 
+def test_a_training_run_cut_at_its_timeout_keeps_its_curve(check: Any,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    logged = records([0.1] * 5, {0: 4.0, 4: 2.0})
+    logged[0]["config"] = {"model": {"n_layer": 1, "n_head": 1, "n_embd": 8, "block_size": 8,
+                                     "vocab_size": 10, "dropout": 0.0, "rope": True,
+                                     "qk_norm": True},
+                           "train": {"batch_size": 2, "grad_accum_steps": 1,
+                                     "learning_rate": 1e-3, "muon_lr": 0.02,
+                                     "optimizer": "muon", "schedule": "wsd",
+                                     "eval_interval": 4, "eval_iters": 1, "patience": 0,
+                                     "time_budget": 60.0, "compile": False,
+                                     "max_iters": 10**9}}
+
+    def cut(argv: list[str], timeout: float, env: Any = None) -> Any:
+        """The run logs five steps and two evaluations, then its timeout stops it."""
+        folder = Path(argv[argv.index("--out") + 1])
+        folder.mkdir()
+        (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in logged),
+                                              encoding="utf-8")
+        return gc.Command(argv, None, "", "", timeout, 90.0)
+
+    monkeypatch.setattr(check, "run", cut)
+    with pytest.raises(gc.StepFailed) as failed:
+        check.train("cut", [], timeout=5.0)
+    assert str(failed.value) == "train: timed out after 5 s"
+    assert failed.value.partial is not None
+    assert [row[0] for row in failed.value.partial["curve"]] == [0, 4]
+
+
 def test_the_total_guard_skips_a_step_that_no_longer_fits(check: Any) -> None:
     check.deadline = time.monotonic() + 1.0  # less than any step plans
     entry = gc.run_step(check, "gpu_preset", {"gpu_preset"})
