@@ -383,12 +383,12 @@ class Check:
         return [sys.executable, "-m", "chargpt_tui", *words]
 
     def train(self, name: str, options: list[str], timeout: float,
-              launcher: list[str] | None = None, env: dict[str, str] | None = None
-              ) -> dict[str, Any]:
+              launcher: list[str] | None = None, env: dict[str, str] | None = None,
+              device: str | None = None) -> dict[str, Any]:
         """``chargpt-tui train --json`` into a run folder of its own; what it measured."""
         folder = self.work / name
         shutil.rmtree(folder, ignore_errors=True)
-        words = ["train", "--json", "--device", self.device, "--data", str(self.data),
+        words = ["train", "--json", "--device", device or self.device, "--data", str(self.data),
                  "--out", str(folder), *options]
         argv = [*launcher, *words] if launcher else self.cli(*words)
         command = self.run(argv, timeout, env)
@@ -687,17 +687,19 @@ def step_torchrun_nccl(check: Check) -> dict[str, Any]:
                 else [sys.executable, "-m", "torch.distributed.run"])
     launcher += ["--nproc-per-node", "1", "--standalone", "-m", "chargpt_tui"]
     gpu = check.device.startswith("cuda")
+    # Under torchrun each process takes cuda:LOCAL_RANK; an explicit cuda:N is refused.
     run = check.train("torchrun_nccl", check.plan.torchrun, check.plan.timeout_s["torchrun_nccl"],
-                      launcher=launcher, env={"NCCL_DEBUG": "INFO"} if gpu else None)
-    last = check.last_command
-    log = last.stdout + last.stderr if last else ""
-    expected = "nccl" if gpu else "gloo"
-    run["backend"] = expected
-    run["nccl_initialised"] = "NCCL INFO" in log if gpu else None
-    if gpu and not run["nccl_initialised"]:
-        raise StepFailed("torchrun trained, but NCCL_DEBUG=INFO printed no NCCL lines")
+                      launcher=launcher, env={"NCCL_DEBUG": "INFO"} if gpu else None,
+                      device="cuda" if gpu else check.device)
     if run["result"].get("state") != "finished":
         raise StepFailed(f"torchrun run ended {run['result'].get('state')}")
+    run["backend"] = "nccl" if gpu else "gloo"  # what distributed.launch picks for the device
+    if gpu:  # NCCL_DEBUG=INFO makes NCCL say that it set up its communicator
+        last = check.last_command
+        seen = last is not None and "NCCL INFO" in last.stdout + last.stderr
+        run["targets"] = [target("nccl_initialised", "NCCL set up its communicator "
+                                 "(NCCL_DEBUG=INFO lines in the output)", float(seen), 1.0,
+                                 True)]
     return run
 
 
