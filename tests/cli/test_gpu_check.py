@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -257,7 +258,10 @@ def measured(report: dict[str, Any], name: str) -> dict[str, Any]:
 def test_smoke_runs_every_step(smoke: dict[str, Any]) -> None:
     assert [s["name"] for s in smoke["steps"]] == list(gc.STEP_ORDER)
     for step in smoke["steps"]:
-        assert step["status"] in ("ok", "target_missed"), step  # tmux is here: nothing skipped
+        if step["name"] == "app_at_gpu_pace" and shutil.which("tmux") is None:
+            assert step["status"] == "skipped" and step["reason"] == "tmux is not installed"
+            continue
+        assert step["status"] in ("ok", "target_missed"), step  # ran: toy targets may miss
         assert step["wall_s"] > 0
     assert smoke["budget"]["planned_sum_s"] == sum(smoke["budget"]["planned_s"].values())
     assert set(smoke["summary"]["steps"]) == set(gc.STEP_ORDER)
@@ -272,9 +276,11 @@ def test_smoke_training_figures_are_sane(smoke: dict[str, Any]) -> None:
                  "fifteen_seconds"):
         run = measured(smoke, name)
         assert 0 < run["best_val"] < uniform and run["best_val"] <= run["final_val"]
-        assert run["tokens_per_s_steady"] > 0 and run["flops_per_token"] > 0
+        assert run["flops_per_token"] > 0 and run["train_s"] > 0
         assert run["mfu"] is None  # no bf16 peak for a CPU: not made up
         assert run["curve"] and run["curve"][0][0] == 0
+        if name != "fifteen_seconds":  # a time budget on a busy CPU may allow a step or two
+            assert run["tokens_per_s_steady"] > 0
     preset = measured(smoke, "gpu_preset")
     assert preset["ends_on_best"] is True and preset["final_minus_best"] >= 0
     assert measured(smoke, "fast_second_shape")["tokens_per_step"] == 2 * measured(
@@ -299,5 +305,8 @@ def test_smoke_checks_the_engine_views_and_launchers(smoke: dict[str, Any]) -> N
         assert view["attention_max_abs_diff"] == 0.0  # the CPU against itself
     torchrun = measured(smoke, "torchrun_nccl")
     assert torchrun["backend"] == "gloo" and torchrun["result"]["state"] == "finished"
-    app = measured(smoke, "app_at_gpu_pace")
-    assert app["summary"]["median_ratio"] > 0 and len(app["runs"]) == 2
+    if shutil.which("tmux"):
+        app = measured(smoke, "app_at_gpu_pace")
+        assert app["summary"]["median_ratio"] > 0 and len(app["runs"]) == 2
+        assert {t["key"] for t in smoke["targets"] if t["step"] == "app_at_gpu_pace"} == {
+            "app_pace", "app_first_char", "app_same_final_val"}
