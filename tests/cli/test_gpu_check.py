@@ -288,7 +288,9 @@ def test_smoke_training_figures_are_sane(smoke: dict[str, Any]) -> None:
     compiled = measured(smoke, "compile_winner")
     assert compiled["winner"] in ("fast_gpu_shape", "fast_second_shape")
     assert compiled["speedup"] > 0
-    assert measured(smoke, "fifteen_seconds")["time_budget_s"] > 0
+    eager_steps = measured(smoke, compiled["winner"])["steps"]
+    assert compiled["length"] == ["--max-iters", str(eager_steps)]
+    assert measured(smoke, "fifteen_seconds")["max_iters"] >= 1
 
 
 @pytest.mark.slow
