@@ -20,6 +20,7 @@ imports torch, so it never holds the GPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import json
@@ -351,26 +352,27 @@ class Check:
 
     def run(self, argv: list[str], timeout: float, env: dict[str, str] | None = None
             ) -> Command:
-        """Run ``argv`` in its own process group; at the timeout (or the total guard, whichever
-        comes first) it gets SIGINT (training saves and stops, tmux is cleaned up), then
-        SIGKILL. Its whole output goes to the log."""
+        """Run ``argv`` in a process group of its own; at the timeout (or the total guard,
+        whichever comes first) the group gets SIGINT (training saves and stops, the app probe
+        removes its tmux server), then SIGKILL. Its whole output goes to the log.
+
+        A group, not a session: whoever stops this script (Ctrl+C, SIGTERM, a lease that
+        ends) stops the command too, here or, failing that, with this script's session."""
         timeout = max(1.0, min(timeout, self.remaining()))
         self.say("$ " + " ".join(argv))
         launched, began = time.time(), time.monotonic()
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, cwd=ROOT, start_new_session=True,
+                                   text=True, cwd=ROOT, preexec_fn=os.setpgrp,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        code: int | None = None
         try:
             stdout, stderr = process.communicate(timeout=timeout)
-            code: int | None = process.returncode
+            code = process.returncode
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                stdout, stderr = process.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                stdout, stderr = process.communicate()
-            code = None
+            stdout, stderr = stop_group(process)
+        except KeyboardInterrupt:  # this script was asked to stop: so is its command
+            stop_group(process)
+            raise
         command = Command(argv, code, stdout, stderr, time.monotonic() - began, launched)
         self.last_command = command
         self.log_file.write(f"--- stdout ---\n{stdout}--- stderr ---\n{stderr}--- "
@@ -403,6 +405,18 @@ class Check:
 
     def device_name(self) -> str:
         return str(self.measured.get("environment", {}).get("device_name", ""))
+
+
+def stop_group(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGINT to the command's group, SIGKILL 10 s later if it is still there; its output."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        return process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.communicate()
 
 
 def probe(*words: str) -> list[str]:
@@ -838,6 +852,11 @@ def find_data(given: str | None, smoke: bool, work: Path) -> tuple[Path, str]:
                 "tinyshakespeare.txt) — pass --data PATH (the GPU box may have no network)")
 
 
+def interrupted(_signum: int, _frame: object) -> None:
+    """SIGTERM (a lease or a job ending) stops the running command and keeps the report."""
+    raise KeyboardInterrupt
+
+
 def usage_error(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -929,11 +948,18 @@ def main(argv: list[str] | None = None) -> int:
         check.say(f"gpu_check ({check.report['mode']}) on {args.device}: data {data} "
                   f"({origin}), budget {args.total_budget:.0f} s, planned "
                   f"{sum(plan.planned_s.values()):.0f} s → {out}")
-        for name in STEP_ORDER:
-            check.report["steps"].append(run_step(check, name, chosen))
-            if name == "environment" and name in check.measured:
-                check.report["environment"] = check.measured[name]
+        signal.signal(signal.SIGTERM, interrupted)
+        try:
+            for name in STEP_ORDER:
+                check.report["steps"].append(run_step(check, name, chosen))
+                if name == "environment" and name in check.measured:
+                    check.report["environment"] = check.measured[name]
+                check.write_report()
+        except KeyboardInterrupt:
+            check.report["interrupted"] = True
             check.write_report()
+            check.say(f"interrupted; what was measured is in {out}")
+            return 130
         summary = check.report["summary"]
         check.say(f"done in {check.report['wall_s']} s: targets {summary['targets_passed']} "
                   f"passed, {summary['targets_failed']} failed, "

@@ -224,6 +224,24 @@ def test_a_failure_is_told_by_the_line_that_names_the_error() -> None:
     assert gc.Command(["x"], 3, "", "", 1.0, 0.0).describe_failure() == "exit 3: "
 
 
+@pytest.mark.slow
+def test_sigterm_stops_the_running_command_and_keeps_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "check.json"
+    script = subprocess.Popen([sys.executable, str(SCRIPT), "--device", "cpu", "--smoke",
+                               "--out", str(out), "--only", "environment"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = out.with_suffix(".log")
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "$ " in log.read_text(encoding="utf-8")):
+        assert time.monotonic() < deadline and script.poll() is None
+        time.sleep(0.05)
+    script.terminate()
+    assert script.wait(timeout=60) == 130
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["interrupted"] is True
+    assert "--- exit" not in log.read_text(encoding="utf-8")  # stopped inside the command
+
+
 def test_data_must_exist_on_the_command_line(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "none.txt"),
                            "--out", str(tmp_path / "x.json")],
