@@ -423,6 +423,13 @@ def probe(*words: str) -> list[str]:
     return [sys.executable, str(Path(__file__).with_name("gpu_check_probes.py")), *words]
 
 
+def repo_on_path() -> dict[str, str]:
+    """The environment a probe needs to import chargpt_tui from this checkout, installed or
+    not (a script's own folder, not the working directory, starts its import path)."""
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
 def read_records(folder: Path) -> list[dict[str, Any]]:
     path = folder / "metrics.jsonl"
     if not path.exists():
@@ -494,7 +501,7 @@ def summarize_run(folder: Path, result: dict[str, Any], command: Command, device
 
 def step_environment(check: Check) -> dict[str, Any]:
     command = check.run(probe("env", "--device", check.device),
-                        check.plan.timeout_s["environment"])
+                        check.plan.timeout_s["environment"], repo_on_path())
     lines = command.json_lines()
     if not command.ok or not lines:
         raise StepFailed(f"the device probe failed: {command.describe_failure()}")
@@ -682,7 +689,7 @@ def step_explain_views(check: Check) -> dict[str, Any]:
         raise StepFailed(f"explain: {cli.describe_failure()}")
     views = check.run(probe("explain", "--device", check.device, f"--text={text}",
                             *(f"--run={run}" for run in chosen)),
-                      check.plan.timeout_s["explain_views"])
+                      check.plan.timeout_s["explain_views"], repo_on_path())
     found = views.json_lines()
     if not views.ok or not found:
         raise StepFailed(f"explain probe: {views.describe_failure()}")
