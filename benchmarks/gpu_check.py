@@ -298,7 +298,7 @@ def make_plan(smoke: bool, second_shape: list[str]) -> Plan:
                             "2"],
         # Step counts, not time budgets: start-up alone can take 10 s on a loaded CPU.
         fast=[*tiny, "--recipe", "fast", "--patience", "0", "--eval-interval", "10"],
-        length=["--max-iters", "20"], second_shape=["--batch-size", "16"], short_train_s=2.0,
+        length=["--max-iters", "20"], second_shape=["--batch-size", "16"], short_train_s=6.0,
         bench=["--tiny"], torchrun=[*tiny, "--max-iters", "10", "--eval-interval", "5"],
         app=["--preset", "tiny", "--rounds", "1", "--prompts", "1", "--prompt-every", "0.5",
              "--option=--max-iters=60", "--option=--eval-iters=2"],
@@ -619,8 +619,9 @@ def step_compile_winner(check: Check) -> dict[str, Any]:
         break_even_train_s=None if break_even is None else round(break_even, 1),
         compile_worth_it=break_even is not None and break_even < eager["train_s"],
         verdict=(f"{eager['steps']} steps: compiled {run['train_s']} s of training (compiling "
-                 f"{compile_s:.0f} s) vs eager {eager['train_s']} s; compiling pays back after "
-                 f"{'never' if break_even is None else f'{break_even:.0f} s'} of training"))
+                 f"{compile_s:.0f} s) vs eager {eager['train_s']} s; "
+                 + ("compiling never pays back" if break_even is None else
+                    f"compiling pays back after {break_even:.0f} s of training")))
     return run
 
 
