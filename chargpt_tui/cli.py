@@ -562,6 +562,9 @@ def bench(
     threads: Threads = None,
     tiny: Annotated[bool, typer.Option("--tiny", hidden=True,
                                        help="Test-sized shapes (for the test suite).")] = False,
+    case: Annotated[list[str] | None, typer.Option(
+        "--case", help="Run only this case (repeatable), by its key in the --json report: "
+        "training, sampling, beam_search, ...; default all.")] = None,
 ) -> None:
     """Measure the project's speed claims side by side, with pass/fail against its targets.
 
@@ -576,11 +579,16 @@ def bench(
         set_torch_threads(threads)
         from rich.console import Console
 
-        from chargpt_tui.bench.runner import print_report, run_bench
+        from chargpt_tui.bench.runner import CASES, print_report, run_bench
+        from chargpt_tui.errors import UserError
 
+        unknown = [name for name in case or [] if name not in CASES]
+        if unknown:
+            raise UserError(f"unknown bench case {unknown[0]!r}", f"use {', '.join(CASES)}")
         progress = Console(stderr=True, highlight=False)
         report = run_bench(mode="tiny" if tiny else "quick" if quick else "full", device=device,
-                           log=lambda message: progress.print(f"[dim]bench:[/] {message}"))
+                           log=lambda message: progress.print(f"[dim]bench:[/] {message}"),
+                           cases={name: CASES[name] for name in case} if case else None)
         if as_json:
             typer.echo(json.dumps(report))
         else:

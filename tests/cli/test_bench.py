@@ -156,7 +156,8 @@ def test_bench_table_shows_every_case_and_verdict(tiny_report: dict) -> None:
     assert "skipped" in text
 
 
-@pytest.mark.parametrize("options", [["--device", "nonsense"], ["--threads", "0"]])
+@pytest.mark.parametrize("options", [["--device", "nonsense"], ["--threads", "0"],
+                                     ["--case", "nonsense"]])
 def test_bench_bad_options_fail_in_one_line(options: list[str]) -> None:
     result = CliRunner().invoke(app, ["bench", "--tiny", *options])
     assert result.exit_code == 2
