@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.cli import app
-from chargpt_tui.data import read_text_file
+from chargpt_tui.data import check_text_file
 from chargpt_tui.errors import DataError
 
 
@@ -80,7 +80,7 @@ def test_data_file_without_read_permission(corpus: Path) -> None:
                 os.setgid(65534)
                 os.setuid(65534)
             try:
-                read_text_file(corpus)
+                check_text_file(corpus)
                 message = "read succeeded"
             except DataError as error:
                 message = str(error)
