@@ -100,8 +100,10 @@ STATE = {"debug": False}
 # -- shared options -----------------------------------------------------------------------------
 
 Data = Annotated[str | None, typer.Option(
-    help="Training text: 'shakespeare' (default, downloaded once), 'python-stdlib', a file path "
-    "or an http(s) URL.", rich_help_panel="Data")]
+    help="Training text: 'shakespeare' (default, downloaded once), 'python-stdlib', a file path, "
+    "a folder (every text file under it, sorted by path, joined by a blank line; hidden files "
+    "and binaries left out) or an http(s) URL. Encoded once and cached; later runs start at "
+    "once.", rich_help_panel="Data")]
 Encoding = Annotated[str, typer.Option(help="Text encoding of a --data file.",
                                        rich_help_panel="Data")]
 Preset = Annotated[str, typer.Option(
@@ -392,16 +394,22 @@ def train(
 
         set_torch_threads(run.threads)
         from chargpt_tui import distributed
-        from chargpt_tui.headless import download_progress, run_headless_training
+        from chargpt_tui.headless import (
+            download_progress,
+            encoding_progress,
+            run_headless_training,
+        )
         from chargpt_tui.run_setup import prepare_run
 
         # under torchrun: join the process group; only rank 0 speaks (see distributed.py)
         with distributed.launch(run.device) as launch:
-            with download_progress(enabled=not as_json and launch.is_main) as progress:
+            shown = not as_json and launch.is_main
+            with download_progress(enabled=shown) as progress, \
+                    encoding_progress(enabled=shown) as encode_progress:
                 setup = launch.leader_first(lambda: prepare_run(
                     data=run.data, preset=run.preset, overrides=run.overrides, out=run.out,
                     resume=run.resume, device=launch.device, encoding=run.encoding,
-                    progress=progress,
+                    progress=progress, encode_progress=encode_progress,
                     notice=notice if launch.is_main else None))
             result = run_headless_training(setup, as_json=as_json)
         if as_json and launch.is_main:
@@ -480,17 +488,17 @@ def tui(
     def go() -> int:
         from chargpt_tui.device import set_torch_threads
         from chargpt_tui.explain import compare_label, run_curves
-        from chargpt_tui.headless import download_progress
+        from chargpt_tui.headless import download_progress, encoding_progress
         from chargpt_tui.tui.launch import resolve_source, run_app
 
         set_torch_threads(run.threads)
         # Read before the screen opens: a wrong folder is one line, not a broken chart.
         curves = None if compare is None else (compare_label(compare), run_curves(compare))
-        with download_progress() as progress:
+        with download_progress() as progress, encoding_progress() as encode_progress:
             source = resolve_source(data=run.data, encoding=run.encoding, preset=run.preset,
                                     overrides=run.overrides, out=run.out, resume=run.resume,
                                     device=run.device, checkpoint=checkpoint, follow=follow,
-                                    progress=progress)
+                                    progress=progress, encode_progress=encode_progress)
         code, farewell = run_app(source, device=run.device, mouse=mouse, compare=curves)
         for line in farewell:  # the screen is gone: where things are, what to run next
             typer.echo(line)

@@ -377,7 +377,7 @@ def encode_text(text: str, vocab: str) -> torch.Tensor:
     from chargpt_tui.tokenizer import UnknownCharacterError
 
     lookup, dtype = vocab_lookup(vocab), token_dtype(len(vocab))
-    chunks = [lookup[code_points(text[i : i + CHUNK_CHARS]).long()]
+    chunks = [lookup.index_select(0, code_points(text[i : i + CHUNK_CHARS]))
               for i in range(0, len(text), CHUNK_CHARS)]
     ids = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.int32)
     if (ids < 0).any():
@@ -427,9 +427,9 @@ def encode_corpus(source: TextSource, encoding: str = "utf-8", vocab: str | None
 
 def _renumbered(encoded: EncodedText, vocab: str) -> Iterator[torch.Tensor]:
     """``encoded``'s ids as ids of ``vocab`` (which holds all its characters), a chunk at a time."""
-    new_ids = vocab_lookup(vocab)[code_points(encoded.vocab).long()]
+    new_ids = vocab_lookup(vocab).index_select(0, code_points(encoded.vocab))
     for start in range(0, len(encoded.tokens), CHUNK_CHARS):
-        yield new_ids[encoded.tokens[start : start + CHUNK_CHARS].long()]
+        yield new_ids.index_select(0, encoded.tokens[start : start + CHUNK_CHARS].int())
 
 
 def file_chunks(path: Path, encoding: str) -> Iterator[tuple[str, int]]:
@@ -487,10 +487,11 @@ def build_token_cache(base: Path, source: TextSource, encoding: str,
     kept: list[Path] = []
     left_out: list[str] = []
     for path in source.files:
+        in_file = torch.zeros(CODE_POINTS, dtype=torch.bool)  # kept only if all of it decodes
         try:
             chars = 0
             for text, nbytes in file_chunks(path, encoding):
-                seen[code_points(text).long()] = True
+                in_file[code_points(text).long()] = True  # int64: int32 here leaks
                 chars += len(text)
                 ticker(nbytes)
         except DataError:
@@ -500,6 +501,7 @@ def build_token_cache(base: Path, source: TextSource, encoding: str,
             continue
         if chars:
             kept.append(path)
+            seen |= in_file
         elif source.folder is None:
             raise DataError(f"{path} is empty", "train on a file with some text in it")
     if not kept:
@@ -513,9 +515,9 @@ def build_token_cache(base: Path, source: TextSource, encoding: str,
     def ids() -> Iterator[torch.Tensor]:  # pass 2: the text again, as ids
         for index, path in enumerate(kept):
             if index:
-                yield lookup[code_points(FOLDER_SEPARATOR).long()]
+                yield lookup.index_select(0, code_points(FOLDER_SEPARATOR))
             for text, nbytes in file_chunks(path, encoding):
-                yield lookup[code_points(text).long()]
+                yield lookup.index_select(0, code_points(text))  # lookup[code points]
                 ticker(nbytes)
 
     return write_token_cache(base, vocab, ids(), tuple(left_out))

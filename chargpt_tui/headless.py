@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -92,6 +93,38 @@ def download_progress(enabled: bool = True) -> Iterator[Callable[[int, int | Non
         yield update
     finally:
         if task:  # stopping a bar that never started would still print an empty line
+            progress.stop()
+
+
+ENCODING_BAR_DELAY_S = 2.0
+
+
+@contextlib.contextmanager
+def encoding_progress(enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress callback for a corpus's first encoding: a rich bar on stderr, drawn only once
+    the work has taken ``ENCODING_BAR_DELAY_S`` (a small or already cached text shows none)."""
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("encoding the text (once; later runs read the cache)"),
+                        BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=console,
+                        transient=True, disable=not enabled)
+    began: list[float] = []
+    task: list[TaskID] = []
+
+    def update(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if not began:
+            began.append(now)
+        if not task:
+            if now - began[0] < ENCODING_BAR_DELAY_S:
+                return
+            progress.start()
+            task.append(progress.add_task("encode", total=total))
+        progress.update(task[0], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task:
             progress.stop()
 
 
