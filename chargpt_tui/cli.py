@@ -106,6 +106,10 @@ Data = Annotated[str | None, typer.Option(
     "once.", rich_help_panel="Data")]
 Encoding = Annotated[str, typer.Option(help="Text encoding of a --data file.",
                                        rich_help_panel="Data")]
+Meta = Annotated[Path | None, typer.Option(
+    help="A nanoGPT checkpoint's meta.pkl (its characters), when it is not in "
+    "data/<dataset>/ under this folder or beside the checkpoint, where nanoGPT's sample.py "
+    "and chargpt-tui look.")]
 Preset = Annotated[str, typer.Option(
     help=f"Model/training shape: {', '.join(PRESET_NAMES)}. 'auto' picks gpu on CUDA, else cpu.",
     rich_help_panel="Model")]
@@ -422,7 +426,8 @@ def train(
 
 @app.command()
 def sample(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file or run folder.")] = Path(
+    checkpoint: Annotated[Path, typer.Option(
+        help="Checkpoint file or run folder (chargpt-tui's, or nanoGPT's ckpt.pt).")] = Path(
         "runs/latest"),
     prompt: Annotated[str, typer.Option(help="Text to continue ('' starts from a newline).")] = "",
     max_new_tokens: Annotated[int, typer.Option(help="Characters to generate.")] = 500,
@@ -441,6 +446,7 @@ def sample(
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
     device: Device = "auto",
     threads: Threads = None,
+    meta: Meta = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of "
                                           "streaming text.")] = False,
 ) -> None:
@@ -457,7 +463,8 @@ def sample(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
             seed=seed, beam_width=beam_width, no_repeat_ngram=no_repeat_ngram,
             context_policy=context_policy)
-        run_sample(checkpoint, prompt, params, device=device, as_json=as_json, notice=notice)
+        run_sample(checkpoint, prompt, params, device=device, as_json=as_json, notice=notice,
+                   meta=meta)
 
     run_guarded(go)
 
@@ -467,7 +474,9 @@ def sample(
 def tui(
     run: RunOptions,
     checkpoint: Annotated[Path | None, typer.Option(
-        help="Open a trained checkpoint to chat with, without training.")] = None,
+        help="Open a trained checkpoint to chat with, without training (also nanoGPT's "
+        "ckpt.pt).")] = None,
+    meta: Meta = None,
     follow: Annotated[Path | None, typer.Option(
         metavar="RUN_DIR",
         help="Watch a run trained elsewhere (`chargpt-tui train`, rank 0 of a distributed "
@@ -498,7 +507,8 @@ def tui(
             source = resolve_source(data=run.data, encoding=run.encoding, preset=run.preset,
                                     overrides=run.overrides, out=run.out, resume=run.resume,
                                     device=run.device, checkpoint=checkpoint, follow=follow,
-                                    progress=progress, encode_progress=encode_progress)
+                                    progress=progress, encode_progress=encode_progress,
+                                    meta=meta)
         code, farewell = run_app(source, device=run.device, mouse=mouse, compare=curves)
         for line in farewell:  # the screen is gone: where things are, what to run next
             typer.echo(line)
@@ -520,6 +530,7 @@ def explain(
         "smaller gives each character more context).")] = None,
     top_k: Annotated[int, typer.Option(help="Guesses kept per character.")] = 5,
     device: Device = "auto",
+    meta: Meta = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every "
                                           "character's loss and the model's guesses.")] = False,
 ) -> None:
@@ -542,7 +553,7 @@ def explain(
                 raise UserError(f"cannot read {file}: {error}") from None
         assert body is not None  # one of the two was given (checked above)
         run_explain(checkpoint, body, stride=stride, top_k=top_k, device=device,
-                    as_json=as_json, notice=notice)
+                    as_json=as_json, notice=notice, meta=meta)
 
     run_guarded(go)
 

@@ -225,9 +225,10 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
 
 
 def run_sample(checkpoint: Path, prompt_text: str, params: SamplingParams, *, device: str,
-               as_json: bool, notice: Callable[[str], None]) -> None:
-    """Stream a continuation to stdout (plain) or print one JSON object (``--json``)."""
-    loaded = load_for_sampling(checkpoint, device, prefer_best=True)
+               as_json: bool, notice: Callable[[str], None], meta: Path | None = None) -> None:
+    """Stream a continuation to stdout (plain) or print one JSON object (``--json``).
+    ``meta``: a nanoGPT checkpoint's meta.pkl, when not where nanoGPT would look."""
+    loaded = load_for_sampling(checkpoint, device, prefer_best=True, meta=meta)
     model, tokenizer, checkpoint = loaded.model, loaded.tokenizer, loaded.file
     prompt = prepare_prompt(tokenizer, prompt_text, model.config.block_size)
     for warning in prompt.warnings():

@@ -112,6 +112,10 @@ def prepare_run(
     checkpoint = None
     if resume is not None:
         checkpoint = load_checkpoint(resume)
+        if checkpoint.get("origin") == "nanogpt":
+            raise ConfigError("cannot resume a nanoGPT checkpoint here (its optimizer and "
+                              "settings are nanoGPT's)",
+                              "sample, explain or open it with --checkpoint; train anew here")
         changed = [k for k in given if k in MODEL_KEYS and k != "dropout"
                    and given[k] != checkpoint["model_config"].get(k)]
         if changed:

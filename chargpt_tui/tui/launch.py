@@ -22,7 +22,8 @@ def resolve_source(*, data: str | None, encoding: str, preset: str, overrides: d
                    out: Path | None, resume: Path | None, device: str,
                    checkpoint: Path | None, follow: Path | None,
                    progress: Callable[[int, int | None], None] | None = None,
-                   encode_progress: Callable[[int, int | None], None] | None = None) -> Source:
+                   encode_progress: Callable[[int, int | None], None] | None = None,
+                   meta: Path | None = None) -> Source:
     """The app's source, checked and loaded: raises a UserError for anything wrong with it."""
     from chargpt_tui.checkpoint import load_for_sampling
     from chargpt_tui.device import pick_device
@@ -39,7 +40,7 @@ def resolve_source(*, data: str | None, encoding: str, preset: str, overrides: d
                               "e.g. runs/latest")
         return FollowRun(follow)
     if checkpoint is not None:
-        opened = load_for_sampling(checkpoint, device, prefer_best=True)
+        opened = load_for_sampling(checkpoint, device, prefer_best=True, meta=meta)
         return OpenCheckpoint(opened.file, opened)
     # Notices (e.g. the offline fallback) stay in the setup: the trainer publishes them when it
     # starts, so they land in the app's log and notifications.

@@ -249,7 +249,8 @@ def test_text_file_as_checkpoint(corpus: Path) -> None:
 def test_torch_file_that_is_not_a_chargpt_checkpoint(tmp_path: Path) -> None:
     other = tmp_path / "weights.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
-    assert_one_line_error(invoke(*sample_args(other)), "not a chargpt-tui checkpoint", str(other))
+    assert_one_line_error(invoke(*sample_args(other)), "neither a chargpt-tui nor a nanoGPT",
+                          "it has state_dict", str(other))
 
 
 def tampered(trained: Path, target: Path, **changes: object) -> Path:
