@@ -23,6 +23,7 @@ from chargpt_tui.device import pick_device
 from chargpt_tui.errors import CheckpointError, UserError
 from chargpt_tui.events import EvalDone, Event, StateChanged, TrainingStarted
 from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy
+from chargpt_tui.nanogpt import NANOGPT_KEYS, from_nanogpt, is_nanogpt_checkpoint
 from chargpt_tui.runs import BEST_NAME, CHECKPOINT_NAME
 from chargpt_tui.tokenizer import CharTokenizer
 
@@ -30,7 +31,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_config", "vocab", "model", "step")
 FIELD_TYPES = {"model_config": dict, "vocab": str, "model": dict, "step": int}
 OPTIONAL_FIELD_TYPES = {"train_config": dict, "optimizer": dict, "rng": dict, "data": str,
-                        "preset": str}
+                        "preset": str, "origin": str}
 # Model parts chargpt-tui 0.1.0 had and this version has not (they trained no better, see
 # docs/recipe.md), each with the value that meant "off": checkpoints of 0.1.0 name them.
 REMOVED_MODEL_PARTS: dict[str, object] = {"norm": "layernorm", "mlp": "gelu", "zero_init": False,
@@ -115,8 +116,11 @@ def clean_stale_temp_files(folder: Path, name: str = CHECKPOINT_NAME) -> list[Pa
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
-                    prefer_best: bool = False) -> dict[str, Any]:
-    """Load and sanity-check a checkpoint with ``weights_only=True`` (never the unsafe loader)."""
+                    prefer_best: bool = False, meta: Path | None = None) -> dict[str, Any]:
+    """Load and sanity-check a checkpoint with ``weights_only=True`` (never the unsafe loader).
+
+    A nanoGPT checkpoint is converted on the way (see nanogpt.py); ``meta`` is its meta.pkl
+    when that is not where nanoGPT's sample.py would find it."""
     file = resolve_checkpoint(path, prefer_best)
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
@@ -133,8 +137,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         # (seen: IndexError for a text file read as a legacy pickle); all of it means "damaged".
         detail = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise CheckpointError(f"{file} is damaged or not a checkpoint ({detail})") from None
+    if is_nanogpt_checkpoint(payload) and any(k not in payload for k in REQUIRED_KEYS):
+        payload = from_nanogpt(payload, file, meta)
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
-        raise CheckpointError(f"{file} is not a chargpt-tui checkpoint (missing fields)")
+        raise CheckpointError(unknown_format(payload, file),
+                              "pass a ckpt.pt written by chargpt-tui or by nanoGPT's train.py")
     version = payload["format_version"]
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
@@ -161,6 +168,15 @@ def current_model_config(stored: dict[str, Any], file: Path) -> dict[str, Any]:
             f"open it with chargpt-tui {LAST_WITH_THEM[0]} (git checkout {LAST_WITH_THEM[1]})",
         )
     return {k: v for k, v in stored.items() if k not in REMOVED_MODEL_PARTS}
+def unknown_format(payload: object, file: Path) -> str:
+    """Which fields the file has, and which each known format would need."""
+    if not isinstance(payload, dict):
+        return f"{file} is not a checkpoint (it holds a {type(payload).__name__}, not a dict)"
+    has = ", ".join(sorted(map(str, payload))[:8]) or "no fields"
+    ours = ", ".join(k for k in REQUIRED_KEYS if k not in payload)
+    theirs = ", ".join(k for k in NANOGPT_KEYS if k not in payload)
+    return (f"{file} is neither a chargpt-tui nor a nanoGPT checkpoint: it has {has}; "
+            f"chargpt-tui's lacks {ours}; nanoGPT's lacks {theirs}")
 
 
 def check_model_fits(payload: dict[str, Any], file: Path) -> None:
@@ -225,11 +241,12 @@ class SamplingModel:
 
 
 def load_for_sampling(path: str | os.PathLike[str], device: str = "auto",
-                      prefer_best: bool = False) -> SamplingModel:
-    """Everything a sampler needs from a checkpoint file or run folder, on ``device``."""
+                      prefer_best: bool = False, meta: Path | None = None) -> SamplingModel:
+    """Everything a sampler needs from a checkpoint file or run folder (ours or nanoGPT's, whose
+    vocabulary is in ``meta``, else found as its sample.py would), on ``device``."""
     torch_device = pick_device(device)
     file = resolve_checkpoint(path, prefer_best)
-    payload = load_checkpoint(file, map_location=torch_device)
+    payload = load_checkpoint(file, map_location=torch_device, meta=meta)
     model, tokenizer = _model_from_payload(payload, torch_device)
     return SamplingModel(model, tokenizer, payload, file, torch_device)
 

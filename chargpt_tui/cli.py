@@ -100,10 +100,16 @@ STATE = {"debug": False}
 # -- shared options -----------------------------------------------------------------------------
 
 Data = Annotated[str | None, typer.Option(
-    help="Training text: 'shakespeare' (default, downloaded once), 'python-stdlib', a file path "
-    "or an http(s) URL.", rich_help_panel="Data")]
+    help="Training text: 'shakespeare' (default, downloaded once), 'python-stdlib', a file path, "
+    "a folder (every text file under it, sorted by path, joined by a blank line; hidden files "
+    "and binaries left out) or an http(s) URL. Encoded once and cached; later runs start at "
+    "once.", rich_help_panel="Data")]
 Encoding = Annotated[str, typer.Option(help="Text encoding of a --data file.",
                                        rich_help_panel="Data")]
+Meta = Annotated[Path | None, typer.Option(
+    help="A nanoGPT checkpoint's meta.pkl (its characters), when it is not in "
+    "data/<dataset>/ under this folder or beside the checkpoint, where nanoGPT's sample.py "
+    "and chargpt-tui look.")]
 Preset = Annotated[str, typer.Option(
     help=f"Model/training shape: {', '.join(PRESET_NAMES)}. 'auto' picks gpu on CUDA, else cpu.",
     rich_help_panel="Model")]
@@ -379,16 +385,22 @@ def train(
 
         set_torch_threads(run.threads)
         from chargpt_tui import distributed
-        from chargpt_tui.headless import download_progress, run_headless_training
+        from chargpt_tui.headless import (
+            download_progress,
+            encoding_progress,
+            run_headless_training,
+        )
         from chargpt_tui.run_setup import prepare_run
 
         # under torchrun: join the process group; only rank 0 speaks (see distributed.py)
         with distributed.launch(run.device) as launch:
-            with download_progress(enabled=not as_json and launch.is_main) as progress:
+            shown = not as_json and launch.is_main
+            with download_progress(enabled=shown) as progress, \
+                    encoding_progress(enabled=shown) as encode_progress:
                 setup = launch.leader_first(lambda: prepare_run(
                     data=run.data, preset=run.preset, overrides=run.overrides, out=run.out,
                     resume=run.resume, device=launch.device, encoding=run.encoding,
-                    progress=progress,
+                    progress=progress, encode_progress=encode_progress,
                     notice=notice if launch.is_main else None))
             result = run_headless_training(setup, as_json=as_json)
         if as_json and launch.is_main:
@@ -401,7 +413,8 @@ def train(
 
 @app.command()
 def sample(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint file or run folder.")] = Path(
+    checkpoint: Annotated[Path, typer.Option(
+        help="Checkpoint file or run folder (chargpt-tui's, or nanoGPT's ckpt.pt).")] = Path(
         "runs/latest"),
     prompt: Annotated[str, typer.Option(help="Text to continue ('' starts from a newline).")] = "",
     max_new_tokens: Annotated[int, typer.Option(help="Characters to generate.")] = 500,
@@ -420,6 +433,7 @@ def sample(
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
     device: Device = "auto",
     threads: Threads = None,
+    meta: Meta = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of "
                                           "streaming text.")] = False,
 ) -> None:
@@ -436,7 +450,8 @@ def sample(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
             seed=seed, beam_width=beam_width, no_repeat_ngram=no_repeat_ngram,
             context_policy=context_policy)
-        run_sample(checkpoint, prompt, params, device=device, as_json=as_json, notice=notice)
+        run_sample(checkpoint, prompt, params, device=device, as_json=as_json, notice=notice,
+                   meta=meta)
 
     run_guarded(go)
 
@@ -446,7 +461,9 @@ def sample(
 def tui(
     run: RunOptions,
     checkpoint: Annotated[Path | None, typer.Option(
-        help="Open a trained checkpoint to chat with, without training.")] = None,
+        help="Open a trained checkpoint to chat with, without training (also nanoGPT's "
+        "ckpt.pt).")] = None,
+    meta: Meta = None,
     follow: Annotated[Path | None, typer.Option(
         metavar="RUN_DIR",
         help="Watch a run trained elsewhere (`chargpt-tui train`, rank 0 of a distributed "
@@ -467,17 +484,18 @@ def tui(
     def go() -> int:
         from chargpt_tui.device import set_torch_threads
         from chargpt_tui.explain import compare_label, run_curves
-        from chargpt_tui.headless import download_progress
+        from chargpt_tui.headless import download_progress, encoding_progress
         from chargpt_tui.tui.launch import resolve_source, run_app
 
         set_torch_threads(run.threads)
         # Read before the screen opens: a wrong folder is one line, not a broken chart.
         curves = None if compare is None else (compare_label(compare), run_curves(compare))
-        with download_progress() as progress:
+        with download_progress() as progress, encoding_progress() as encode_progress:
             source = resolve_source(data=run.data, encoding=run.encoding, preset=run.preset,
                                     overrides=run.overrides, out=run.out, resume=run.resume,
                                     device=run.device, checkpoint=checkpoint, follow=follow,
-                                    progress=progress)
+                                    progress=progress, encode_progress=encode_progress,
+                                    meta=meta)
         code, farewell = run_app(source, device=run.device, mouse=mouse, compare=curves)
         for line in farewell:  # the screen is gone: where things are, what to run next
             typer.echo(line)
@@ -499,6 +517,7 @@ def explain(
         "smaller gives each character more context).")] = None,
     top_k: Annotated[int, typer.Option(help="Guesses kept per character.")] = 5,
     device: Device = "auto",
+    meta: Meta = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every "
                                           "character's loss and the model's guesses.")] = False,
 ) -> None:
@@ -521,7 +540,7 @@ def explain(
                 raise UserError(f"cannot read {file}: {error}") from None
         assert body is not None  # one of the two was given (checked above)
         run_explain(checkpoint, body, stride=stride, top_k=top_k, device=device,
-                    as_json=as_json, notice=notice)
+                    as_json=as_json, notice=notice, meta=meta)
 
     run_guarded(go)
 

@@ -25,9 +25,10 @@ HARDEST_SHOWN = 5
 
 
 def run_explain(checkpoint: Path, text: str, *, stride: int | None, top_k: int, device: str,
-                as_json: bool, notice: Callable[[str], None]) -> None:
-    """Score ``text`` with the checkpoint's model and print it coloured by loss (or JSON)."""
-    opened = load_for_sampling(checkpoint, device, prefer_best=True)
+                as_json: bool, notice: Callable[[str], None], meta: Path | None = None) -> None:
+    """Score ``text`` with the checkpoint's model and print it coloured by loss (or JSON).
+    ``meta``: a nanoGPT checkpoint's meta.pkl, when not where nanoGPT would look."""
+    opened = load_for_sampling(checkpoint, device, prefer_best=True, meta=meta)
     model, tokenizer, payload, file = opened.model, opened.tokenizer, opened.payload, opened.file
     ids, unknown = tokenizer.encode_lenient(text)
     if unknown:

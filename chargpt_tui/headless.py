@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -92,6 +93,38 @@ def download_progress(enabled: bool = True) -> Iterator[Callable[[int, int | Non
         yield update
     finally:
         if task:  # stopping a bar that never started would still print an empty line
+            progress.stop()
+
+
+ENCODING_BAR_DELAY_S = 2.0
+
+
+@contextlib.contextmanager
+def encoding_progress(enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress callback for a corpus's first encoding: a rich bar on stderr, drawn only once
+    the work has taken ``ENCODING_BAR_DELAY_S`` (a small or already cached text shows none)."""
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("encoding the text (once; later runs read the cache)"),
+                        BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=console,
+                        transient=True, disable=not enabled)
+    began: list[float] = []
+    task: list[TaskID] = []
+
+    def update(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if not began:
+            began.append(now)
+        if not task:
+            if now - began[0] < ENCODING_BAR_DELAY_S:
+                return
+            progress.start()
+            task.append(progress.add_task("encode", total=total))
+        progress.update(task[0], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task:
             progress.stop()
 
 
@@ -192,9 +225,10 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
 
 
 def run_sample(checkpoint: Path, prompt_text: str, params: SamplingParams, *, device: str,
-               as_json: bool, notice: Callable[[str], None]) -> None:
-    """Stream a continuation to stdout (plain) or print one JSON object (``--json``)."""
-    loaded = load_for_sampling(checkpoint, device, prefer_best=True)
+               as_json: bool, notice: Callable[[str], None], meta: Path | None = None) -> None:
+    """Stream a continuation to stdout (plain) or print one JSON object (``--json``).
+    ``meta``: a nanoGPT checkpoint's meta.pkl, when not where nanoGPT would look."""
+    loaded = load_for_sampling(checkpoint, device, prefer_best=True, meta=meta)
     model, tokenizer, checkpoint = loaded.model, loaded.tokenizer, loaded.file
     prompt = prepare_prompt(tokenizer, prompt_text, model.config.block_size)
     for warning in prompt.warnings():

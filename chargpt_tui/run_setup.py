@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
-from chargpt_tui.data import load_dataset, split_data
+from chargpt_tui.data import encode_corpus, load_dataset, split_tokens
 from chargpt_tui.device import pick_device
 from chargpt_tui.durations import parse_duration
 from chargpt_tui.errors import ConfigError, DataError
@@ -61,11 +61,13 @@ def prepare_run(
     encoding: str = "utf-8",
     progress: Callable[[int, int | None], None] | None = None,
     notice: Callable[[str], None] | None = None,
+    encode_progress: Callable[[int, int | None], None] | None = None,
 ) -> RunSetup:
     """Resolve options (preset < checkpoint < explicit overrides) and load the data.
 
     ``overrides`` holds only options the user actually gave (None values are ignored). When
-    resuming, the model shape comes from the checkpoint and may not be changed.
+    resuming, the model shape comes from the checkpoint and may not be changed. ``progress``
+    follows a download, ``encode_progress`` the first encoding of a file (bytes done, total).
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if isinstance(given.get("time_budget"), str):  # as typed: "5m", "90s"
@@ -86,6 +88,10 @@ def prepare_run(
     checkpoint = None
     if resume is not None:
         checkpoint = load_checkpoint(resume)
+        if checkpoint.get("origin") == "nanogpt":
+            raise ConfigError("cannot resume a nanoGPT checkpoint here (its optimizer and "
+                              "settings are nanoGPT's)",
+                              "sample, explain or open it with --checkpoint; train anew here")
         changed = [k for k in given if k in MODEL_KEYS and k != "dropout"
                    and given[k] != checkpoint["model_config"].get(k)]
         if changed:
@@ -128,23 +134,22 @@ def prepare_run(
     out_dir = resolve_out_dir(out, resume)
     refuse_to_overwrite(out_dir, resume)
 
-    corpus = load_dataset(data_spec, encoding=encoding, progress=progress, notice=tell)
-    if checkpoint is not None:
-        tokenizer = CharTokenizer(checkpoint["vocab"])
-        unknown_chars = tokenizer.unknown_chars(corpus.text)
-        if unknown_chars:
-            raise DataError(
-                f"{corpus.name} has characters the checkpoint's vocabulary lacks: "
-                f"{UnknownCharacterError(unknown_chars).unknown[:20]!r}",
-                "resume on the same data the run started with",
-            )
-        if corpus.name != checkpoint.get("data", corpus.name):
-            tell(f"resuming on {corpus.name}, but this run started on {checkpoint['data']}")
-    else:
-        tokenizer = CharTokenizer.from_text(corpus.text)
+    source = load_dataset(data_spec, encoding=encoding, progress=progress, notice=tell)
+    try:
+        encoded = encode_corpus(source, encoding, checkpoint["vocab"] if checkpoint else None,
+                                encode_progress, tell)
+    except UnknownCharacterError as error:
+        raise DataError(
+            f"{source.name} has characters the checkpoint's vocabulary lacks: "
+            f"{error.unknown[:20]!r}",
+            "resume on the same data the run started with",
+        ) from None
+    if checkpoint is not None and source.name != checkpoint.get("data", source.name):
+        tell(f"resuming on {source.name}, but this run started on {checkpoint['data']}")
+    tokenizer = CharTokenizer(encoded.vocab)
     model_config = replace(model_config, vocab_size=tokenizer.vocab_size)
-    split = split_data(corpus.text, tokenizer, model_config.block_size)
-    return RunSetup(model_config, train_config, tokenizer, split, corpus.name, torch_device,
+    split = split_tokens(encoded.tokens, model_config.block_size)
+    return RunSetup(model_config, train_config, tokenizer, split, source.name, torch_device,
                     out_dir, preset_name, checkpoint, notices)
 
 

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 def resolve_source(*, data: str | None, encoding: str, preset: str, overrides: dict[str, Any],
                    out: Path | None, resume: Path | None, device: str,
                    checkpoint: Path | None, follow: Path | None,
-                   progress: Callable[[int, int | None], None] | None = None) -> Source:
+                   progress: Callable[[int, int | None], None] | None = None,
+                   encode_progress: Callable[[int, int | None], None] | None = None,
+                   meta: Path | None = None) -> Source:
     """The app's source, checked and loaded: raises a UserError for anything wrong with it."""
     from chargpt_tui.checkpoint import load_for_sampling
     from chargpt_tui.device import pick_device
@@ -38,12 +40,13 @@ def resolve_source(*, data: str | None, encoding: str, preset: str, overrides: d
                               "e.g. runs/latest")
         return FollowRun(follow)
     if checkpoint is not None:
-        opened = load_for_sampling(checkpoint, device, prefer_best=True)
+        opened = load_for_sampling(checkpoint, device, prefer_best=True, meta=meta)
         return OpenCheckpoint(opened.file, opened)
     # Notices (e.g. the offline fallback) stay in the setup: the trainer publishes them when it
     # starts, so they land in the app's log and notifications.
     setup = prepare_run(data=data, preset=preset, overrides=overrides, out=out, resume=resume,
-                        device=device, encoding=encoding, progress=progress)
+                        device=device, encoding=encoding, progress=progress,
+                        encode_progress=encode_progress)
     return TrainNew(lambda _progress, _notice: setup)
 
 

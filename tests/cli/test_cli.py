@@ -169,7 +169,7 @@ def test_train_and_tui_share_one_option_list(monkeypatch: pytest.MonkeyPatch) ->
     command = typer.main.get_command(cli.app)
     options = {name: {p.name for p in command.commands[name].params}
                for name in ("train", "tui")}
-    tui_only = {"checkpoint", "follow", "compare", "mouse"}
+    tui_only = {"checkpoint", "meta", "follow", "compare", "mouse"}
     assert options["train"] - {"as_json"} == options["tui"] - tui_only
     assert "grad_accum_steps" in options["tui"]
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.cli import app
-from chargpt_tui.data import read_text_file
+from chargpt_tui.data import check_text_file
 from chargpt_tui.errors import DataError
 
 
@@ -80,7 +80,7 @@ def test_data_file_without_read_permission(corpus: Path) -> None:
                 os.setgid(65534)
                 os.setuid(65534)
             try:
-                read_text_file(corpus)
+                check_text_file(corpus)
                 message = "read succeeded"
             except DataError as error:
                 message = str(error)
@@ -249,7 +249,8 @@ def test_text_file_as_checkpoint(corpus: Path) -> None:
 def test_torch_file_that_is_not_a_chargpt_checkpoint(tmp_path: Path) -> None:
     other = tmp_path / "weights.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
-    assert_one_line_error(invoke(*sample_args(other)), "not a chargpt-tui checkpoint", str(other))
+    assert_one_line_error(invoke(*sample_args(other)), "neither a chargpt-tui nor a nanoGPT",
+                          "it has state_dict", str(other))
 
 
 def tampered(trained: Path, target: Path, **changes: object) -> Path:

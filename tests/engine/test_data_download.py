@@ -169,11 +169,11 @@ def test_first_download_is_cached_atomically_and_never_fetched_again(
     monkeypatch.delenv("CHARGPT_TUI_MAX_DOWNLOAD_BYTES")
     url = server.url("/corpus.txt")
     before = server.hits["/corpus.txt"]
-    assert load_dataset(url).text == CORPUS
+    assert load_dataset(url).files[0].read_text() == CORPUS
     assert server.hits["/corpus.txt"] == before + 1
     assert cache_files(cache) == [cache / url_cache_name(url)]  # and no temp file beside it
     assert (cache / url_cache_name(url)).read_text() == CORPUS
-    assert load_dataset(url).text == CORPUS
+    assert load_dataset(url).files[0].read_text() == CORPUS
     assert server.hits["/corpus.txt"] == before + 1  # the second run did not touch the server
 
 
@@ -182,7 +182,7 @@ def test_cached_copy_is_used_when_the_server_fails(server: LoopbackServer, cache
     cache.mkdir()
     (cache / url_cache_name(url)).write_text("KING: cached words\n" * 50)
     before = server.hits["/broken.txt"]
-    assert load_dataset(url).text.startswith("KING: cached words")
+    assert load_dataset(url).files[0].read_text().startswith("KING: cached words")
     assert server.hits["/broken.txt"] == before
 
 
@@ -193,8 +193,8 @@ def test_default_corpus_downloads_from_the_overridden_url_once(
     before = server.hits["/mirror/input.txt"]
     notices: list[str] = []
     corpus = load_dataset("shakespeare", notice=notices.append)
-    assert (corpus.name, corpus.text, notices) == ("shakespeare", CORPUS, [])
-    assert load_dataset("shakespeare").text == CORPUS
+    assert (corpus.name, corpus.files[0].read_text(), notices) == ("shakespeare", CORPUS, [])
+    assert load_dataset("shakespeare").files[0].read_text() == CORPUS
     assert server.hits["/mirror/input.txt"] == before + 1
     assert cache_files(cache) == [cache / "tinyshakespeare.txt"]
 
@@ -206,7 +206,7 @@ def test_offline_first_run_of_the_default_falls_back_with_one_notice(
                        f"http://127.0.0.1:{refused_port()}/input.txt")
     notices: list[str] = []
     corpus = load_dataset("shakespeare", notice=notices.append)
-    assert corpus.name == "python-stdlib" and "def " in corpus.text
+    assert corpus.name == "python-stdlib" and "def " in (corpus.text or "")
     assert len(notices) == 1 and "\n" not in notices[0]
     assert "could not download Tiny Shakespeare" in notices[0] and "--data" in notices[0]
     assert cache_files(cache) == []
