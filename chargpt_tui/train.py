@@ -241,6 +241,64 @@ class TimeBudget:
 
 
 @dataclass
+class RunTally:
+    """What one call of :meth:`Trainer.run` has done so far, and how it ended."""
+
+    tokens_per_step: int
+    train_time: float = 0.0  # seconds inside optimizer steps
+    trained_tokens: int = 0
+    step_time_ema: float | None = None
+    last_loss: float | None = None
+    saved_at: int = -1
+    evaluated_at: int = -1
+    state: str = "finished"  # finished / stopped / failed
+    reason: str = ""
+
+    def add_step(self, seconds: float, loss: float) -> None:
+        self.train_time += seconds
+        self.trained_tokens += self.tokens_per_step
+        self.step_time_ema = (seconds if self.step_time_ema is None
+                              else 0.9 * self.step_time_ema + 0.1 * seconds)
+        self.last_loss = loss
+
+
+class StopRules:
+    """When a run ends by itself: its time budget is used, its val loss stopped improving
+    (patience), or its loss is no longer a number. (``max_iters`` is the loop's own bound.)
+
+    ``finishing`` records that the run itself decided to end, so the stop that follows counts
+    as finished, not as stopped by the user.
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.finishing = False
+
+    def out_of_time(self, progress: float | None) -> str | None:
+        if progress is None or progress < 1.0:
+            return None
+        self.finishing = True
+        return f"time budget of {format_duration(self.config.time_budget or 0)} used"
+
+    def patience_used(self, trainer: Trainer) -> str | None:
+        patience = self.config.patience
+        if not patience or trainer.evals_since_best < patience:
+            return None
+        self.finishing = True
+        return (f"early stop: val has not improved for {patience} evaluations (best "
+                f"{trainer.best_val_loss:.4f} at step {trainer.best_step})")
+
+    @staticmethod
+    def bad_loss(loss: float, step: int, checkpoint_kept: bool) -> str | None:
+        if math.isfinite(loss):
+            return None
+        kept = ("kept the last good checkpoint" if checkpoint_kept
+                else "no checkpoint had been saved yet")
+        return (f"loss became {loss} at step {step}; stopped and {kept} — "
+                "try a lower --learning-rate")
+
+
+@dataclass
 class TrainResult:
     state: str  # finished / stopped / failed
     step: int
@@ -562,6 +620,47 @@ class Trainer:
 
     def _run(self) -> TrainResult:
         tconf, control = self.tconf, self.control
+        self._announce()
+        self.model.train()
+        tally = RunTally(tokens_per_step=tconf.batch_size * self.mconf.block_size
+                         * tconf.grad_accum_steps * (self.dist.world_size if self.dist else 1))
+        control.clock = self.clock  # parked time and the budget on one clock
+        budget = self._first_evaluation(tally)
+        rules = StopRules(tconf)
+        self.bus.publish(StateChanged("training"))
+        while self.step < tconf.max_iters:
+            stop_requested, save_requested = self._requests()
+            if stop_requested:
+                tally.state = ("finished" if rules.finishing and control.exit_code == 0
+                               else "stopped")
+                tally.reason = control.stop_reason
+                break
+            if save_requested:
+                self.save("requested")
+                tally.saved_at = self.step
+                control.rearm()  # back to paused/held if the save request woke the loop
+            if not self._wait_until_runnable(budget):
+                continue
+            progress = budget.progress() if budget else None
+            if reason := rules.out_of_time(progress):
+                control.stop(reason, 0)  # stops every process at the same step, via _requests
+                continue
+            loss = self._timed_step(progress, tally)
+            if reason := rules.bad_loss(loss, self.step + 1, self.checkpoint_path.exists()):
+                tally.state, tally.reason = "failed", reason
+                self.bus.publish(Notice(reason, level="error"))
+                break
+            self._report_step(loss, progress, budget, tally)
+            if self.step % tconf.eval_interval == 0 or self.step == tconf.max_iters:
+                self._evaluate_and_save(tally)
+                if reason := rules.patience_used(self):
+                    control.stop(reason, 0)
+            if tconf.sample_interval and self.step % tconf.sample_interval == 0:
+                self.live_sample()
+        return self._finish(tally)
+
+    def _announce(self) -> None:
+        tconf = self.tconf
         self.bus.publish(TrainingStarted(
             step=self.step, max_iters=tconf.max_iters, device=str(self.device),
             parameters=self.model.num_parameters(), data=self.setup.data_name,
@@ -571,94 +670,72 @@ class Trainer:
         ))
         for message in self.setup.notices:
             self.bus.publish(Notice(message))
-        self.model.train()
-        state, reason = "finished", ""
-        tokens_per_step = (tconf.batch_size * self.mconf.block_size * tconf.grad_accum_steps
-                           * (self.dist.world_size if self.dist else 1))
-        train_time, trained_tokens = 0.0, 0
-        step_time_ema: float | None = None
-        last_loss: float | None = None
-        saved_at = evaluated_at = -1
-        clock = self.clock
-        control.clock = clock  # parked time and the budget on one clock
+
+    def _first_evaluation(self, tally: RunTally) -> TimeBudget | None:
+        """Evaluate the untrained model (a fresh run), and start the time budget's clock with a
+        reserve sized from that evaluation."""
+        tconf, control, clock = self.tconf, self.control, self.clock
         budget = (TimeBudget(tconf.time_budget, self.setup.started, clock) if tconf.time_budget
                   else None)
         if self.step == 0 and self.step < tconf.max_iters:
             eval_started = clock()
             self._with_compile_fallback(self.evaluate)
-            evaluated_at = 0
+            tally.evaluated_at = 0
             if budget:  # a prompt let in between its batches is not the run's time
                 parked = control.take_parked_in_work()
                 budget.start_training(clock() - eval_started - parked)
                 budget.give_back(parked)
         elif budget:  # resuming: no evaluation timed yet, so the reserve covers the save only
             budget.start_training(0.0)
-        self.bus.publish(StateChanged("training"))
-        finishing = False  # the run itself decided to end (time budget, patience)
-        while self.step < tconf.max_iters:
-            stop_requested, save_requested = self._requests()
-            if stop_requested:
-                state = "finished" if finishing and control.exit_code == 0 else "stopped"
-                reason = control.stop_reason
-                break
-            if save_requested:
-                self.save("requested")
-                saved_at = self.step
-                control.rearm()  # back to paused/held if the save request woke the loop
-            waited = clock()
-            runnable = control.wait_until_runnable(
-                lambda state: self.bus.publish(StateChanged(state)))
-            if budget:  # paused or holding for a prompt (here or inside an evaluation or a
-                # live sample): not the run's time
-                budget.give_back(clock() - waited + control.take_parked_in_work())
-            if not runnable:
-                continue
-            progress = budget.progress() if budget else None
-            if progress is not None and progress >= 1.0:
-                finishing = True  # stops every process at the same step, via _requests
-                control.stop(f"time budget of {format_duration(tconf.time_budget or 0)} used", 0)
-                continue
-            started = time.perf_counter()
-            loss = (self._with_compile_fallback(partial(self.train_step, progress))
-                    if trained_tokens == 0 else self.train_step(progress))
-            if not math.isfinite(loss):
-                state = "failed"
-                kept = ("kept the last good checkpoint" if self.checkpoint_path.exists()
-                        else "no checkpoint had been saved yet")
-                reason = (f"loss became {loss} at step {self.step + 1}; stopped and {kept} — "
-                          "try a lower --learning-rate")
-                self.bus.publish(Notice(reason, level="error"))
-                break
-            elapsed_step = time.perf_counter() - started
-            train_time += elapsed_step
-            trained_tokens += tokens_per_step
-            step_time_ema = (elapsed_step if step_time_ema is None
-                             else 0.9 * step_time_ema + 0.1 * elapsed_step)
-            last_loss = loss
-            max_iters, eta = tconf.max_iters, (tconf.max_iters - self.step) * step_time_ema
-            if budget and progress:  # the step count the clock will allow, at this pace
-                max_iters = max(self.step, round(self.step / progress))
-                eta = (1.0 - progress) * budget.usable()
-            self.bus.publish(StepDone(
-                step=self.step, max_iters=max_iters, loss=loss,
-                lr=self.optimizer.param_groups[0]["lr"],  # AdamW's groups come first
-                tokens_per_second=tokens_per_step / step_time_ema, elapsed=train_time, eta=eta,
-            ))
-            if self.step % tconf.eval_interval == 0 or self.step == tconf.max_iters:
-                self.evaluate()
-                evaluated_at = self.step
-                self.save("eval" if self.step < tconf.max_iters else "final")
-                saved_at = self.step
-                if tconf.patience and self.evals_since_best >= tconf.patience:
-                    finishing = True
-                    control.stop(f"early stop: val has not improved for {tconf.patience} "
-                                 f"evaluations (best {self.best_val_loss:.4f} at step "
-                                 f"{self.best_step})", 0)
-            if tconf.sample_interval and self.step % tconf.sample_interval == 0:
-                self.live_sample()
-        if state == "finished" and evaluated_at != self.step and self.step > 0:
+        return budget
+
+    def _wait_until_runnable(self, budget: TimeBudget | None) -> bool:
+        """Park while paused or held; False when the loop should look at its requests again."""
+        waited = self.clock()
+        runnable = self.control.wait_until_runnable(
+            lambda state: self.bus.publish(StateChanged(state)))
+        if budget:  # paused or holding for a prompt (here or inside an evaluation or a live
+            # sample): not the run's time
+            budget.give_back(self.clock() - waited + self.control.take_parked_in_work())
+        return runnable
+
+    def _timed_step(self, progress: float | None, tally: RunTally) -> float:
+        """One optimizer step, timed into the tally (the first one may fall back from
+        torch.compile)."""
+        started = time.perf_counter()
+        loss: float = (self._with_compile_fallback(partial(self.train_step, progress))
+                       if tally.trained_tokens == 0 else self.train_step(progress))
+        if math.isfinite(loss):
+            tally.add_step(time.perf_counter() - started, loss)
+        return loss
+
+    def _report_step(self, loss: float, progress: float | None, budget: TimeBudget | None,
+                     tally: RunTally) -> None:
+        step_time = tally.step_time_ema or 0.0
+        max_iters, eta = self.tconf.max_iters, (self.tconf.max_iters - self.step) * step_time
+        if budget and progress:  # the step count the clock will allow, at this pace
+            max_iters = max(self.step, round(self.step / progress))
+            eta = (1.0 - progress) * budget.usable()
+        self.bus.publish(StepDone(
+            step=self.step, max_iters=max_iters, loss=loss,
+            lr=self.optimizer.param_groups[0]["lr"],  # AdamW's groups come first
+            tokens_per_second=tally.tokens_per_step / step_time if step_time else 0.0,
+            elapsed=tally.train_time, eta=eta,
+        ))
+
+    def _evaluate_and_save(self, tally: RunTally) -> None:
+        self.evaluate()
+        tally.evaluated_at = self.step
+        self.save("eval" if self.step < self.tconf.max_iters else "final")
+        tally.saved_at = self.step
+
+    def _finish(self, tally: RunTally) -> TrainResult:
+        """Measure and save the end (unless a loss went bad), put the best weights back in the
+        model, and say how the run ended."""
+        state, reason, control = tally.state, tally.reason, self.control
+        if state == "finished" and tally.evaluated_at != self.step and self.step > 0:
             self.evaluate()  # a time-budgeted run ends between evaluations: measure the end
-        if state != "failed" and saved_at != self.step:
+        if state != "failed" and tally.saved_at != self.step:
             self.save("stop" if state == "stopped" else "final")
         if state == "finished" and control.stopping:
             reason = control.stop_reason
@@ -670,12 +747,14 @@ class Trainer:
         self.bus.publish(StateChanged(state, reason))
         return TrainResult(
             state=state, step=self.step,
-            train_loss=self.last_eval["train"] if self.last_eval else last_loss,
+            train_loss=self.last_eval["train"] if self.last_eval else tally.last_loss,
             val_loss=self.last_eval["val"] if self.last_eval else None,
             best_val_loss=self.best_val_loss,
-            tokens_per_second=trained_tokens / train_time if train_time else 0.0,
+            tokens_per_second=(tally.trained_tokens / tally.train_time if tally.train_time
+                               else 0.0),
             checkpoint=str(self.checkpoint_path) if self.checkpoint_path.exists() else None,
-            device=str(self.device), parameters=self.model.num_parameters(), elapsed=train_time,
-            reason=reason, exit_code=control.exit_code if state == "stopped" else
-            (1 if state == "failed" else 0), best_step=self.best_step,
+            device=str(self.device), parameters=self.model.num_parameters(),
+            elapsed=tally.train_time, reason=reason,
+            exit_code=control.exit_code if state == "stopped" else (1 if state == "failed" else 0),
+            best_step=self.best_step,
         )
