@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +51,20 @@ def set_torch_threads(threads: int | None) -> None:
     if threads < 1:
         raise ConfigError("--threads must be at least 1")
     torch.set_num_threads(threads)
+
+
+def machine_load() -> tuple[float, int]:
+    """(the 1-minute load average, the CPU cores this process may use); load 0.0 where the
+    system does not tell."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return load, cores
 
 
 def autocast_context(device: torch.device, precision: str = "auto"

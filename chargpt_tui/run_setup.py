@@ -22,7 +22,7 @@ from chargpt_tui.model import GPTConfig
 from chargpt_tui.presets import PRESETS, RECIPES, recipe_of, resolve_preset
 from chargpt_tui.runs import CHECKPOINT_NAME
 from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
-from chargpt_tui.train import TrainConfig
+from chargpt_tui.train import UNBOUNDED_STEPS, TrainConfig
 
 
 @dataclass
@@ -133,7 +133,7 @@ def prepare_run(
         if "max_iters" in given and "time_budget" not in given:
             base.pop("time_budget", None)  # a step count asked for replaces the preset's clock
         elif (given.get("time_budget") or base.get("time_budget")) and "max_iters" not in given:
-            base["max_iters"] = 10**9  # the clock ends the run, not a step count
+            base["max_iters"] = UNBOUNDED_STEPS  # the clock ends the run, not a step count
     elif "recipe" in given:
         raise ConfigError("cannot change the recipe when resuming",
                           "drop --recipe, or start a new run without --resume")

@@ -24,12 +24,13 @@ from chargpt_tui import distributed, history
 from chargpt_tui.checkpoint import FORMAT_VERSION, clean_stale_temp_files, save_checkpoint
 from chargpt_tui.control import TrainerControl
 from chargpt_tui.data import TokenizedData, get_batch
-from chargpt_tui.device import autocast_context, use_tf32_matmuls
+from chargpt_tui.device import autocast_context, machine_load, use_tf32_matmuls
 from chargpt_tui.durations import format_duration
 from chargpt_tui.errors import CheckpointError, ConfigError, UserError
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
+    EvalProgress,
     EventBus,
     Notice,
     SampleChunk,
@@ -53,6 +54,9 @@ if TYPE_CHECKING:  # run_setup builds the RunSetup from options and sits above t
 
 
 OPTIMIZERS = ("adamw", "muon")
+UNBOUNDED_STEPS = 10**9  # max_iters of a run that its time budget ends
+PACE_STEPS = 5  # steps timed before a time budget's step count is estimated
+FEW_STEPS = 50  # a budgeted run that trained fewer says why
 SCHEDULES = ("cosine", "wsd")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -135,9 +139,15 @@ def get_lr(step: int, config: TrainConfig, progress: float | None = None) -> flo
     ``schedule="wsd"`` (warmup–stable–decay) holds the peak and decays linearly over the last
     ``cooldown_frac`` of the run: the flat part needs no knowledge of the run's length, so a
     run measured in *time* (``progress``: the share of the time budget used) fits it exactly.
+    Under a time budget the warmup also ends after 5% of the time: a slow machine that allows
+    few steps should not spend them all warming up.
     """
     if step < config.warmup_iters:
-        return config.learning_rate * (step + 1) / (config.warmup_iters + 1)
+        warm = (step + 1) / (config.warmup_iters + 1)
+        if progress is not None:  # a time budget: warm up over a small share of the time at most
+            warm = max(warm, progress / TimeBudget.WARMUP_SHARE)
+        if warm < 1.0:
+            return config.learning_rate * warm
     if progress is None:
         progress = min(1.0, (step - config.warmup_iters)
                        / max(1, config.decay_iters - config.warmup_iters))
@@ -213,21 +223,36 @@ class TimeBudget:
     """A wall-clock budget for a whole command, turned into the schedule's progress (0 → 1).
 
     Counted from when the command started (``RunSetup.started``), so start-up and data loading
-    are inside it; time spent paused (or holding for a prompt) is given back; the last evaluation
-    and save get a reserve sized from the first evaluation, so the command ends on time.
+    are inside it; time spent paused (or holding for a prompt) is given back; the last evaluation,
+    live sample and save get a reserve sized from the latest ones, so the command ends on time.
+
+    It also paces the run's checks by the clock, not by steps: an evaluation (and a live
+    sample) every ``every`` seconds, together costing at most ``EVAL_SHARE`` of the budget.
     """
+
+    EVAL_SHARE = 0.10  # of the budget, for all evaluations together
+    WARMUP_SHARE = 0.05  # warmup ends after warmup_iters steps or this share of the time
 
     def __init__(self, seconds: float, started: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
+        self.seconds = seconds
+        self.started = started
         self.end = started + seconds
         self.training_from = clock()
         self.reserve = 0.0
         self.paused = 0.0
+        self.every = min(30.0, max(20.0, seconds / 10))  # seconds between evaluations
+        self.checked_at = self.training_from
 
     def start_training(self, evaluation_seconds: float) -> None:
-        self.training_from = self.clock()
-        self.reserve = 1.5 * evaluation_seconds + 0.5  # the final evaluation, save and exit
+        self.training_from = self.checked_at = self.clock()
+        self.plan_the_end(evaluation_seconds)
+
+    def plan_the_end(self, seconds: float) -> None:
+        """Reserve time for the last evaluation and sample (as long as the latest ones took),
+        the save and the exit."""
+        self.reserve = 1.5 * seconds + 0.5
 
     def give_back(self, seconds: float) -> None:
         self.paused += seconds
@@ -239,14 +264,37 @@ class TimeBudget:
         used = self.clock() - self.training_from - self.paused
         return 1.0 if self.usable() <= 0 else min(1.0, used / self.usable())
 
+    def used(self) -> float:
+        """Wall-clock seconds of the budget spent so far (pauses excluded): the budget clock."""
+        return max(0.0, self.clock() - self.started - self.paused)
+
+    def evaluation_due(self) -> bool:
+        return self.clock() - self.checked_at >= self.every
+
+    def evaluated(self) -> None:
+        self.checked_at = self.clock()
+
+    def eval_iters(self, batch_seconds: float, most: int) -> int:
+        """Batches per split for each evaluation, so that all of them (one every ``every``
+        seconds, one at the start and one at the end) fit in ``EVAL_SHARE`` of the budget."""
+        evaluations = self.seconds // self.every + 2
+        per_evaluation = self.EVAL_SHARE * self.seconds / evaluations
+        return max(1, min(most, int(per_evaluation / (2 * max(batch_seconds, 1e-6)))))
+
 
 @dataclass
 class RunTally:
     """What one call of :meth:`Trainer.run` has done so far, and how it ended."""
 
     tokens_per_step: int
+    started: float = 0.0  # the trainer's clock when run() began
+    paused: float = 0.0  # seconds parked (paused by the user, or holding for a prompt)
     train_time: float = 0.0  # seconds inside optimizer steps
+    steps: int = 0
     trained_tokens: int = 0
+    eval_seconds: float = 0.0  # the latest evaluation's and live sample's cost
+    sample_seconds: float = 0.0
+    sampled_at: int = -1
     step_time_ema: float | None = None
     last_loss: float | None = None
     saved_at: int = -1
@@ -256,6 +304,7 @@ class RunTally:
 
     def add_step(self, seconds: float, loss: float) -> None:
         self.train_time += seconds
+        self.steps += 1
         self.trained_tokens += self.tokens_per_step
         self.step_time_ema = (seconds if self.step_time_ema is None
                               else 0.9 * self.step_time_ema + 0.1 * seconds)
@@ -296,6 +345,23 @@ class StopRules:
                 else "no checkpoint had been saved yet")
         return (f"loss became {loss} at step {step}; stopped and {kept} — "
                 "try a lower --learning-rate")
+
+
+def few_steps_hint(tally: RunTally, budget: TimeBudget) -> str:
+    """Why a time-budgeted run trained so few steps, and what to do about it."""
+    step_seconds = tally.train_time / tally.steps if tally.steps else 0.0
+    start_up = budget.training_from - budget.started
+    load, cores = machine_load()
+    causes = [f"each step took {step_seconds:.2f} s" if tally.steps else "no step fitted"]
+    if start_up > 0.3 * budget.seconds:
+        causes.append(f"start-up and the first evaluation took {start_up:.0f} s")
+    if load > cores:
+        causes.append(f"the machine is busy (load average {load:.1f} on {cores} cores)")
+    advice = "give it a longer --time-budget or a smaller model (--preset tiny)"
+    if load > cores and torch.get_num_threads() > 1:
+        advice += ", or try --threads 1"
+    return (f"only {tally.steps} steps trained in {format_duration(budget.seconds)}: "
+            f"{'; '.join(causes)} — {advice}")
 
 
 @dataclass
@@ -349,6 +415,7 @@ class Trainer:
         self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory, see evaluate
         self.evals_since_best = 0
         self.last_eval: dict[str, float] | None = None
+        self.eval_iters = self.tconf.eval_iters  # batches per split; a time budget may shrink it
         if setup.resume is not None:
             self._restore(setup.resume)
         self.train_model: torch.nn.Module = self.model
@@ -476,11 +543,22 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         if not self.is_main:  # the other ranks wait for rank 0 at the next collective call
             return {}
+        self.bus.publish(StateChanged("evaluating"))
+        total, done, shown_at = 2 * self.eval_iters, 0, -math.inf
+
+        def between_batches() -> None:  # progress a few times a second, and a prompt let in
+            nonlocal done, shown_at
+            done += 1
+            if done == total or time.monotonic() - shown_at >= 0.25:
+                shown_at = time.monotonic()
+                self.bus.publish(EvalProgress(self.step, done, total))
+            self.control.let_holds_run()
+
         # the unwrapped module: a forward through DDP on rank 0 alone would wait for the others
         losses = estimate_loss(distributed.unwrap(self.train_model), self.data,
-                               self.mconf.block_size, self.tconf.batch_size,
-                               self.tconf.eval_iters, self.device, self.tconf.seed,
-                               self.tconf.precision, between_batches=self.control.let_holds_run)
+                               self.mconf.block_size, self.tconf.batch_size, self.eval_iters,
+                               self.device, self.tconf.seed, self.tconf.precision,
+                               between_batches=between_batches)
         self.last_eval = losses
         if self.best_val_loss is None or losses["val"] < self.best_val_loss:
             self.best_val_loss, self.best_step = losses["val"], self.step
@@ -494,7 +572,21 @@ class Trainer:
             self.bus.publish(Notice(problem))
         self.bus.publish(EvalDone(self.step, losses["train"], losses["val"], self.best_val_loss,
                                   self.best_step))
+        self.bus.publish(StateChanged("training"))
         return losses
+
+    def time_one_eval_batch(self) -> float:
+        """Seconds one evaluation batch takes now: what a time budget sizes eval_iters from."""
+        x, y = get_batch(self.data.val, self.mconf.block_size, self.tconf.batch_size,
+                         torch.Generator().manual_seed(self.tconf.seed))
+        was_training = self.model.training
+        self.model.eval()
+        started = time.perf_counter()
+        with torch.no_grad(), autocast_context(self.device, self.tconf.precision):
+            _, loss = self.model(x.to(self.device), y.to(self.device))
+            loss.item()  # waits for the device
+        self.model.train(was_training)
+        return time.perf_counter() - started
 
     def restore_best(self) -> bool:
         """Put the best-validation weights back into the model (after the run): what the user
@@ -623,7 +715,8 @@ class Trainer:
         self._announce()
         self.model.train()
         tally = RunTally(tokens_per_step=tconf.batch_size * self.mconf.block_size
-                         * tconf.grad_accum_steps * (self.dist.world_size if self.dist else 1))
+                         * tconf.grad_accum_steps * (self.dist.world_size if self.dist else 1),
+                         started=self.clock())
         control.clock = self.clock  # parked time and the budget on one clock
         budget = self._first_evaluation(tally)
         rules = StopRules(tconf)
@@ -639,7 +732,7 @@ class Trainer:
                 self.save("requested")
                 tally.saved_at = self.step
                 control.rearm()  # back to paused/held if the save request woke the loop
-            if not self._wait_until_runnable(budget):
+            if not self._wait_until_runnable(budget, tally):
                 continue
             progress = budget.progress() if budget else None
             if reason := rules.out_of_time(progress):
@@ -651,52 +744,87 @@ class Trainer:
                 self.bus.publish(Notice(reason, level="error"))
                 break
             self._report_step(loss, progress, budget, tally)
-            if self.step % tconf.eval_interval == 0 or self.step == tconf.max_iters:
-                self._evaluate_and_save(tally)
+            if self._evaluation_due(budget):
+                self._evaluate_and_save(tally, budget)
                 if reason := rules.patience_used(self):
                     control.stop(reason, 0)
-            if tconf.sample_interval and self.step % tconf.sample_interval == 0:
+                if budget and tconf.sample_interval:  # a sample with every evaluation
+                    self._live_sample_in(budget, tally)
+            if (not budget and tconf.sample_interval
+                    and self.step % tconf.sample_interval == 0):
                 self.live_sample()
-        return self._finish(tally)
+        return self._finish(tally, budget)
 
     def _announce(self) -> None:
         tconf = self.tconf
         self.bus.publish(TrainingStarted(
-            step=self.step, max_iters=tconf.max_iters, device=str(self.device),
-            parameters=self.model.num_parameters(), data=self.setup.data_name,
-            out_dir=str(self.out_dir),
+            step=self.step, max_iters=None if self._clock_decides() else tconf.max_iters,
+            device=str(self.device), parameters=self.model.num_parameters(),
+            data=self.setup.data_name, out_dir=str(self.out_dir),
             config={"model": self.mconf.to_dict(), "train": asdict(tconf),
                     "preset": self.setup.preset},
         ))
         for message in self.setup.notices:
             self.bus.publish(Notice(message))
 
+    def _clock_decides(self) -> bool:
+        """A time budget ends the run, not a step count (its max_iters is a placeholder)."""
+        return bool(self.tconf.time_budget) and self.tconf.max_iters >= UNBOUNDED_STEPS
+
     def _first_evaluation(self, tally: RunTally) -> TimeBudget | None:
         """Evaluate the untrained model (a fresh run), and start the time budget's clock with a
-        reserve sized from that evaluation."""
-        tconf, control, clock = self.tconf, self.control, self.clock
+        reserve sized from that evaluation. Under a budget the evaluation is sized first, from
+        one timed batch, so that all evaluations fit in a tenth of the budget."""
+        tconf, clock = self.tconf, self.clock
         budget = (TimeBudget(tconf.time_budget, self.setup.started, clock) if tconf.time_budget
                   else None)
         if self.step == 0 and self.step < tconf.max_iters:
-            eval_started = clock()
-            self._with_compile_fallback(self.evaluate)
+            if budget and self.is_main:
+                self.eval_iters = budget.eval_iters(self.time_one_eval_batch(), tconf.eval_iters)
+            seconds = self._timed_in(budget, partial(self._with_compile_fallback, self.evaluate))
             tally.evaluated_at = 0
-            if budget:  # a prompt let in between its batches is not the run's time
-                parked = control.take_parked_in_work()
-                budget.start_training(clock() - eval_started - parked)
-                budget.give_back(parked)
+            if budget:
+                budget.start_training(seconds)
         elif budget:  # resuming: no evaluation timed yet, so the reserve covers the save only
             budget.start_training(0.0)
         return budget
 
-    def _wait_until_runnable(self, budget: TimeBudget | None) -> bool:
+    def _timed_in(self, budget: TimeBudget | None, work: Callable[[], Any]) -> float:
+        """Run ``work`` (an evaluation, a live sample); its seconds, without any time it let a
+        prompt run (which a budget gives back)."""
+        started = self.clock()
+        work()
+        parked = self.control.take_parked_in_work()
+        if budget:
+            budget.give_back(parked)
+        return self.clock() - started - parked
+
+    def _evaluation_due(self, budget: TimeBudget | None) -> bool:
+        """Every ``eval_interval`` steps; under a time budget by the clock instead (one process:
+        under torchrun the ranks' clocks would not agree on the step)."""
+        if self.step == self.tconf.max_iters:
+            return True
+        if budget and self.dist is None:
+            return budget.evaluation_due()
+        return self.step % self.tconf.eval_interval == 0
+
+    def _live_sample_in(self, budget: TimeBudget, tally: RunTally) -> None:
+        """A live sample under a time budget: the end's reserve grows to fit one."""
+        tally.sample_seconds = self._timed_in(budget, self.live_sample)
+        tally.sampled_at = self.step
+        budget.plan_the_end(tally.eval_seconds + tally.sample_seconds)
+
+    def _wait_until_runnable(self, budget: TimeBudget | None, tally: RunTally) -> bool:
         """Park while paused or held; False when the loop should look at its requests again."""
         waited = self.clock()
         runnable = self.control.wait_until_runnable(
             lambda state: self.bus.publish(StateChanged(state)))
-        if budget:  # paused or holding for a prompt (here or inside an evaluation or a live
-            # sample): not the run's time
-            budget.give_back(self.clock() - waited + self.control.take_parked_in_work())
+        # paused or holding for a prompt (here or inside an evaluation or a live sample): not
+        # the run's time
+        parked = self.clock() - waited + self.control.take_parked_in_work()
+        tally.paused += parked
+        if budget:
+            budget.give_back(parked)
         return runnable
 
     def _timed_step(self, progress: float | None, tally: RunTally) -> float:
@@ -713,28 +841,44 @@ class Trainer:
                      tally: RunTally) -> None:
         step_time = tally.step_time_ema or 0.0
         max_iters, eta = self.tconf.max_iters, (self.tconf.max_iters - self.step) * step_time
-        if budget and progress:  # the step count the clock will allow, at this pace
-            max_iters = max(self.step, round(self.step / progress))
-            eta = (1.0 - progress) * budget.usable()
+        total: int | None = max_iters
+        if budget:
+            eta = budget.end - self.clock()  # the command's end, as the budget clock shows it
+            if self._clock_decides():  # the step count the clock will allow, at this pace
+                total = (None if tally.steps < PACE_STEPS or not progress
+                         else min(max_iters, max(self.step, round(self.step / progress))))
         self.bus.publish(StepDone(
-            step=self.step, max_iters=max_iters, loss=loss,
+            step=self.step, max_iters=total, loss=loss,
             lr=self.optimizer.param_groups[0]["lr"],  # AdamW's groups come first
             tokens_per_second=tally.tokens_per_step / step_time if step_time else 0.0,
-            elapsed=tally.train_time, eta=eta,
+            elapsed=self.clock() - tally.started - tally.paused, eta=max(0.0, eta),
+            budget_used=budget.used() if budget else None,
+            budget_seconds=budget.seconds if budget else None,
         ))
 
-    def _evaluate_and_save(self, tally: RunTally) -> None:
-        self.evaluate()
+    def _evaluate_and_save(self, tally: RunTally, budget: TimeBudget | None) -> None:
+        if budget and self.is_main and tally.eval_seconds:  # size it from the last one's pace
+            batch_seconds = tally.eval_seconds / (2 * self.eval_iters)
+            self.eval_iters = budget.eval_iters(batch_seconds, self.tconf.eval_iters)
+        tally.eval_seconds = self._timed_in(budget, self.evaluate)
+        if budget:
+            budget.evaluated()
+            budget.plan_the_end(tally.eval_seconds + tally.sample_seconds)
         tally.evaluated_at = self.step
         self.save("eval" if self.step < self.tconf.max_iters else "final")
         tally.saved_at = self.step
 
-    def _finish(self, tally: RunTally) -> TrainResult:
+    def _finish(self, tally: RunTally, budget: TimeBudget | None) -> TrainResult:
         """Measure and save the end (unless a loss went bad), put the best weights back in the
         model, and say how the run ended."""
         state, reason, control = tally.state, tally.reason, self.control
         if state == "finished" and tally.evaluated_at != self.step and self.step > 0:
             self.evaluate()  # a time-budgeted run ends between evaluations: measure the end
+        if (state == "finished" and budget and self.tconf.sample_interval
+                and tally.sampled_at != self.step and self.step > 0):
+            self.live_sample()  # and shows what the model writes now
+        if budget and state == "finished" and tally.steps < FEW_STEPS and self.is_main:
+            self.bus.publish(Notice(few_steps_hint(tally, budget)))
         if state != "failed" and tally.saved_at != self.step:
             self.save("stop" if state == "stopped" else "final")
         if state == "finished" and control.stopping:

@@ -192,3 +192,53 @@ def test_a_setup_notice_reaches_the_user_exactly_once(tmp_path: Path, with_callb
     shown = told + published
     assert len(shown) == 1 and "could not download Tiny Shakespeare" in shown[0]
     assert bool(told) == with_callback
+
+
+# -- time budgets that train ---------------------------------------------------------------------
+
+
+def test_a_time_budget_paces_evaluations_and_samples_by_the_clock(
+        corpus_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """60 s on a clock that moves 0.2 s a reading: slow evaluation batches shrink eval_iters,
+    evaluations come every 20 s with a live sample each, and one of each at the end."""
+    from chargpt_tui.events import EvalProgress, Notice
+
+    trainer, events = run_trainer(corpus_file, tmp_path / "run", time_budget=60.0,
+                                  eval_iters=50, sample_interval=10, sample_chars=4)
+    monkeypatch.setattr(trainer, "time_one_eval_batch", lambda: 0.5)  # 2×50 batches: 50 s
+    ticks = iter(range(10**9))
+    trainer.clock = lambda: trainer.setup.started + 0.2 * next(ticks)
+    result = trainer.run()
+    assert result.state == "finished" and "time budget" in result.reason
+    # 10% of 60 s over 5 evaluations (start, every 20 s, end): 1.2 s each → 1 batch per split
+    # (later ones are sized from the last one's pace: on this clock they cost next to nothing)
+    progress = [e for e in events if isinstance(e, EvalProgress)]
+    assert [(e.step, e.done, e.total) for e in progress[:2]] == [(0, 1, 2), (0, 2, 2)]
+    evals = [e.step for e in events if isinstance(e, EvalDone)]
+    samples = [e.step for e in events if isinstance(e, SampleChunk) and e.final]
+    assert evals[0] == 0 and evals[-1] == result.step and 3 <= len(evals) <= 5
+    assert samples == evals[1:]  # a live sample with every evaluation after the start
+    steps = [e for e in events if isinstance(e, StepDone)]
+    assert all(e.max_iters is None for e in steps[:4])  # ~? until the pace is known
+    assert steps[-1].max_iters is not None and steps[-1].max_iters < 10**9
+    assert steps[-1].budget_seconds == 60.0 and 0 < steps[-1].budget_used <= 60.0  # type: ignore[operator]
+    assert StateChanged("evaluating") in events
+    assert any("steps trained in 1m" in e.message for e in events if isinstance(e, Notice))
+
+
+def test_a_time_budget_warms_up_over_a_small_share_of_the_time() -> None:
+    config = TrainConfig(warmup_iters=1000, learning_rate=1.0, schedule="wsd")
+    assert get_lr(10, config, progress=0.01) == pytest.approx(0.2)
+    assert get_lr(10, config, progress=0.06) == 1.0  # warm after 5% of the time
+    assert get_lr(10, config) == pytest.approx(11 / 1001)  # no budget: by steps
+
+
+def test_eval_iters_fit_a_tenth_of_the_budget() -> None:
+    from chargpt_tui.train import TimeBudget
+
+    budget = TimeBudget(300.0, started=0.0, clock=lambda: 0.0)
+    assert budget.every == 30.0
+    # 12 evaluations share 30 s: 2.5 s each, at 10 ms a batch 125 per split, capped at 20
+    assert budget.eval_iters(0.01, most=20) == 20
+    assert budget.eval_iters(0.1, most=20) == 12
+    assert budget.eval_iters(5.0, most=20) == 1
