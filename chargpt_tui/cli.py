@@ -388,7 +388,7 @@ def train(
     """
 
     def go() -> None:
-        from chargpt_tui.device import set_torch_threads
+        from chargpt_tui.device import process_started, set_torch_threads
 
         set_torch_threads(run.threads)
         from chargpt_tui import distributed
@@ -403,6 +403,7 @@ def train(
                     resume=run.resume, device=launch.device, encoding=run.encoding,
                     progress=progress,
                     notice=notice if launch.is_main else None))
+            setup.started = process_started()  # a --time-budget counts the start-up too
             result = run_headless_training(setup, as_json=as_json)
         if as_json and launch.is_main:
             typer.echo(json.dumps(result.to_dict()))

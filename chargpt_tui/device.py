@@ -11,8 +11,10 @@ import contextlib
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -65,6 +67,19 @@ def machine_load() -> tuple[float, int]:
     except (AttributeError, OSError):
         load = 0.0
     return load, cores
+
+
+def process_started() -> float:
+    """When this process began, on :func:`time.monotonic`'s clock, so that a time budget
+    counts Python's and torch's start-up too (Linux; elsewhere: now)."""
+    now = time.monotonic()
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime, since boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - max(0.0, age)
 
 
 def autocast_context(device: torch.device, precision: str = "auto"

@@ -5,6 +5,7 @@ load the data. The CLI and the TUI both call :func:`prepare_run`; the result fee
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -16,7 +17,7 @@ import torch
 from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
 from chargpt_tui.data import TokenizedData, load_dataset, split_data
 from chargpt_tui.device import pick_device
-from chargpt_tui.durations import parse_duration
+from chargpt_tui.durations import format_duration, parse_duration
 from chargpt_tui.errors import ConfigError, DataError
 from chargpt_tui.model import GPTConfig
 from chargpt_tui.presets import PRESETS, RECIPES, recipe_of, resolve_preset
@@ -194,3 +195,34 @@ def refuse_to_overwrite(out_dir: Path, resume: str | Path | None) -> None:
         return
     raise ConfigError(f"{out_dir} already holds a checkpoint that this run would overwrite",
                       f"continue it with --resume {out_dir}, or pick another --out")
+
+
+# -- what to run next (the exit hints of `train` and the app) ------------------------------------
+
+PROMPTS = {"shakespeare": "ROMEO:", "python-stdlib": "def "}
+
+
+def suggested_prompt(data_name: str, vocab: str) -> str:
+    """A prompt that fits the training text (every character in its vocabulary): a name for
+    Shakespeare, ``def `` for Python sources, else '' (a newline: any text starts there)."""
+    prompt = PROMPTS.get(data_name, "")
+    return prompt if all(char in vocab for char in prompt) else ""
+
+
+def sample_command(folder: Path, data_name: str, vocab: str) -> str:
+    prompt = suggested_prompt(data_name, vocab)
+    return (f"chargpt-tui sample --checkpoint {shlex.quote(str(folder))}"
+            + (f" --prompt {shlex.quote(prompt)}" if prompt else ""))
+
+
+def continue_command(folder: Path, train_config: TrainConfig, step: int, finished: bool,
+                     app: bool = False) -> str:
+    """The command that trains a run further from its checkpoint, as the resume rules of
+    :func:`prepare_run` accept it: a run sized by a time budget needs a new budget, and a
+    finished run a further step count."""
+    command = f"chargpt-tui{'' if app else ' train'} --resume {shlex.quote(str(folder))}"
+    if train_config.time_budget:
+        return f"{command} --time-budget {format_duration(train_config.time_budget)}"
+    if finished:
+        return f"{command} --max-iters {max(2 * step, step + 1)}"
+    return command

@@ -232,6 +232,7 @@ class TimeBudget:
 
     EVAL_SHARE = 0.10  # of the budget, for all evaluations together
     WARMUP_SHARE = 0.05  # warmup ends after warmup_iters steps or this share of the time
+    SAMPLE_SHARE = 0.03  # the most one live sample may take (it stops there)
 
     def __init__(self, seconds: float, started: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -249,10 +250,10 @@ class TimeBudget:
         self.training_from = self.checked_at = self.clock()
         self.plan_the_end(evaluation_seconds)
 
-    def plan_the_end(self, seconds: float) -> None:
+    def plan_the_end(self, seconds: float, step_seconds: float = 0.0) -> None:
         """Reserve time for the last evaluation and sample (as long as the latest ones took),
-        the save and the exit."""
-        self.reserve = 1.5 * seconds + 0.5
+        the step that may still be running when the time is up, the save and the exit."""
+        self.reserve = 1.5 * seconds + step_seconds + 0.5
 
     def give_back(self, seconds: float) -> None:
         self.paused += seconds
@@ -597,8 +598,12 @@ class Trainer:
             self.model.load_state_dict(self._best_weights)
         return True
 
-    def live_sample(self) -> None:
-        """Stream a short sample from the current weights (seeded by the step: reproducible)."""
+    def live_sample(self, stoppable: bool = True, deadline: float = math.inf) -> None:
+        """Stream a short sample from the current weights (seeded by the step: reproducible).
+
+        A stop request cuts it short, unless ``stoppable`` is False (the sample that ends a run
+        by its own decision, e.g. its time budget, is part of the run); so does ``deadline`` (on
+        the trainer's clock: a time budget's share for it)."""
         if not self.is_main:
             return
         model, step = self.snapshot()
@@ -608,7 +613,7 @@ class Trainer:
         try:
             for token in stream_tokens(model, start, params):
                 self.bus.publish(SampleChunk(step, self.setup.tokenizer.vocab[token]))
-                if self.control.stopping:
+                if (stoppable and self.control.stopping) or self.clock() > deadline:
                     break
                 self.control.let_holds_run()  # a prompt typed now need not wait for the sample
         finally:  # a sample that fails still ends (views wait for its end)
@@ -758,7 +763,7 @@ class Trainer:
     def _announce(self) -> None:
         tconf = self.tconf
         self.bus.publish(TrainingStarted(
-            step=self.step, max_iters=None if self._clock_decides() else tconf.max_iters,
+            step=self.step, max_iters=None if self.clock_decides else tconf.max_iters,
             device=str(self.device), parameters=self.model.num_parameters(),
             data=self.setup.data_name, out_dir=str(self.out_dir),
             config={"model": self.mconf.to_dict(), "train": asdict(tconf),
@@ -767,7 +772,8 @@ class Trainer:
         for message in self.setup.notices:
             self.bus.publish(Notice(message))
 
-    def _clock_decides(self) -> bool:
+    @property
+    def clock_decides(self) -> bool:
         """A time budget ends the run, not a step count (its max_iters is a placeholder)."""
         return bool(self.tconf.time_budget) and self.tconf.max_iters >= UNBOUNDED_STEPS
 
@@ -810,9 +816,10 @@ class Trainer:
 
     def _live_sample_in(self, budget: TimeBudget, tally: RunTally) -> None:
         """A live sample under a time budget: the end's reserve grows to fit one."""
-        tally.sample_seconds = self._timed_in(budget, self.live_sample)
+        deadline = self.clock() + budget.SAMPLE_SHARE * budget.seconds
+        tally.sample_seconds = self._timed_in(budget, partial(self.live_sample, deadline=deadline))
         tally.sampled_at = self.step
-        budget.plan_the_end(tally.eval_seconds + tally.sample_seconds)
+        budget.plan_the_end(tally.eval_seconds + tally.sample_seconds, tally.step_time_ema or 0.0)
 
     def _wait_until_runnable(self, budget: TimeBudget | None, tally: RunTally) -> bool:
         """Park while paused or held; False when the loop should look at its requests again."""
@@ -844,7 +851,7 @@ class Trainer:
         total: int | None = max_iters
         if budget:
             eta = budget.end - self.clock()  # the command's end, as the budget clock shows it
-            if self._clock_decides():  # the step count the clock will allow, at this pace
+            if self.clock_decides:  # the step count the clock will allow, at this pace
                 total = (None if tally.steps < PACE_STEPS or not progress
                          else min(max_iters, max(self.step, round(self.step / progress))))
         self.bus.publish(StepDone(
@@ -863,7 +870,8 @@ class Trainer:
         tally.eval_seconds = self._timed_in(budget, self.evaluate)
         if budget:
             budget.evaluated()
-            budget.plan_the_end(tally.eval_seconds + tally.sample_seconds)
+            budget.plan_the_end(tally.eval_seconds + tally.sample_seconds,
+                                tally.step_time_ema or 0.0)
         tally.evaluated_at = self.step
         self.save("eval" if self.step < self.tconf.max_iters else "final")
         tally.saved_at = self.step
@@ -876,7 +884,7 @@ class Trainer:
             self.evaluate()  # a time-budgeted run ends between evaluations: measure the end
         if (state == "finished" and budget and self.tconf.sample_interval
                 and tally.sampled_at != self.step and self.step > 0):
-            self.live_sample()  # and shows what the model writes now
+            self.live_sample(stoppable=False, deadline=budget.end - 1.0)  # what it writes now
         if budget and state == "finished" and tally.steps < FEW_STEPS and self.is_main:
             self.bus.publish(Notice(few_steps_hint(tally, budget)))
         if state != "failed" and tally.saved_at != self.step:
