@@ -24,7 +24,14 @@ from chargpt_tui import distributed, history
 from chargpt_tui.checkpoint import FORMAT_VERSION, clean_stale_temp_files, save_checkpoint
 from chargpt_tui.control import TrainerControl
 from chargpt_tui.data import TokenizedData, get_batch
-from chargpt_tui.device import autocast_context, machine_load, use_tf32_matmuls
+from chargpt_tui.device import (
+    autocast_context,
+    machine_load,
+    pick_threads,
+    thread_candidates,
+    threads_given,
+    use_tf32_matmuls,
+)
 from chargpt_tui.durations import format_duration
 from chargpt_tui.errors import CheckpointError, ConfigError, UserError
 from chargpt_tui.events import (
@@ -57,6 +64,9 @@ OPTIMIZERS = ("adamw", "muon")
 UNBOUNDED_STEPS = 10**9  # max_iters of a run that its time budget ends
 PACE_STEPS = 5  # steps timed before a time budget's step count is estimated
 FEW_STEPS = 50  # a budgeted run that trained fewer says why
+# The app's steps go in this many slices, a waiting prompt let in between them: it waits for a
+# slice, not a whole step. Measured by benchmarks/micro_batches.py (docs/threads-and-budgets.md).
+APP_MICRO_BATCHES = 4
 SCHEDULES = ("cosine", "wsd")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -296,12 +306,31 @@ class RunTally:
     eval_seconds: float = 0.0  # the latest evaluation's and live sample's cost
     sample_seconds: float = 0.0
     sampled_at: int = -1
+    picked_at: float | None = None  # when torch's threads were last picked (None: not picked)
+    pace_after_pick: float | None = None  # the step time just after that
+    picked_by_load: bool = False  # by the load average, not by timing
     step_time_ema: float | None = None
     last_loss: float | None = None
     saved_at: int = -1
     evaluated_at: int = -1
     state: str = "finished"  # finished / stopped / failed
     reason: str = ""
+
+    def threads_picked(self, now: float, by_load: bool) -> None:
+        self.picked_at, self.pace_after_pick, self.picked_by_load = now, None, by_load
+
+    def pace_dropped(self, now: float) -> bool:
+        """Time to pick threads again: steps take over twice as long as just after the last
+        pick (at most one look every 30 s), or a pick made by the load is a minute old."""
+        if self.step_time_ema is None or self.picked_at is None:
+            return False
+        if self.picked_by_load:
+            return now - self.picked_at > 60
+        if self.pace_after_pick is None:
+            if self.steps >= PACE_STEPS:
+                self.pace_after_pick = self.step_time_ema
+            return False
+        return self.step_time_ema > 2 * self.pace_after_pick and now - self.picked_at > 30
 
     def add_step(self, seconds: float, loss: float) -> None:
         self.train_time += seconds
@@ -388,7 +417,8 @@ class TrainResult:
 class Trainer:
     """Owns model, optimizer, data RNG and step counter; :meth:`run` trains to ``max_iters``."""
 
-    def __init__(self, setup: RunSetup, bus: EventBus | None = None) -> None:
+    def __init__(self, setup: RunSetup, bus: EventBus | None = None,
+                 micro_batches: int = 1) -> None:
         self.setup = setup
         self.bus = bus or EventBus()
         self.control = TrainerControl()
@@ -425,6 +455,8 @@ class Trainer:
         if self.dist:
             self.train_model = distributed.wrap_model(self.dist, self.train_model)
         self._weights_lock = threading.Lock()  # held while weights change (for snapshots)
+        # Slices per batch, with a prompt let in between them (the app); 1: a step in one go.
+        self.micro_batches = max(1, min(micro_batches, self.tconf.batch_size))
         self.clock: Callable[[], float] = time.monotonic  # what a time budget is measured by
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -631,6 +663,10 @@ class Trainer:
         """One optimizer step (with gradient accumulation); returns the mean loss.
 
         ``progress`` (0..1) places a time-budgeted run on its schedule; else the step does.
+        With ``micro_batches`` > 1 each batch goes through in that many slices, their losses
+        weighted by their share of the batch: the same gradient (up to the order of float
+        additions), and between slices a waiting prompt may run (``let_holds_run``) while the
+        weights stay as they were.
         """
         lr = get_lr(self.step, self.tconf, progress)
         scale = lr / self.tconf.learning_rate
@@ -638,14 +674,21 @@ class Trainer:
             peak = self.tconf.muon_lr if group.get("muon") else self.tconf.learning_rate
             group["lr"] = peak * scale
         total = 0.0
-        last = self.tconf.grad_accum_steps - 1
-        for micro_step in range(self.tconf.grad_accum_steps):
+        accum = self.tconf.grad_accum_steps
+        for micro_step in range(accum):
             x, y = self._batch()
-            with distributed.gradient_sync(self.train_model, micro_step == last):
-                with autocast_context(self.device, self.tconf.precision):
-                    _, loss = self.train_model(x, y)
-                (loss / self.tconf.grad_accum_steps).backward()
-            total += loss.item()
+            slices = list(zip(x.tensor_split(self.micro_batches),
+                              y.tensor_split(self.micro_batches), strict=True))
+            for index, (xs, ys) in enumerate(slices):
+                if index:
+                    self.control.let_holds_run()
+                share = len(xs) / len(x)  # slice mean × share, summed: the batch's mean
+                last = micro_step == accum - 1 and index == len(slices) - 1
+                with distributed.gradient_sync(self.train_model, last):
+                    with autocast_context(self.device, self.tconf.precision):
+                        _, loss = self.train_model(xs, ys)
+                    (loss * share / accum).backward()
+                total += loss.item() * share
         loss_value = total / self.tconf.grad_accum_steps
         if self.dist:  # all ranks must agree on a non-finite loss, or one stops and one waits
             loss_value = distributed.mean_over_ranks(self.dist, loss_value)
@@ -723,6 +766,7 @@ class Trainer:
                          * tconf.grad_accum_steps * (self.dist.world_size if self.dist else 1),
                          started=self.clock())
         control.clock = self.clock  # parked time and the budget on one clock
+        self._pick_threads(tally)
         budget = self._first_evaluation(tally)
         rules = StopRules(tconf)
         self.bus.publish(StateChanged("training"))
@@ -749,6 +793,8 @@ class Trainer:
                 self.bus.publish(Notice(reason, level="error"))
                 break
             self._report_step(loss, progress, budget, tally)
+            if tally.pace_dropped(self.clock()):
+                self._pick_threads(tally)
             if self._evaluation_due(budget):
                 self._evaluate_and_save(tally, budget)
                 if reason := rules.patience_used(self):
@@ -776,6 +822,40 @@ class Trainer:
     def clock_decides(self) -> bool:
         """A time budget ends the run, not a step count (its max_iters is a placeholder)."""
         return bool(self.tconf.time_budget) and self.tconf.max_iters >= UNBOUNDED_STEPS
+
+    def _pick_threads(self, tally: RunTally) -> None:
+        """On a CPU, train on the thread count that is fastest now (unless --threads fixed it):
+        on a busy machine one thread can beat all of them many times over. Busy by the load
+        average (more runnable jobs than cores): one thread, without timing the others (one
+        thrashing probe step took 30 s here); else by timing each count."""
+        candidates = thread_candidates()
+        if (self.device.type != "cpu" or self.dist is not None or threads_given()
+                or len(candidates) < 2):
+            return
+        before = torch.get_num_threads()
+        load, cores = machine_load()
+        if load >= cores:
+            torch.set_num_threads(1)
+            message = (f"busy machine (load average {load:.1f} on {cores} cores): training on "
+                       "1 thread (--threads overrides)")
+        else:
+            choice = pick_threads(self.probe_step, candidates)
+            message = choice.message()
+        tally.threads_picked(self.clock(), by_load=load >= cores)
+        if tally.steps == 0 or torch.get_num_threads() != before:  # at the start, then changes
+            self.bus.publish(Notice(message, level="info"))
+
+    def probe_step(self) -> None:
+        """A forward and backward pass like a training step's, that changes nothing: no
+        optimizer step, the gradients dropped, the random streams put back."""
+        rng = torch.get_rng_state()
+        x, y = get_batch(self.data.train, self.mconf.block_size, self.tconf.batch_size,
+                         torch.Generator().manual_seed(self.tconf.seed))
+        with autocast_context(self.device, self.tconf.precision):
+            _, loss = self.model(x.to(self.device), y.to(self.device))
+        loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.set_rng_state(rng)
 
     def _first_evaluation(self, tally: RunTally) -> TimeBudget | None:
         """Evaluate the untrained model (a fresh run), and start the time budget's clock with a
@@ -837,11 +917,12 @@ class Trainer:
     def _timed_step(self, progress: float | None, tally: RunTally) -> float:
         """One optimizer step, timed into the tally (the first one may fall back from
         torch.compile)."""
-        started = time.perf_counter()
+        started, parked = time.perf_counter(), self.control.parked_in_work
         loss: float = (self._with_compile_fallback(partial(self.train_step, progress))
                        if tally.trained_tokens == 0 else self.train_step(progress))
-        if math.isfinite(loss):
-            tally.add_step(time.perf_counter() - started, loss)
+        if math.isfinite(loss):  # a prompt let in between micro-batches is not the step's time
+            tally.add_step(time.perf_counter() - started
+                           - (self.control.parked_in_work - parked), loss)
         return loss
 
     def _report_step(self, loss: float, progress: float | None, budget: TimeBudget | None,
