@@ -933,8 +933,9 @@ class Trainer:
         if budget:
             eta = budget.end - self.clock()  # the command's end, as the budget clock shows it
             if self.clock_decides:  # the step count the clock will allow, at this pace
+                resumed_at = self.step - tally.steps
                 total = (None if tally.steps < PACE_STEPS or not progress
-                         else min(max_iters, max(self.step, round(self.step / progress))))
+                         else min(max_iters, resumed_at + round(tally.steps / progress)))
         self.bus.publish(StepDone(
             step=self.step, max_iters=total, loss=loss,
             lr=self.optimizer.param_groups[0]["lr"],  # AdamW's groups come first
