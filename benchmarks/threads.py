@@ -68,7 +68,7 @@ def measure(preset: str, data: str, steps: int, rounds: int, loaded: bool) -> di
     trainer = Trainer(setup)
     most = max(thread_candidates())
     variants = sorted({1, most})
-    speeds: dict[str, list[float]] = {str(n): [] for n in variants} | {"auto": []}
+    speeds: dict[str, list[float]] = {name: [] for name in [*map(str, variants), "auto"]}
     picks: list[int] = []
     pick_seconds: list[float] = []
     with competing_job(loaded):
