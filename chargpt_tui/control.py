@@ -135,9 +135,10 @@ class TrainerControl:
         return self._running.is_set()
 
     def let_holds_run(self) -> None:
-        """Inside long work that leaves the weights alone (an evaluation, a live sample): if
-        someone holds training, park here until they are done, as at a step boundary. Without
-        it a prompt typed during an evaluation would wait for the whole evaluation."""
+        """Inside long work that leaves the weights alone (an evaluation, a live sample, the
+        micro-batches of a step before its optimizer step): if someone holds training, park
+        here until they are done, as at a step boundary. Without it a prompt typed during an
+        evaluation would wait for the whole evaluation."""
         while not self._no_holds.is_set() and not self.stopping:
             parked = self.clock()
             self._parked.set()
@@ -146,6 +147,11 @@ class TrainerControl:
             # either sees us parked and is let run by the loop's next look, or waits for us.
             self._parked.clear()
             self._parked_in_work += self.clock() - parked
+
+    @property
+    def parked_in_work(self) -> float:
+        """Seconds :meth:`let_holds_run` parked since :meth:`take_parked_in_work` last took them."""
+        return self._parked_in_work
 
     def take_parked_in_work(self) -> float:
         """Seconds :meth:`let_holds_run` parked since the last call: not the run's own time (a

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import statistics
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -43,13 +48,107 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+_THREADS_GIVEN: list[int] = []  # the --threads value, once given: no automatic choice then
+
+
 def set_torch_threads(threads: int | None) -> None:
-    """``--threads``: torch's CPU threads for this process (None keeps torch's default)."""
+    """``--threads``: torch's CPU threads for this process (None keeps torch's default, and
+    lets training pick by measuring: :func:`pick_threads`)."""
     if threads is None:
         return
     if threads < 1:
         raise ConfigError("--threads must be at least 1")
     torch.set_num_threads(threads)
+    _THREADS_GIVEN[:] = [threads]
+
+
+def threads_given() -> bool:
+    """True when ``--threads`` fixed torch's threads (the automatic choice stays off)."""
+    return bool(_THREADS_GIVEN)
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """What :func:`pick_threads` measured: the median seconds of the work per thread count."""
+
+    threads: int
+    seconds: dict[int, float]
+
+    def message(self) -> str:
+        """One line for the user: which count won, and by how much over the other(s)."""
+        own = self.seconds[self.threads]
+        others = {n: t for n, t in self.seconds.items() if n != self.threads}
+        runner_up = min(others, key=lambda n: others[n])
+        factor = others[runner_up] / own if own else 1.0
+        plural = "s" if self.threads > 1 else ""
+        comparison = f"{factor:.1f}× faster here than {runner_up}"
+        if self.threads == 1:
+            return f"busy machine: training on 1 thread, {comparison} (--threads overrides)"
+        return f"training on {self.threads} thread{plural}, {comparison} (--threads overrides)"
+
+
+DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice (the cores), before any change
+
+
+def thread_candidates() -> list[int]:
+    """1, half and all of torch's default threads (the cores): what :func:`pick_threads` tries."""
+    return sorted({1, max(1, DEFAULT_THREADS // 2), DEFAULT_THREADS})
+
+
+def pick_threads(work: Callable[[], object], candidates: list[int], rounds: int = 3,
+                 time_limit: float = 3.0) -> ThreadChoice:
+    """Time ``work`` at each thread count, alternating them (so a change in the machine's load
+    hits all alike), keep the fastest by median, and set it.
+
+    Other jobs on the same cores can make more threads far slower than one: OpenMP threads spin
+    and wait at every barrier for a core another process holds (25× here, load 3–5 on 2 cores).
+    At most ``rounds`` rounds; none after ``time_limit`` seconds or once one count is twice as
+    fast as another (one round at least).
+    """
+    timings: dict[int, list[float]] = {n: [] for n in candidates}
+    torch.set_num_threads(min(candidates))
+    work()  # warm-up (allocations), timed by no one, on the fewest threads: cheap when busy
+    started = time.perf_counter()
+    for _ in range(rounds):
+        for threads in candidates:
+            torch.set_num_threads(threads)
+            begun = time.perf_counter()
+            work()
+            timings[threads].append(time.perf_counter() - begun)
+        medians = [statistics.median(t) for t in timings.values()]
+        if time.perf_counter() - started > time_limit or max(medians) > 2 * min(medians):
+            break  # out of time, or the answer is plain already
+    seconds = {n: statistics.median(t) for n, t in timings.items()}
+    best = min(candidates, key=lambda n: (seconds[n], -n))
+    torch.set_num_threads(best)
+    return ThreadChoice(best, seconds)
+
+
+def machine_load() -> tuple[float, int]:
+    """(the 1-minute load average, the CPU cores this process may use); load 0.0 where the
+    system does not tell."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return load, cores
+
+
+def process_started() -> float:
+    """When this process began, on :func:`time.monotonic`'s clock, so that a time budget
+    counts Python's and torch's start-up too (Linux; elsewhere: now)."""
+    now = time.monotonic()
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime, since boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - max(0.0, age)
 
 
 def autocast_context(device: torch.device, precision: str = "auto"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class TrainingStarted:
     step: int  # > 0 when resuming
-    max_iters: int
+    max_iters: int | None  # None: a time budget ends the run (the steps it allows are not known)
     device: str
     parameters: int
     data: str
@@ -26,12 +26,16 @@ class TrainingStarted:
 @dataclass(frozen=True)
 class StepDone:
     step: int
-    max_iters: int
+    max_iters: int | None  # None: a time budget decides, and its pace is not known yet
     loss: float
     lr: float
     tokens_per_second: float  # smoothed over recent steps
     elapsed: float  # seconds spent training (pauses excluded)
     eta: float  # seconds left at the recent pace
+    # Under a time budget: the budget clock, wall-clock seconds since the command started
+    # (pauses excluded), out of budget_seconds. None without a budget.
+    budget_used: float | None = None
+    budget_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,15 @@ class EvalDone:
     val_loss: float
     best_val_loss: float
     best_step: int | None = None  # the step of best_val_loss (None in runs logged before it)
+
+
+@dataclass(frozen=True)
+class EvalProgress:
+    """An evaluation under way (the state is "evaluating"): ``done`` of ``total`` batches."""
+
+    step: int
+    done: int
+    total: int
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class SampleChunk:
 
 @dataclass(frozen=True)
 class StateChanged:
-    state: str  # "training", "paused", "finished", "stopped", "failed"
+    state: str  # "training", "evaluating", "paused", "finished", "stopped", "failed"
     reason: str = ""
 
 
@@ -73,8 +86,8 @@ class Notice:
     level: str = "warning"  # "info", "warning" or "error"
 
 
-Event = (TrainingStarted | StepDone | EvalDone | CheckpointSaved | SampleChunk | StateChanged
-         | Notice)
+Event = (TrainingStarted | StepDone | EvalProgress | EvalDone | CheckpointSaved | SampleChunk
+         | StateChanged | Notice)
 Subscriber = Callable[[Event], None]
 
 

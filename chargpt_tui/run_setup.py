@@ -6,6 +6,7 @@ starts from (defined next to the Trainer, so train.py never imports this module)
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import fields, replace
@@ -15,13 +16,13 @@ from typing import Any
 from chargpt_tui.checkpoint import load_checkpoint, resolve_checkpoint
 from chargpt_tui.data import encode_corpus, load_dataset, split_tokens
 from chargpt_tui.device import pick_device
-from chargpt_tui.durations import parse_duration
+from chargpt_tui.durations import format_duration, parse_duration
 from chargpt_tui.errors import ConfigError, DataError
 from chargpt_tui.model import GPTConfig
 from chargpt_tui.presets import PRESETS, RECIPES, resolve_preset
 from chargpt_tui.runs import CHECKPOINT_NAME
 from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
-from chargpt_tui.train import RunSetup, TrainConfig
+from chargpt_tui.train import UNBOUNDED_STEPS, RunSetup, TrainConfig
 
 LIVE_SAMPLE_CHARS = 160
 
@@ -115,7 +116,7 @@ def prepare_run(
         if "max_iters" in given and "time_budget" not in given:
             base.pop("time_budget", None)  # a step count asked for replaces the preset's clock
         elif (given.get("time_budget") or base.get("time_budget")) and "max_iters" not in given:
-            base["max_iters"] = 10**9  # the clock ends the run, not a step count
+            base["max_iters"] = UNBOUNDED_STEPS  # the clock ends the run, not a step count
     elif "recipe" in given:
         raise ConfigError("cannot change the recipe when resuming",
                           "drop --recipe, or start a new run without --resume")
@@ -175,3 +176,34 @@ def refuse_to_overwrite(out_dir: Path, resume: str | Path | None) -> None:
         return
     raise ConfigError(f"{out_dir} already holds a checkpoint that this run would overwrite",
                       f"continue it with --resume {out_dir}, or pick another --out")
+
+
+# -- what to run next (the exit hints of `train` and the app) ------------------------------------
+
+PROMPTS = {"shakespeare": "ROMEO:", "python-stdlib": "def "}
+
+
+def suggested_prompt(data_name: str, vocab: str) -> str:
+    """A prompt that fits the training text (every character in its vocabulary): a name for
+    Shakespeare, ``def `` for Python sources, else '' (a newline: any text starts there)."""
+    prompt = PROMPTS.get(data_name, "")
+    return prompt if all(char in vocab for char in prompt) else ""
+
+
+def sample_command(folder: Path, data_name: str, vocab: str) -> str:
+    prompt = suggested_prompt(data_name, vocab)
+    return (f"chargpt-tui sample --checkpoint {shlex.quote(str(folder))}"
+            + (f" --prompt {shlex.quote(prompt)}" if prompt else ""))
+
+
+def continue_command(folder: Path, train_config: TrainConfig, step: int, finished: bool,
+                     app: bool = False) -> str:
+    """The command that trains a run further from its checkpoint, as the resume rules of
+    :func:`prepare_run` accept it: a run sized by a time budget needs a new budget, and a
+    finished run a further step count."""
+    command = f"chargpt-tui{'' if app else ' train'} --resume {shlex.quote(str(folder))}"
+    if train_config.time_budget:
+        return f"{command} --time-budget {format_duration(train_config.time_budget)}"
+    if finished:
+        return f"{command} --max-iters {max(2 * step, step + 1)}"
+    return command

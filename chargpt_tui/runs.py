@@ -23,6 +23,7 @@ from chargpt_tui.errors import UserError
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
+    EvalProgress,
     Event,
     Notice,
     SampleChunk,
@@ -37,7 +38,8 @@ METRICS_NAME = "metrics.jsonl"  # what MetricsWriter writes in every run folder
 CHECKPOINT_NAME = "ckpt.pt"  # the latest state: weights, optimizer, RNG — what --resume uses
 BEST_NAME = "best.pt"  # weights with the lowest validation loss so far — what sampling prefers
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
-    TrainingStarted, StepDone, EvalDone, CheckpointSaved, SampleChunk, StateChanged, Notice)}
+    TrainingStarted, StepDone, EvalProgress, EvalDone, CheckpointSaved, SampleChunk, StateChanged,
+    Notice)}
 # Metrics are read backwards in blocks of this size; one block (~1000 steps) usually suffices.
 BLOCK_BYTES = 256 * 1024
 

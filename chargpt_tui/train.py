@@ -24,12 +24,20 @@ from chargpt_tui import distributed, history
 from chargpt_tui.checkpoint import FORMAT_VERSION, clean_stale_temp_files, save_checkpoint
 from chargpt_tui.control import TrainerControl
 from chargpt_tui.data import TokenizedData, get_batch
-from chargpt_tui.device import autocast_context, use_tf32_matmuls
+from chargpt_tui.device import (
+    autocast_context,
+    machine_load,
+    pick_threads,
+    thread_candidates,
+    threads_given,
+    use_tf32_matmuls,
+)
 from chargpt_tui.durations import format_duration
 from chargpt_tui.errors import CheckpointError, ConfigError, UserError
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
+    EvalProgress,
     EventBus,
     Notice,
     SampleChunk,
@@ -51,6 +59,12 @@ from chargpt_tui.sampling import SamplingParams, stream_tokens
 from chargpt_tui.tokenizer import CharTokenizer
 
 OPTIMIZERS = ("adamw", "muon")
+UNBOUNDED_STEPS = 10**9  # max_iters of a run that its time budget ends
+PACE_STEPS = 5  # steps timed before a time budget's step count is estimated
+FEW_STEPS = 50  # a budgeted run that trained fewer says why
+# The app's steps go in this many slices, a waiting prompt let in between them: it waits for a
+# slice, not a whole step. Measured by benchmarks/micro_batches.py (docs/threads-and-budgets.md).
+APP_MICRO_BATCHES = 4
 SCHEDULES = ("cosine", "wsd")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -133,9 +147,15 @@ def get_lr(step: int, config: TrainConfig, progress: float | None = None) -> flo
     ``schedule="wsd"`` (warmup–stable–decay) holds the peak and decays linearly over the last
     ``cooldown_frac`` of the run: the flat part needs no knowledge of the run's length, so a
     run measured in *time* (``progress``: the share of the time budget used) fits it exactly.
+    Under a time budget the warmup also ends after 5% of the time: a slow machine that allows
+    few steps should not spend them all warming up.
     """
     if step < config.warmup_iters:
-        return config.learning_rate * (step + 1) / (config.warmup_iters + 1)
+        warm = (step + 1) / (config.warmup_iters + 1)
+        if progress is not None:  # a time budget: warm up over a small share of the time at most
+            warm = max(warm, progress / TimeBudget.WARMUP_SHARE)
+        if warm < 1.0:
+            return config.learning_rate * warm
     if progress is None:
         progress = min(1.0, (step - config.warmup_iters)
                        / max(1, config.decay_iters - config.warmup_iters))
@@ -211,21 +231,37 @@ class TimeBudget:
     """A wall-clock budget for a whole command, turned into the schedule's progress (0 → 1).
 
     Counted from when the command started (``RunSetup.started``), so start-up and data loading
-    are inside it; time spent paused (or holding for a prompt) is given back; the last evaluation
-    and save get a reserve sized from the first evaluation, so the command ends on time.
+    are inside it; time spent paused (or holding for a prompt) is given back; the last evaluation,
+    live sample and save get a reserve sized from the latest ones, so the command ends on time.
+
+    It also paces the run's checks by the clock, not by steps: an evaluation (and a live
+    sample) every ``every`` seconds, together costing at most ``EVAL_SHARE`` of the budget.
     """
+
+    EVAL_SHARE = 0.10  # of the budget, for all evaluations together
+    WARMUP_SHARE = 0.05  # warmup ends after warmup_iters steps or this share of the time
+    SAMPLE_SHARE = 0.03  # the most one live sample may take (it stops there)
 
     def __init__(self, seconds: float, started: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
+        self.seconds = seconds
+        self.started = started
         self.end = started + seconds
         self.training_from = clock()
         self.reserve = 0.0
         self.paused = 0.0
+        self.every = min(30.0, max(20.0, seconds / 10))  # seconds between evaluations
+        self.checked_at = self.training_from
 
     def start_training(self, evaluation_seconds: float) -> None:
-        self.training_from = self.clock()
-        self.reserve = 1.5 * evaluation_seconds + 0.5  # the final evaluation, save and exit
+        self.training_from = self.checked_at = self.clock()
+        self.plan_the_end(evaluation_seconds)
+
+    def plan_the_end(self, seconds: float, step_seconds: float = 0.0) -> None:
+        """Reserve time for the last evaluation and sample (as long as the latest ones took),
+        the step that may still be running when the time is up, the save and the exit."""
+        self.reserve = 1.5 * seconds + step_seconds + 0.5
 
     def give_back(self, seconds: float) -> None:
         self.paused += seconds
@@ -236,6 +272,124 @@ class TimeBudget:
     def progress(self) -> float:
         used = self.clock() - self.training_from - self.paused
         return 1.0 if self.usable() <= 0 else min(1.0, used / self.usable())
+
+    def used(self) -> float:
+        """Wall-clock seconds of the budget spent so far (pauses excluded): the budget clock."""
+        return max(0.0, self.clock() - self.started - self.paused)
+
+    def evaluation_due(self) -> bool:
+        return self.clock() - self.checked_at >= self.every
+
+    def evaluated(self) -> None:
+        self.checked_at = self.clock()
+
+    def eval_iters(self, batch_seconds: float, most: int) -> int:
+        """Batches per split for each evaluation, so that all of them (one every ``every``
+        seconds, one at the start and one at the end) fit in ``EVAL_SHARE`` of the budget."""
+        evaluations = self.seconds // self.every + 2
+        per_evaluation = self.EVAL_SHARE * self.seconds / evaluations
+        return max(1, min(most, int(per_evaluation / (2 * max(batch_seconds, 1e-6)))))
+
+
+@dataclass
+class RunTally:
+    """What one call of :meth:`Trainer.run` has done so far, and how it ended."""
+
+    tokens_per_step: int
+    started: float = 0.0  # the trainer's clock when run() began
+    paused: float = 0.0  # seconds parked (paused by the user, or holding for a prompt)
+    train_time: float = 0.0  # seconds inside optimizer steps
+    steps: int = 0
+    trained_tokens: int = 0
+    eval_seconds: float = 0.0  # the latest evaluation's and live sample's cost
+    sample_seconds: float = 0.0
+    sampled_at: int = -1
+    picked_at: float | None = None  # when torch's threads were last picked (None: not picked)
+    pace_after_pick: float | None = None  # the step time just after that
+    picked_by_load: bool = False  # by the load average, not by timing
+    step_time_ema: float | None = None
+    last_loss: float | None = None
+    saved_at: int = -1
+    evaluated_at: int = -1
+    state: str = "finished"  # finished / stopped / failed
+    reason: str = ""
+
+    def threads_picked(self, now: float, by_load: bool) -> None:
+        self.picked_at, self.pace_after_pick, self.picked_by_load = now, None, by_load
+
+    def pace_dropped(self, now: float) -> bool:
+        """Time to pick threads again: steps take over twice as long as just after the last
+        pick (at most one look every 30 s), or a pick made by the load is a minute old."""
+        if self.step_time_ema is None or self.picked_at is None:
+            return False
+        if self.picked_by_load:
+            return now - self.picked_at > 60
+        if self.pace_after_pick is None:
+            if self.steps >= PACE_STEPS:
+                self.pace_after_pick = self.step_time_ema
+            return False
+        return self.step_time_ema > 2 * self.pace_after_pick and now - self.picked_at > 30
+
+    def add_step(self, seconds: float, loss: float) -> None:
+        self.train_time += seconds
+        self.steps += 1
+        self.trained_tokens += self.tokens_per_step
+        self.step_time_ema = (seconds if self.step_time_ema is None
+                              else 0.9 * self.step_time_ema + 0.1 * seconds)
+        self.last_loss = loss
+
+
+class StopRules:
+    """When a run ends by itself: its time budget is used, its val loss stopped improving
+    (patience), or its loss is no longer a number. (``max_iters`` is the loop's own bound.)
+
+    ``finishing`` records that the run itself decided to end, so the stop that follows counts
+    as finished, not as stopped by the user.
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.finishing = False
+
+    def out_of_time(self, progress: float | None) -> str | None:
+        if progress is None or progress < 1.0:
+            return None
+        self.finishing = True
+        return f"time budget of {format_duration(self.config.time_budget or 0)} used"
+
+    def patience_used(self, trainer: Trainer) -> str | None:
+        patience = self.config.patience
+        if not patience or trainer.evals_since_best < patience:
+            return None
+        self.finishing = True
+        return (f"early stop: val has not improved for {patience} evaluations (best "
+                f"{trainer.best_val_loss:.4f} at step {trainer.best_step})")
+
+    @staticmethod
+    def bad_loss(loss: float, step: int, checkpoint_kept: bool) -> str | None:
+        if math.isfinite(loss):
+            return None
+        kept = ("kept the last good checkpoint" if checkpoint_kept
+                else "no checkpoint had been saved yet")
+        return (f"loss became {loss} at step {step}; stopped and {kept} — "
+                "try a lower --learning-rate")
+
+
+def few_steps_hint(tally: RunTally, budget: TimeBudget) -> str:
+    """Why a time-budgeted run trained so few steps, and what to do about it."""
+    step_seconds = tally.train_time / tally.steps if tally.steps else 0.0
+    start_up = budget.training_from - budget.started
+    load, cores = machine_load()
+    causes = [f"each step took {step_seconds:.2f} s" if tally.steps else "no step fitted"]
+    if start_up > 0.3 * budget.seconds:
+        causes.append(f"start-up and the first evaluation took {start_up:.0f} s")
+    if load > cores:
+        causes.append(f"the machine is busy (load average {load:.1f} on {cores} cores)")
+    advice = "give it a longer --time-budget or a smaller model (--preset tiny)"
+    if load > cores and torch.get_num_threads() > 1:
+        advice += ", or try --threads 1"
+    return (f"only {tally.steps} steps trained in {format_duration(budget.seconds)}: "
+            f"{'; '.join(causes)} — {advice}")
 
 
 @dataclass
@@ -283,7 +437,8 @@ class RunSetup:
 class Trainer:
     """Owns model, optimizer, data RNG and step counter; :meth:`run` trains to ``max_iters``."""
 
-    def __init__(self, setup: RunSetup, bus: EventBus | None = None) -> None:
+    def __init__(self, setup: RunSetup, bus: EventBus | None = None,
+                 micro_batches: int = 1) -> None:
         self.setup = setup
         self.bus = bus or EventBus()
         self.control = TrainerControl()
@@ -311,6 +466,7 @@ class Trainer:
         self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory, see evaluate
         self.evals_since_best = 0
         self.last_eval: dict[str, float] | None = None
+        self.eval_iters = self.tconf.eval_iters  # batches per split; a time budget may shrink it
         if setup.resume is not None:
             self._restore(setup.resume)
         self.train_model: torch.nn.Module = self.model
@@ -319,6 +475,8 @@ class Trainer:
         if self.dist:
             self.train_model = distributed.wrap_model(self.dist, self.train_model)
         self._weights_lock = threading.Lock()  # held while weights change (for snapshots)
+        # Slices per batch, with a prompt let in between them (the app); 1: a step in one go.
+        self.micro_batches = max(1, min(micro_batches, self.tconf.batch_size))
         self.clock: Callable[[], float] = time.monotonic  # what a time budget is measured by
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -438,11 +596,22 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         if not self.is_main:  # the other ranks wait for rank 0 at the next collective call
             return {}
+        self.bus.publish(StateChanged("evaluating"))
+        total, done, shown_at = 2 * self.eval_iters, 0, -math.inf
+
+        def between_batches() -> None:  # progress a few times a second, and a prompt let in
+            nonlocal done, shown_at
+            done += 1
+            if done == total or time.monotonic() - shown_at >= 0.25:
+                shown_at = time.monotonic()
+                self.bus.publish(EvalProgress(self.step, done, total))
+            self.control.let_holds_run()
+
         # the unwrapped module: a forward through DDP on rank 0 alone would wait for the others
         losses = estimate_loss(distributed.unwrap(self.train_model), self.data,
-                               self.mconf.block_size, self.tconf.batch_size,
-                               self.tconf.eval_iters, self.device, self.tconf.seed,
-                               self.tconf.precision, between_batches=self.control.let_holds_run)
+                               self.mconf.block_size, self.tconf.batch_size, self.eval_iters,
+                               self.device, self.tconf.seed, self.tconf.precision,
+                               between_batches=between_batches)
         self.last_eval = losses
         if self.best_val_loss is None or losses["val"] < self.best_val_loss:
             self.best_val_loss, self.best_step = losses["val"], self.step
@@ -456,7 +625,21 @@ class Trainer:
             self.bus.publish(Notice(problem))
         self.bus.publish(EvalDone(self.step, losses["train"], losses["val"], self.best_val_loss,
                                   self.best_step))
+        self.bus.publish(StateChanged("training"))
         return losses
+
+    def time_one_eval_batch(self) -> float:
+        """Seconds one evaluation batch takes now: what a time budget sizes eval_iters from."""
+        x, y = get_batch(self.data.val, self.mconf.block_size, self.tconf.batch_size,
+                         torch.Generator().manual_seed(self.tconf.seed))
+        was_training = self.model.training
+        self.model.eval()
+        started = time.perf_counter()
+        with torch.no_grad(), autocast_context(self.device, self.tconf.precision):
+            _, loss = self.model(x.to(self.device), y.to(self.device))
+            loss.item()  # waits for the device
+        self.model.train(was_training)
+        return time.perf_counter() - started
 
     def restore_best(self) -> bool:
         """Put the best-validation weights back into the model (after the run): what the user
@@ -467,8 +650,12 @@ class Trainer:
             self.model.load_state_dict(self._best_weights)
         return True
 
-    def live_sample(self) -> None:
-        """Stream a short sample from the current weights (seeded by the step: reproducible)."""
+    def live_sample(self, stoppable: bool = True, deadline: float = math.inf) -> None:
+        """Stream a short sample from the current weights (seeded by the step: reproducible).
+
+        A stop request cuts it short, unless ``stoppable`` is False (the sample that ends a run
+        by its own decision, e.g. its time budget, is part of the run); so does ``deadline`` (on
+        the trainer's clock: a time budget's share for it)."""
         if not self.is_main:
             return
         model, step = self.snapshot()
@@ -478,7 +665,7 @@ class Trainer:
         try:
             for token in stream_tokens(model, start, params):
                 self.bus.publish(SampleChunk(step, self.setup.tokenizer.vocab[token]))
-                if self.control.stopping:
+                if (stoppable and self.control.stopping) or self.clock() > deadline:
                     break
                 self.control.let_holds_run()  # a prompt typed now need not wait for the sample
         finally:  # a sample that fails still ends (views wait for its end)
@@ -496,6 +683,10 @@ class Trainer:
         """One optimizer step (with gradient accumulation); returns the mean loss.
 
         ``progress`` (0..1) places a time-budgeted run on its schedule; else the step does.
+        With ``micro_batches`` > 1 each batch goes through in that many slices, their losses
+        weighted by their share of the batch: the same gradient (up to the order of float
+        additions), and between slices a waiting prompt may run (``let_holds_run``) while the
+        weights stay as they were.
         """
         lr = get_lr(self.step, self.tconf, progress)
         scale = lr / self.tconf.learning_rate
@@ -503,14 +694,21 @@ class Trainer:
             peak = self.tconf.muon_lr if group.get("muon") else self.tconf.learning_rate
             group["lr"] = peak * scale
         total = 0.0
-        last = self.tconf.grad_accum_steps - 1
-        for micro_step in range(self.tconf.grad_accum_steps):
+        accum = self.tconf.grad_accum_steps
+        for micro_step in range(accum):
             x, y = self._batch()
-            with distributed.gradient_sync(self.train_model, micro_step == last):
-                with autocast_context(self.device, self.tconf.precision):
-                    _, loss = self.train_model(x, y)
-                (loss / self.tconf.grad_accum_steps).backward()
-            total += loss.item()
+            slices = list(zip(x.tensor_split(self.micro_batches),
+                              y.tensor_split(self.micro_batches), strict=True))
+            for index, (xs, ys) in enumerate(slices):
+                if index:
+                    self.control.let_holds_run()
+                share = len(xs) / len(x)  # slice mean × share, summed: the batch's mean
+                last = micro_step == accum - 1 and index == len(slices) - 1
+                with distributed.gradient_sync(self.train_model, last):
+                    with autocast_context(self.device, self.tconf.precision):
+                        _, loss = self.train_model(xs, ys)
+                    (loss * share / accum).backward()
+                total += loss.item() * share
         loss_value = total / self.tconf.grad_accum_steps
         if self.dist:  # all ranks must agree on a non-finite loss, or one stops and one waits
             loss_value = distributed.mean_over_ranks(self.dist, loss_value)
@@ -582,103 +780,216 @@ class Trainer:
 
     def _run(self) -> TrainResult:
         tconf, control = self.tconf, self.control
+        self._announce()
+        self.model.train()
+        tally = RunTally(tokens_per_step=tconf.batch_size * self.mconf.block_size
+                         * tconf.grad_accum_steps * (self.dist.world_size if self.dist else 1),
+                         started=self.clock())
+        control.clock = self.clock  # parked time and the budget on one clock
+        self._pick_threads(tally)
+        budget = self._first_evaluation(tally)
+        rules = StopRules(tconf)
+        self.bus.publish(StateChanged("training"))
+        while self.step < tconf.max_iters:
+            stop_requested, save_requested = self._requests()
+            if stop_requested:
+                tally.state = ("finished" if rules.finishing and control.exit_code == 0
+                               else "stopped")
+                tally.reason = control.stop_reason
+                break
+            if save_requested:
+                self.save("requested")
+                tally.saved_at = self.step
+                control.rearm()  # back to paused/held if the save request woke the loop
+            if not self._wait_until_runnable(budget, tally):
+                continue
+            progress = budget.progress() if budget else None
+            if reason := rules.out_of_time(progress):
+                control.stop(reason, 0)  # stops every process at the same step, via _requests
+                continue
+            loss = self._timed_step(progress, tally)
+            if reason := rules.bad_loss(loss, self.step + 1, self.checkpoint_path.exists()):
+                tally.state, tally.reason = "failed", reason
+                self.bus.publish(Notice(reason, level="error"))
+                break
+            self._report_step(loss, progress, budget, tally)
+            if tally.pace_dropped(self.clock()):
+                self._pick_threads(tally)
+            if self._evaluation_due(budget):
+                self._evaluate_and_save(tally, budget)
+                if reason := rules.patience_used(self):
+                    control.stop(reason, 0)
+                if budget and tconf.sample_interval:  # a sample with every evaluation
+                    self._live_sample_in(budget, tally)
+            if (not budget and tconf.sample_interval
+                    and self.step % tconf.sample_interval == 0):
+                self.live_sample()
+        return self._finish(tally, budget)
+
+    def _announce(self) -> None:
+        tconf = self.tconf
         self.bus.publish(TrainingStarted(
-            step=self.step, max_iters=tconf.max_iters, device=str(self.device),
-            parameters=self.model.num_parameters(), data=self.setup.data_name,
-            out_dir=str(self.out_dir),
+            step=self.step, max_iters=None if self.clock_decides else tconf.max_iters,
+            device=str(self.device), parameters=self.model.num_parameters(),
+            data=self.setup.data_name, out_dir=str(self.out_dir),
             config={"model": self.mconf.to_dict(), "train": asdict(tconf),
                     "preset": self.setup.preset},
         ))
         for message in self.setup.notices:
             self.bus.publish(Notice(message))
-        self.model.train()
-        state, reason = "finished", ""
-        tokens_per_step = (tconf.batch_size * self.mconf.block_size * tconf.grad_accum_steps
-                           * (self.dist.world_size if self.dist else 1))
-        train_time, trained_tokens = 0.0, 0
-        step_time_ema: float | None = None
-        last_loss: float | None = None
-        saved_at = evaluated_at = -1
-        clock = self.clock
-        control.clock = clock  # parked time and the budget on one clock
+
+    @property
+    def clock_decides(self) -> bool:
+        """A time budget ends the run, not a step count (its max_iters is a placeholder)."""
+        return bool(self.tconf.time_budget) and self.tconf.max_iters >= UNBOUNDED_STEPS
+
+    def _pick_threads(self, tally: RunTally) -> None:
+        """On a CPU, train on the thread count that is fastest now (unless --threads fixed it):
+        on a busy machine one thread can beat all of them many times over. Busy by the load
+        average (more runnable jobs than cores): one thread, without timing the others (one
+        thrashing probe step took 30 s here); else by timing each count."""
+        candidates = thread_candidates()
+        if (self.device.type != "cpu" or self.dist is not None or threads_given()
+                or len(candidates) < 2):
+            return
+        before = torch.get_num_threads()
+        load, cores = machine_load()
+        if load >= cores:
+            torch.set_num_threads(1)
+            message = (f"busy machine (load average {load:.1f} on {cores} cores): training on "
+                       "1 thread (--threads overrides)")
+        else:
+            choice = pick_threads(self.probe_step, candidates)
+            message = choice.message()
+        tally.threads_picked(self.clock(), by_load=load >= cores)
+        if tally.steps == 0 or torch.get_num_threads() != before:  # at the start, then changes
+            self.bus.publish(Notice(message, level="info"))
+
+    def probe_step(self) -> None:
+        """A forward and backward pass like a training step's, that changes nothing: no
+        optimizer step, the gradients dropped, the random streams put back."""
+        rng = torch.get_rng_state()
+        x, y = get_batch(self.data.train, self.mconf.block_size, self.tconf.batch_size,
+                         torch.Generator().manual_seed(self.tconf.seed))
+        with autocast_context(self.device, self.tconf.precision):
+            _, loss = self.model(x.to(self.device), y.to(self.device))
+        loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.set_rng_state(rng)
+
+    def _first_evaluation(self, tally: RunTally) -> TimeBudget | None:
+        """Evaluate the untrained model (a fresh run), and start the time budget's clock with a
+        reserve sized from that evaluation. Under a budget the evaluation is sized first, from
+        one timed batch, so that all evaluations fit in a tenth of the budget."""
+        tconf, clock = self.tconf, self.clock
         budget = (TimeBudget(tconf.time_budget, self.setup.started, clock) if tconf.time_budget
                   else None)
         if self.step == 0 and self.step < tconf.max_iters:
-            eval_started = clock()
-            self._with_compile_fallback(self.evaluate)
-            evaluated_at = 0
-            if budget:  # a prompt let in between its batches is not the run's time
-                parked = control.take_parked_in_work()
-                budget.start_training(clock() - eval_started - parked)
-                budget.give_back(parked)
+            if budget and self.is_main:
+                self.eval_iters = budget.eval_iters(self.time_one_eval_batch(), tconf.eval_iters)
+            seconds = self._timed_in(budget, partial(self._with_compile_fallback, self.evaluate))
+            tally.evaluated_at = 0
+            if budget:
+                budget.start_training(seconds)
         elif budget:  # resuming: no evaluation timed yet, so the reserve covers the save only
             budget.start_training(0.0)
-        self.bus.publish(StateChanged("training"))
-        finishing = False  # the run itself decided to end (time budget, patience)
-        while self.step < tconf.max_iters:
-            stop_requested, save_requested = self._requests()
-            if stop_requested:
-                state = "finished" if finishing and control.exit_code == 0 else "stopped"
-                reason = control.stop_reason
-                break
-            if save_requested:
-                self.save("requested")
-                saved_at = self.step
-                control.rearm()  # back to paused/held if the save request woke the loop
-            waited = clock()
-            runnable = control.wait_until_runnable(
-                lambda state: self.bus.publish(StateChanged(state)))
-            if budget:  # paused or holding for a prompt (here or inside an evaluation or a
-                # live sample): not the run's time
-                budget.give_back(clock() - waited + control.take_parked_in_work())
-            if not runnable:
-                continue
-            progress = budget.progress() if budget else None
-            if progress is not None and progress >= 1.0:
-                finishing = True  # stops every process at the same step, via _requests
-                control.stop(f"time budget of {format_duration(tconf.time_budget or 0)} used", 0)
-                continue
-            started = time.perf_counter()
-            loss = (self._with_compile_fallback(partial(self.train_step, progress))
-                    if trained_tokens == 0 else self.train_step(progress))
-            if not math.isfinite(loss):
-                state = "failed"
-                kept = ("kept the last good checkpoint" if self.checkpoint_path.exists()
-                        else "no checkpoint had been saved yet")
-                reason = (f"loss became {loss} at step {self.step + 1}; stopped and {kept} — "
-                          "try a lower --learning-rate")
-                self.bus.publish(Notice(reason, level="error"))
-                break
-            elapsed_step = time.perf_counter() - started
-            train_time += elapsed_step
-            trained_tokens += tokens_per_step
-            step_time_ema = (elapsed_step if step_time_ema is None
-                             else 0.9 * step_time_ema + 0.1 * elapsed_step)
-            last_loss = loss
-            max_iters, eta = tconf.max_iters, (tconf.max_iters - self.step) * step_time_ema
-            if budget and progress:  # the step count the clock will allow, at this pace
-                max_iters = max(self.step, round(self.step / progress))
-                eta = (1.0 - progress) * budget.usable()
-            self.bus.publish(StepDone(
-                step=self.step, max_iters=max_iters, loss=loss,
-                lr=self.optimizer.param_groups[0]["lr"],  # AdamW's groups come first
-                tokens_per_second=tokens_per_step / step_time_ema, elapsed=train_time, eta=eta,
-            ))
-            if self.step % tconf.eval_interval == 0 or self.step == tconf.max_iters:
-                self.evaluate()
-                evaluated_at = self.step
-                self.save("eval" if self.step < tconf.max_iters else "final")
-                saved_at = self.step
-                if tconf.patience and self.evals_since_best >= tconf.patience:
-                    finishing = True
-                    control.stop(f"early stop: val has not improved for {tconf.patience} "
-                                 f"evaluations (best {self.best_val_loss:.4f} at step "
-                                 f"{self.best_step})", 0)
-            if tconf.sample_interval and self.step % tconf.sample_interval == 0:
-                self.live_sample()
-        if state == "finished" and evaluated_at != self.step and self.step > 0:
+        return budget
+
+    def _timed_in(self, budget: TimeBudget | None, work: Callable[[], Any]) -> float:
+        """Run ``work`` (an evaluation, a live sample); its seconds, without any time it let a
+        prompt run (which a budget gives back)."""
+        started = self.clock()
+        work()
+        parked = self.control.take_parked_in_work()
+        if budget:
+            budget.give_back(parked)
+        return self.clock() - started - parked
+
+    def _evaluation_due(self, budget: TimeBudget | None) -> bool:
+        """Every ``eval_interval`` steps; under a time budget by the clock instead (one process:
+        under torchrun the ranks' clocks would not agree on the step)."""
+        if self.step == self.tconf.max_iters:
+            return True
+        if budget and self.dist is None:
+            return budget.evaluation_due()
+        return self.step % self.tconf.eval_interval == 0
+
+    def _live_sample_in(self, budget: TimeBudget, tally: RunTally) -> None:
+        """A live sample under a time budget: the end's reserve grows to fit one."""
+        deadline = self.clock() + budget.SAMPLE_SHARE * budget.seconds
+        tally.sample_seconds = self._timed_in(budget, partial(self.live_sample, deadline=deadline))
+        tally.sampled_at = self.step
+        budget.plan_the_end(tally.eval_seconds + tally.sample_seconds, tally.step_time_ema or 0.0)
+
+    def _wait_until_runnable(self, budget: TimeBudget | None, tally: RunTally) -> bool:
+        """Park while paused or held; False when the loop should look at its requests again."""
+        waited = self.clock()
+        runnable = self.control.wait_until_runnable(
+            lambda state: self.bus.publish(StateChanged(state)))
+        # paused or holding for a prompt (here or inside an evaluation or a live sample): not
+        # the run's time
+        parked = self.clock() - waited + self.control.take_parked_in_work()
+        tally.paused += parked
+        if budget:
+            budget.give_back(parked)
+        return runnable
+
+    def _timed_step(self, progress: float | None, tally: RunTally) -> float:
+        """One optimizer step, timed into the tally (the first one may fall back from
+        torch.compile)."""
+        started, parked = time.perf_counter(), self.control.parked_in_work
+        loss: float = (self._with_compile_fallback(partial(self.train_step, progress))
+                       if tally.trained_tokens == 0 else self.train_step(progress))
+        if math.isfinite(loss):  # a prompt let in between micro-batches is not the step's time
+            tally.add_step(time.perf_counter() - started
+                           - (self.control.parked_in_work - parked), loss)
+        return loss
+
+    def _report_step(self, loss: float, progress: float | None, budget: TimeBudget | None,
+                     tally: RunTally) -> None:
+        step_time = tally.step_time_ema or 0.0
+        max_iters, eta = self.tconf.max_iters, (self.tconf.max_iters - self.step) * step_time
+        total: int | None = max_iters
+        if budget:
+            eta = budget.end - self.clock()  # the command's end, as the budget clock shows it
+            if self.clock_decides:  # the step count the clock will allow, at this pace
+                resumed_at = self.step - tally.steps
+                total = (None if tally.steps < PACE_STEPS or not progress
+                         else min(max_iters, resumed_at + round(tally.steps / progress)))
+        self.bus.publish(StepDone(
+            step=self.step, max_iters=total, loss=loss,
+            lr=self.optimizer.param_groups[0]["lr"],  # AdamW's groups come first
+            tokens_per_second=tally.tokens_per_step / step_time if step_time else 0.0,
+            elapsed=self.clock() - tally.started - tally.paused, eta=max(0.0, eta),
+            budget_used=budget.used() if budget else None,
+            budget_seconds=budget.seconds if budget else None,
+        ))
+
+    def _evaluate_and_save(self, tally: RunTally, budget: TimeBudget | None) -> None:
+        if budget and self.is_main and tally.eval_seconds:  # size it from the last one's pace
+            batch_seconds = tally.eval_seconds / (2 * self.eval_iters)
+            self.eval_iters = budget.eval_iters(batch_seconds, self.tconf.eval_iters)
+        tally.eval_seconds = self._timed_in(budget, self.evaluate)
+        if budget:
+            budget.evaluated()
+            budget.plan_the_end(tally.eval_seconds + tally.sample_seconds,
+                                tally.step_time_ema or 0.0)
+        tally.evaluated_at = self.step
+        self.save("eval" if self.step < self.tconf.max_iters else "final")
+        tally.saved_at = self.step
+
+    def _finish(self, tally: RunTally, budget: TimeBudget | None) -> TrainResult:
+        """Measure and save the end (unless a loss went bad), put the best weights back in the
+        model, and say how the run ended."""
+        state, reason, control = tally.state, tally.reason, self.control
+        if state == "finished" and tally.evaluated_at != self.step and self.step > 0:
             self.evaluate()  # a time-budgeted run ends between evaluations: measure the end
-        if state != "failed" and saved_at != self.step:
+        if (state == "finished" and budget and self.tconf.sample_interval
+                and tally.sampled_at != self.step and self.step > 0):
+            self.live_sample(stoppable=False, deadline=budget.end - 1.0)  # what it writes now
+        if budget and state == "finished" and tally.steps < FEW_STEPS and self.is_main:
+            self.bus.publish(Notice(few_steps_hint(tally, budget)))
+        if state != "failed" and tally.saved_at != self.step:
             self.save("stop" if state == "stopped" else "final")
         if state == "finished" and control.stopping:
             reason = control.stop_reason
@@ -690,12 +1001,14 @@ class Trainer:
         self.bus.publish(StateChanged(state, reason))
         return TrainResult(
             state=state, step=self.step,
-            train_loss=self.last_eval["train"] if self.last_eval else last_loss,
+            train_loss=self.last_eval["train"] if self.last_eval else tally.last_loss,
             val_loss=self.last_eval["val"] if self.last_eval else None,
             best_val_loss=self.best_val_loss,
-            tokens_per_second=trained_tokens / train_time if train_time else 0.0,
+            tokens_per_second=(tally.trained_tokens / tally.train_time if tally.train_time
+                               else 0.0),
             checkpoint=str(self.checkpoint_path) if self.checkpoint_path.exists() else None,
-            device=str(self.device), parameters=self.model.num_parameters(), elapsed=train_time,
-            reason=reason, exit_code=control.exit_code if state == "stopped" else
-            (1 if state == "failed" else 0), best_step=self.best_step,
+            device=str(self.device), parameters=self.model.num_parameters(),
+            elapsed=tally.train_time, reason=reason,
+            exit_code=control.exit_code if state == "stopped" else (1 if state == "failed" else 0),
+            best_step=self.best_step,
         )

@@ -29,6 +29,17 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     return cache
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fixed_threads() -> None:
+    """Tests train on torch's default threads, fixed as `--threads` would fix them: training's
+    own measured choice (device.pick_threads) would let results differ from test to test."""
+    import torch
+
+    from chargpt_tui.device import set_torch_threads
+
+    set_torch_threads(torch.get_num_threads())
+
+
 @pytest.fixture
 def corpus_file(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"

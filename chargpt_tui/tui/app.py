@@ -28,6 +28,7 @@ from chargpt_tui.errors import describe
 from chargpt_tui.events import EvalDone, StateChanged, TrainingStarted
 from chargpt_tui.exit_codes import SIGNAL_EXIT_CODES
 from chargpt_tui.explain import Curves, compare_label, run_curves
+from chargpt_tui.run_setup import continue_command, sample_command
 from chargpt_tui.runs import BEST_NAME
 from chargpt_tui.train import TrainResult
 from chargpt_tui.tui import messages
@@ -321,9 +322,15 @@ class ChargptApp(App[int]):
         if result is not None and result.best_step is not None and best.exists():
             lines.append(f"best weights: {best} (val {result.best_val_loss:.4f} "
                          f"from step {result.best_step})")
-        lines.append(f"try: chargpt-tui sample --checkpoint {folder} --prompt 'ROMEO:'")
-        if result is None or result.state != "finished":
-            lines.append(f"continue training: chargpt-tui --resume {folder}")
+        trainer = self.training.trainer
+        if trainer is None:  # a checkpoint was saved, so a trainer ran: never here
+            return lines
+        setup = trainer.setup  # the commands follow the data and the resume rules
+        lines.append(f"try: {sample_command(folder, setup.data_name, setup.tokenizer.vocab)}")
+        finished = result is not None and result.state == "finished"
+        label = "train further" if finished else "continue training"
+        lines.append(f"{label}: "
+                     f"{continue_command(folder, trainer.tconf, saved.step, finished, app=True)}")
         return lines
 
     # -- messages from the panels ------------------------------------------------------------

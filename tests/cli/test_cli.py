@@ -183,3 +183,24 @@ def test_train_and_tui_share_one_option_list(monkeypatch: pytest.MonkeyPatch) ->
     assert result.exit_code == 0, result.output
     assert received["overrides"] == {"grad_accum_steps": 2}
     assert received["preset"] == "tiny" and received["mouse"] is False
+
+
+@pytest.mark.slow
+def test_the_commands_a_budgeted_run_suggests_run(tmp_path: Path) -> None:
+    """A default tiny run with a time budget ends with a sample and a `train further` line:
+    both run as printed, and `sample` says which file and step it answers from."""
+    from tests.conftest import make_corpus
+
+    (tmp_path / "play.txt").write_text(make_corpus(20_000))
+    first = run_cli("train", "--data", "play.txt", "--preset", "tiny", "--time-budget", "6s",
+                    "--out", "runs/b", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    hints = dict(line.split(": ", 1) for line in first.stdout.splitlines()
+                 if line.startswith(("try: ", "train further: ")))
+    assert hints["train further"] == "chargpt-tui train --resume runs/b --time-budget 6s"
+    again = run_cli(*hints["train further"].split()[1:], "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["state"] == "finished"
+    sample = run_cli(*hints["try"].split()[1:], "--max-new-tokens", "5", cwd=tmp_path)
+    assert sample.returncode == 0, sample.stderr
+    assert re.search(r"answering from runs/b/(best|ckpt)\.pt \(step \d+", sample.stderr)

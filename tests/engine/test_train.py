@@ -117,7 +117,8 @@ def test_save_request_writes_a_checkpoint_at_a_step_boundary(corpus_file: Path,
 
 
 def cli_train(*args: str) -> None:
-    command = [sys.executable, "-m", "chargpt_tui", "train", "--json", "--device", "cpu", *args]
+    command = [sys.executable, "-m", "chargpt_tui", "train", "--json", "--device", "cpu",
+               "--threads", "1", *args]  # fixed: a measured choice could differ between runs
     subprocess.run(command, check=True, capture_output=True, timeout=120)
 
 
@@ -192,3 +193,165 @@ def test_a_setup_notice_reaches_the_user_exactly_once(tmp_path: Path, with_callb
     shown = told + published
     assert len(shown) == 1 and "could not download Tiny Shakespeare" in shown[0]
     assert bool(told) == with_callback
+
+
+# -- time budgets that train ---------------------------------------------------------------------
+
+
+def test_a_time_budget_paces_evaluations_and_samples_by_the_clock(
+        corpus_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """60 s on a clock that moves 0.2 s a reading: slow evaluation batches shrink eval_iters,
+    evaluations come every 20 s with a live sample each, and one of each at the end."""
+    from chargpt_tui.events import EvalProgress, Notice
+
+    trainer, events = run_trainer(corpus_file, tmp_path / "run", time_budget=60.0,
+                                  eval_iters=50, sample_interval=10, sample_chars=4)
+    monkeypatch.setattr(trainer, "time_one_eval_batch", lambda: 0.5)  # 2×50 batches: 50 s
+    ticks = iter(range(10**9))
+    trainer.clock = lambda: trainer.setup.started + 0.2 * next(ticks)
+    result = trainer.run()
+    assert result.state == "finished" and "time budget" in result.reason
+    # 10% of 60 s over 5 evaluations (start, every 20 s, end): 1.2 s each → 1 batch per split
+    # (later ones are sized from the last one's pace: on this clock they cost next to nothing)
+    progress = [e for e in events if isinstance(e, EvalProgress)]
+    assert [(e.step, e.done, e.total) for e in progress[:2]] == [(0, 1, 2), (0, 2, 2)]
+    evals = [e.step for e in events if isinstance(e, EvalDone)]
+    samples = [e.step for e in events if isinstance(e, SampleChunk) and e.final]
+    assert evals[0] == 0 and evals[-1] == result.step and 3 <= len(evals) <= 5
+    assert samples == evals[1:]  # a live sample with every evaluation after the start
+    steps = [e for e in events if isinstance(e, StepDone)]
+    assert all(e.max_iters is None for e in steps[:4])  # ~? until the pace is known
+    assert steps[-1].max_iters is not None and steps[-1].max_iters < 10**9
+    assert steps[-1].budget_seconds == 60.0 and 0 < steps[-1].budget_used <= 60.0  # type: ignore[operator]
+    assert StateChanged("evaluating") in events
+    assert any("steps trained in 1m" in e.message for e in events if isinstance(e, Notice))
+
+
+def test_a_time_budget_warms_up_over_a_small_share_of_the_time() -> None:
+    config = TrainConfig(warmup_iters=1000, learning_rate=1.0, schedule="wsd")
+    assert get_lr(10, config, progress=0.01) == pytest.approx(0.2)
+    assert get_lr(10, config, progress=0.06) == 1.0  # warm after 5% of the time
+    assert get_lr(10, config) == pytest.approx(11 / 1001)  # no budget: by steps
+
+
+def test_eval_iters_fit_a_tenth_of_the_budget() -> None:
+    from chargpt_tui.train import TimeBudget
+
+    budget = TimeBudget(300.0, started=0.0, clock=lambda: 0.0)
+    assert budget.every == 30.0
+    # 12 evaluations share 30 s: 2.5 s each, at 10 ms a batch 125 per split, capped at 20
+    assert budget.eval_iters(0.01, most=20) == 20
+    assert budget.eval_iters(0.1, most=20) == 12
+    assert budget.eval_iters(5.0, most=20) == 1
+
+
+# -- threads that don't thrash -------------------------------------------------------------------
+
+
+def test_pick_threads_keeps_the_fastest_count_measured_alternately(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from chargpt_tui import device
+
+    order: list[int] = []
+    seconds = {1: 0.02, 2: 0.035}  # a busy machine: two threads wait on each other
+
+    def work() -> None:
+        order.append(torch.get_num_threads())
+        time.sleep(seconds[torch.get_num_threads()])
+
+    before = torch.get_num_threads()
+    try:
+        choice = device.pick_threads(work, [1, 2], rounds=3)
+        assert choice.threads == 1 == torch.get_num_threads()
+        rounds = order[1:]  # after a warm-up: alternating rounds (3, unless one tells)
+        assert order[0] == 1 and rounds == [1, 2] * (len(rounds) // 2) and len(rounds) >= 2
+        assert choice.message().startswith("busy machine: training on 1 thread, ")
+        seconds.update({1: 0.02, 2: 0.001})
+        order.clear()
+        assert device.pick_threads(work, [1, 2], rounds=3).threads == 2
+        assert order == [1, 1, 2]  # 20× apart: one round tells
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_thread_probe_changes_nothing_and_is_announced(
+        corpus_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chargpt_tui import device
+    from chargpt_tui.events import Notice
+
+    trainer, events = run_trainer(corpus_file, tmp_path / "run", max_iters=1, dropout=0.1)
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    trainer.probe_step()
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(p.grad is None for p in trainer.model.parameters())
+    assert all(torch.equal(v, weights[k]) for k, v in trainer.model.state_dict().items())
+    # with --threads not given, a run measures and says what it chose
+    monkeypatch.setattr(device, "_THREADS_GIVEN", [])
+    monkeypatch.setattr("chargpt_tui.train.thread_candidates", lambda: [1, 2])
+    monkeypatch.setattr("chargpt_tui.train.machine_load", lambda: (0.5, 2))  # an idle machine
+    before = torch.get_num_threads()
+    try:
+        trainer.run()
+        said = [e.message for e in events if isinstance(e, Notice)]
+        assert any(m.startswith(("training on 2 threads, ", "busy machine: training on 1 "))
+                   and "faster here than" in m for m in said), said
+        # more runnable jobs than cores: one thread, told without timing the others
+        busy, events = run_trainer(corpus_file, tmp_path / "busy", max_iters=1)
+        monkeypatch.setattr("chargpt_tui.train.machine_load", lambda: (5.0, 2))
+        monkeypatch.setattr(busy, "probe_step", lambda: pytest.fail("timed on a busy machine"))
+        busy.run()
+        assert torch.get_num_threads() == 1
+        assert ("busy machine (load average 5.0 on 2 cores): training on 1 thread "
+                "(--threads overrides)") in [e.message for e in events if isinstance(e, Notice)]
+    finally:
+        torch.set_num_threads(before)
+
+
+# -- a step in micro-batches, so a prompt need not wait for it -----------------------------------
+
+
+def test_a_step_in_micro_batches_trains_the_same_weights(corpus_file: Path, tmp_path: Path
+                                                         ) -> None:
+    whole, _ = run_trainer(corpus_file, tmp_path / "whole", max_iters=3)
+    split, _ = run_trainer(corpus_file, tmp_path / "split", max_iters=3)
+    split.micro_batches = 3  # batch 4: slices of 2, 1 and 1
+    losses = [(whole.train_step(), split.train_step()) for _ in range(3)]
+    for a, b in losses:
+        assert a == pytest.approx(b, rel=1e-5)
+    for (name, a), b in zip(whole.model.state_dict().items(), split.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.equal(a, b) for a, b in zip(  # it did train
+        whole.model.state_dict().values(), Trainer(whole.setup).model.state_dict().values()))
+
+
+def test_a_hold_asked_for_mid_step_is_granted_before_the_optimizer_step(
+        corpus_file: Path, tmp_path: Path) -> None:
+    trainer, _ = run_trainer(corpus_file, tmp_path / "run", max_iters=3)
+    trainer.micro_batches = 4
+    control = trainer.control
+    control.hold_spans = []
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    granted: list[tuple[int, bool]] = []
+
+    def prompt() -> None:  # what the app does for a prompt: hold, sample, let go
+        with control.hold(wait=10.0):
+            unchanged = all(torch.equal(v, before[k])
+                            for k, v in trainer.model.state_dict().items())
+            granted.append((trainer.step, unchanged))
+
+    def first_slice(*_: object) -> None:  # a prompt arrives while the first slice runs
+        if not granted and not control.hold_spans:
+            threading.Thread(target=prompt).start()
+            wait_until(lambda: bool(control.hold_spans))
+            time.sleep(0.05)
+
+    handle = trainer.model.register_forward_hook(first_slice)
+    try:
+        assert control.wait_until_runnable(lambda state: None)  # at a step boundary, as run()
+        trainer.train_step()
+    finally:
+        handle.remove()
+    wait_until(lambda: bool(granted))
+    assert granted == [(0, True)]  # inside the step, before its optimizer step
+    assert trainer.step == 1

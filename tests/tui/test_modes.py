@@ -114,7 +114,9 @@ async def test_after_a_run_prompts_answer_from_the_best_step(
     assert app.farewell() == [
         f"checkpoint: {out / 'ckpt.pt'} (step 30)",
         f"best weights: {out / 'best.pt'} (val 2.0000 from step 10)",
-        f"try: chargpt-tui sample --checkpoint {out} --prompt 'ROMEO:'",
+        # a prompt only for text it knows (this is a generated file), and a command that runs
+        f"try: chargpt-tui sample --checkpoint {out}",
+        f"train further: chargpt-tui --resume {out} --max-iters 60",
     ]
 
 

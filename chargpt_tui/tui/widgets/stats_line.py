@@ -21,7 +21,7 @@ STATE_STYLES = {"training": "bold green", "paused": "bold yellow", "finished": "
 class Stats:
     state: str = "loading"
     step: int = 0
-    max_iters: int = 0
+    max_iters: int | None = 0  # None: a time budget's step count, not known yet
     tokens_per_second: float | None = None
     lr: float | None = None
     elapsed: float | None = None
@@ -50,8 +50,8 @@ class StatsLine(Widget):
         if s.detail:
             state.append(f" ({s.detail})", style="dim")
         fields = [
-            ("step ", f"{s.step}/{'~' if s.steps_estimated else ''}{s.max_iters}"
-             if s.max_iters else f"{s.step}"),
+            ("step ", f"{s.step}/{'~' if s.steps_estimated else ''}{s.max_iters or '?'}"
+             if s.max_iters or s.steps_estimated else f"{s.step}"),
             ("", f"{count(s.tokens_per_second)} tok/s"
              if timed and s.tokens_per_second is not None else "– tok/s"),
             ("lr ", f"{s.lr:.2e}" if s.lr is not None else "–"),

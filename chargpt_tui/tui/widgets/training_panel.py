@@ -37,7 +37,7 @@ from chargpt_tui.events import (
 from chargpt_tui.presets import recipe_of
 from chargpt_tui.run_setup import sample_at_evaluations
 from chargpt_tui.runs import CHECKPOINT_NAME, METRICS_NAME, follow_metrics, loss_history
-from chargpt_tui.train import Trainer
+from chargpt_tui.train import APP_MICRO_BATCHES, Trainer
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.formatting import count
 from chargpt_tui.tui.live_model import ModelSource
@@ -179,7 +179,7 @@ class TrainingPanel(Vertical):
             setup = source.setup_factory(progress, notice)
             sample_at_evaluations(setup)
             bus = EventBus()
-            trainer = Trainer(setup, bus)
+            trainer = Trainer(setup, bus, micro_batches=APP_MICRO_BATCHES)  # prompts cut in
         except Exception as error:  # noqa: BLE001 - a UserError, or a bug: either ends the worker
             self.post_message(messages.TrainingEnded(None, describe(error)))
             return
