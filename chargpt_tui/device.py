@@ -63,8 +63,9 @@ def set_torch_threads(threads: int | None) -> None:
 
 
 def threads_given() -> bool:
-    """True when ``--threads`` fixed torch's threads (the automatic choice stays off)."""
-    return bool(_THREADS_GIVEN)
+    """True when ``--threads``, or ``OMP_NUM_THREADS`` set before the start, fixed torch's
+    threads: someone chose, so the automatic choice stays off."""
+    return bool(_THREADS_GIVEN) or bool(os.environ.get("OMP_NUM_THREADS"))
 
 
 @dataclass(frozen=True)

@@ -288,6 +288,9 @@ def test_the_thread_probe_changes_nothing_and_is_announced(
     assert all(torch.equal(v, weights[k]) for k, v in trainer.model.state_dict().items())
     # with --threads not given, a run measures and says what it chose
     monkeypatch.setattr(device, "_THREADS_GIVEN", [])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as the suite runs: a choice, made outside
+    assert device.threads_given()
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr("chargpt_tui.train.thread_candidates", lambda: [1, 2])
     monkeypatch.setattr("chargpt_tui.train.machine_load", lambda: (0.5, 2))  # an idle machine
     before = torch.get_num_threads()
