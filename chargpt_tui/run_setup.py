@@ -40,6 +40,7 @@ class RunSetup:
     resume: dict[str, Any] | None = None
     notices: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)  # when the command began: budgets
+    rung: str | None = None  # a lecture rung's model (lecture.py) instead of GPTLanguageModel
 
     @property
     def recipe(self) -> str:
@@ -169,7 +170,8 @@ def prepare_run(
     model_config = replace(model_config, vocab_size=tokenizer.vocab_size)
     split = split_data(corpus.text, tokenizer, model_config.block_size)
     return RunSetup(model_config, train_config, tokenizer, split, corpus.name, torch_device,
-                    out_dir, preset_name, checkpoint, notices)
+                    out_dir, preset_name, checkpoint, notices,
+                    rung=checkpoint.get("rung") if checkpoint is not None else None)
 
 
 def resolve_out_dir(out: str | Path | None, resume: str | Path | None) -> Path:
