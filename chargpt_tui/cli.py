@@ -602,7 +602,65 @@ def bench(
     run_guarded(go)
 
 
-COMMANDS = {"train", "sample", "tui", "bench", "runs", "explain"}
+@app.command()
+def lecture(
+    through: Annotated[str | None, typer.Option(
+        help="Stop after this rung: bigram, one-head, multi-head, feedforward, residual, "
+        "layernorm or scaled (default: scaled on a GPU, layernorm on a CPU).")] = None,
+    time_budget: Annotated[str | None, typer.Option(
+        help="Wall-clock time for the whole ladder (e.g. 3m), shared by the rungs in "
+        "proportion to their cost; a rung that ends early leaves its time to the next.")
+    ] = None,
+    scaled_budget: Annotated[str | None, typer.Option(
+        help="Wall-clock time for the scaled rung alone (e.g. 10m): how to try it on a CPU.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for every rung's weights and batches.")
+                    ] = 1337,
+    max_iters: Annotated[int | None, typer.Option(
+        help="Cap every rung at this many steps (a quick look; the lecture's are 3000/5000).")
+    ] = None,
+    eval_iters: Annotated[int | None, typer.Option(
+        help="Cap the batches per loss estimate (the lecture's are 200).")] = None,
+    data: Data = None,
+    encoding: Encoding = "utf-8",
+    device: Device = "auto",
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for torch (default: 1 for the small rungs, all cores for scaled).",
+        rich_help_panel="Training")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the rungs' run folders and ladder.json (default runs/lecture-<time>).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end "
+                                          "instead of the table and samples.")] = False,
+) -> None:
+    """Replay the lecture: train its models in order, each beside the val loss it reported.
+
+    Each rung is a normal run folder: chargpt-tui runs / sample / explain work on it.
+    Ctrl+C stops the rung in training (it saves) and keeps the finished ones.
+    """
+
+    def go() -> int:
+        from chargpt_tui.device import set_torch_threads
+
+        set_torch_threads(threads)
+        from chargpt_tui.durations import parse_duration
+        from chargpt_tui.headless import download_progress
+        from chargpt_tui.lecture_view import run_lecture
+
+        with download_progress(enabled=not as_json) as progress:
+            return run_lecture(
+                through=through, data=data, encoding=encoding, device=device, out=out,
+                seed=seed, time_budget=parse_duration(time_budget) if time_budget else None,
+                scaled_budget=parse_duration(scaled_budget) if scaled_budget else None,
+                max_iters=max_iters, eval_iters=eval_iters, threads=threads, as_json=as_json,
+                progress=progress, notice=notice)
+
+    code = run_guarded(go)
+    if code:
+        raise typer.Exit(code)
+
+
+COMMANDS = {"train", "sample", "tui", "bench", "runs", "explain", "lecture"}
 
 
 def main(argv: list[str] | None = None) -> None:
