@@ -621,6 +621,8 @@ def lecture(
     ] = None,
     eval_iters: Annotated[int | None, typer.Option(
         help="Cap the batches per loss estimate (the lecture's are 200).")] = None,
+    rung_max_iters: Annotated[str | None, typer.Option(
+        hidden=True, help="Per-rung caps, e.g. bigram=5,one-head=100000 (for tests).")] = None,
     data: Data = None,
     encoding: Encoding = "utf-8",
     device: Device = "auto",
@@ -647,12 +649,16 @@ def lecture(
         from chargpt_tui.headless import download_progress
         from chargpt_tui.lecture_view import run_lecture
 
+        caps: int | dict[str, int] | None = max_iters
+        if rung_max_iters:
+            caps = {name: int(n) for name, _, n in
+                    (part.partition("=") for part in rung_max_iters.split(","))}
         with download_progress(enabled=not as_json) as progress:
             return run_lecture(
                 through=through, data=data, encoding=encoding, device=device, out=out,
                 seed=seed, time_budget=parse_duration(time_budget) if time_budget else None,
                 scaled_budget=parse_duration(scaled_budget) if scaled_budget else None,
-                max_iters=max_iters, eval_iters=eval_iters, threads=threads, as_json=as_json,
+                max_iters=caps, eval_iters=eval_iters, threads=threads, as_json=as_json,
                 progress=progress, notice=notice)
 
     code = run_guarded(go)

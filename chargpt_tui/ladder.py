@@ -169,6 +169,8 @@ def write_json_atomically(data: Any, path: Path) -> None:
 class Ladder:
     """The rungs ``through`` the named one, trained one after another on one corpus.
 
+    ``max_iters`` caps every rung's steps, or (a mapping) the named rungs' only.
+
     ``time_budget`` (seconds) is shared out in proportion to :data:`RELATIVE_COST`, the scaled
     rung counting as much as all the others together; a rung that ends early leaves its time to
     the next. ``scaled_budget`` caps the scaled rung alone. :meth:`stop` (e.g. from a signal
@@ -178,7 +180,8 @@ class Ladder:
     def __init__(self, *, through: str, tokenizer: CharTokenizer, data: TokenizedData,
                  data_name: str, device: torch.device, out_dir: Path | None = None,
                  seed: int = 1337, time_budget: float | None = None,
-                 scaled_budget: float | None = None, max_iters: int | None = None,
+                 scaled_budget: float | None = None,
+                 max_iters: int | dict[str, int] | None = None,
                  eval_iters: int | None = None, threads: int | None = None,
                  bus: EventBus | None = None) -> None:
         self.rungs = rungs_through(through)
@@ -260,8 +263,10 @@ class Ladder:
             self.default_threads if rung.name == "scaled" else SMALL_RUNG_THREADS))
         started = time.monotonic()
         budget = self.rung_budget(index, started)
-        config = lecture_train_config(rung, self.seed, time_budget=budget,
-                                      max_iters=self.max_iters, eval_iters=self.eval_iters)
+        cap = (self.max_iters.get(rung.name) if isinstance(self.max_iters, dict)
+               else self.max_iters)
+        config = lecture_train_config(rung, self.seed, time_budget=budget, max_iters=cap,
+                                      eval_iters=self.eval_iters)
         estimate = None
         if rung.name == "scaled" and self.device.type != "cuda":
             estimate = estimate_cost(rung, self.tokenizer.vocab_size, self.device,

@@ -149,7 +149,8 @@ def stop_ladder_on_signals(ladder: Ladder) -> Iterator[None]:
 
 def run_lecture(*, through: str | None, data: str | None, encoding: str, device: str,
                 out: Path | None, seed: int, time_budget: float | None,
-                scaled_budget: float | None, max_iters: int | None, eval_iters: int | None,
+                scaled_budget: float | None, max_iters: int | dict[str, int] | None,
+                eval_iters: int | None,
                 threads: int | None, as_json: bool, progress: Callable[[int, int | None], None],
                 notice: Callable[[str], None]) -> int:
     """Train the ladder and show it; returns the exit code (130 after Ctrl+C)."""
