@@ -666,7 +666,73 @@ def lecture(
         raise typer.Exit(code)
 
 
-COMMANDS = {"train", "sample", "tui", "bench", "runs", "explain", "lecture"}
+def _axis_option(what: str) -> Any:
+    return typer.Option(help=f"{what}: one value or a comma list to sweep.",
+                        rich_help_panel="Grid")
+
+
+@app.command()
+def sweep(
+    learning_rate: Annotated[str | None, _axis_option("Peak learning rates")] = None,
+    batch_size: Annotated[str | None, _axis_option("Batch sizes")] = None,
+    n_embd: Annotated[str | None, _axis_option("Embedding widths")] = None,
+    n_layer: Annotated[str | None, _axis_option("Transformer block counts")] = None,
+    block_size: Annotated[str | None, _axis_option("Context lengths")] = None,
+    dropout: Annotated[str | None, _axis_option("Dropout probabilities")] = None,
+    preset: Preset = "auto",
+    recipe: Recipe = None,
+    n_head: NHead = None,
+    max_iters: MaxIters = None,
+    time_budget: Annotated[str | None, typer.Option(
+        help="Wall-clock time for each point (e.g. 2m), start-up included.",
+        rich_help_panel="Training")] = None,
+    eval_interval: EvalInterval = None,
+    eval_iters: EvalIters = None,
+    seed: Seed = None,
+    data: Data = None,
+    encoding: Encoding = "utf-8",
+    device: Device = "auto",
+    threads: Threads = None,
+    parallel: Annotated[int, typer.Option(
+        help="Points trained at once, as processes on one GPU (on a CPU they run one after "
+        "another).")] = 1,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the points' run folders and sweep.json (default runs/sweep-<time>).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end "
+                                          "instead of the leaderboard.")] = False,
+) -> None:
+    """Train a small grid of settings, each point a normal run folder, and rank them.
+
+    Example: chargpt-tui sweep --preset tiny --learning-rate 1e-3,3e-3 --n-embd 32,64
+    --time-budget 1m. A failed point is reported and the sweep goes on; Ctrl+C lets the
+    point in training save, and keeps the finished ones.
+    """
+
+    def go() -> int:
+        from chargpt_tui.device import pick_device
+        from chargpt_tui.sweep import parse_axis
+        from chargpt_tui.sweep_view import run_sweep
+
+        lists = {"learning_rate": learning_rate, "batch_size": batch_size, "n_embd": n_embd,
+                 "n_layer": n_layer, "block_size": block_size, "dropout": dropout}
+        axes = {name: parse_axis(name, text) for name, text in lists.items() if text}
+        single = {"preset": preset, "recipe": recipe, "n_head": n_head, "max_iters": max_iters,
+                  "time_budget": time_budget, "eval_interval": eval_interval,
+                  "eval_iters": eval_iters, "seed": seed, "data": data, "encoding": encoding,
+                  "device": device, "threads": threads}
+        train_args = [arg for name, value in single.items() if value is not None
+                      for arg in ("--" + name.replace("_", "-"), str(value))]
+        return run_sweep(axes, train_args, out=out, parallel=parallel,
+                         on_gpu=pick_device(device).type == "cuda", as_json=as_json,
+                         notice=notice)
+
+    code = run_guarded(go)
+    if code:
+        raise typer.Exit(code)
+
+
+COMMANDS = {"train", "sample", "tui", "bench", "runs", "explain", "lecture", "sweep"}
 
 
 def main(argv: list[str] | None = None) -> None:
