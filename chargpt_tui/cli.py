@@ -464,9 +464,10 @@ def tui(
         metavar="RUN_DIR",
         help="Watch a run trained elsewhere (`chargpt-tui train`, rank 0 of a distributed "
         "run) through its metrics.jsonl, and prompt its latest checkpoint. Read only.")] = None,
-    compare: Annotated[Path | None, typer.Option(
+    compare: Annotated[list[Path] | None, typer.Option(
         metavar="RUN_DIR",
-        help="Lay another run's train/val curves over the chart (F10 changes it).")] = None,
+        help="Lay other runs' curves over the chart: repeat it for several runs, or give a "
+        "sweep or lecture folder for all of its runs (F10 changes it).")] = None,
     mouse: Annotated[bool, typer.Option(
         "--mouse/--no-mouse", help="--no-mouse keeps your terminal's own text selection.")
     ] = True,
@@ -485,7 +486,9 @@ def tui(
 
         set_torch_threads(run.threads)
         # Read before the screen opens: a wrong folder is one line, not a broken chart.
-        curves = None if compare is None else (compare_label(compare), run_curves(compare))
+        from chargpt_tui.sweep import compared_runs
+
+        curves = [(compare_label(run), run_curves(run)) for run in compared_runs(compare or [])]
         with download_progress() as progress:
             source = resolve_source(data=run.data, encoding=run.encoding, preset=run.preset,
                                     overrides=run.overrides, out=run.out, resume=run.resume,

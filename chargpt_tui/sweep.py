@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from chargpt_tui.errors import ConfigError
-from chargpt_tui.ladder import write_json_atomically
+from chargpt_tui.ladder import LADDER_NAME, write_json_atomically
 from chargpt_tui.run_setup import default_out_dir
+from chargpt_tui.runs import METRICS_NAME
 
 SWEEP_NAME = "sweep.json"
 # option → (short name in point folders, the type its values must parse as)
@@ -224,10 +225,24 @@ def default_sweep_dir(runs_root: Path = Path("runs")) -> Path:
     return fresh.with_name(f"sweep-{fresh.name}")
 
 
-def read_sweep(folder: Path) -> list[Path]:
-    """The point folders of a sweep folder (its ``sweep.json``), in grid order."""
-    try:
-        record = json.loads((folder / SWEEP_NAME).read_text(encoding="utf-8"))
-        return [Path(p["run_dir"]) for p in record["points"]]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"cannot read {folder / SWEEP_NAME}: {error}") from None
+def compared_runs(paths: list[Path]) -> list[Path]:
+    """``--compare``'s folders, a sweep folder (``sweep.json``) or a lecture ladder's
+    (``ladder.json``) standing for its runs that have a training log, in their order."""
+    runs: list[Path] = []
+    for path in paths:
+        index = next((path / name for name in (SWEEP_NAME, LADDER_NAME)
+                      if (path / name).is_file()), None)
+        if index is None:
+            runs.append(path)
+            continue
+        try:
+            record = json.loads(index.read_text(encoding="utf-8"))
+            folders = [Path(p["run_dir"]) for p in record.get("points", record.get("rungs"))]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"cannot read {index}: {error}") from None
+        logged = [folder for folder in folders if (folder / METRICS_NAME).is_file()]
+        if not logged:
+            raise ConfigError(f"{path} holds no run with a training log yet",
+                              "compare it once its first run has started")
+        runs += logged
+    return runs
