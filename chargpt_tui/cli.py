@@ -649,13 +649,17 @@ def lecture(
 
         set_torch_threads(threads)
         from chargpt_tui.durations import parse_duration
+        from chargpt_tui.errors import UserError
         from chargpt_tui.headless import download_progress
         from chargpt_tui.lecture_view import run_lecture
 
         caps: int | dict[str, int] | None = max_iters
         if rung_max_iters:
-            caps = {name: int(n) for name, _, n in
-                    (part.partition("=") for part in rung_max_iters.split(","))}
+            try:
+                caps = {name: int(n) for name, _, n in
+                        (part.partition("=") for part in rung_max_iters.split(","))}
+            except ValueError:
+                raise UserError("--rung-max-iters takes RUNG=N,... (e.g. bigram=5)") from None
         with download_progress(enabled=not as_json) as progress:
             return run_lecture(
                 through=through, data=data, encoding=encoding, device=device, out=out,

@@ -48,12 +48,13 @@ def lecture_train_config(rung: Rung, seed: int, *, time_budget: float | None = N
     """The lecture's training: ``torch.optim.AdamW(lr)`` with its defaults (betas 0.9/0.999,
     weight decay 0.01), a constant learning rate (no warmup, no decay) and no gradient clipping.
     ``max_iters``/``eval_iters`` cap the lecture's numbers (a quick look, or a test)."""
-    iters = min(rung.max_iters, max_iters or rung.max_iters)
+    iters = rung.max_iters if max_iters is None else min(rung.max_iters, max_iters)
     return TrainConfig(
         max_iters=iters, batch_size=rung.batch_size, learning_rate=rung.learning_rate,
         min_lr=rung.learning_rate, warmup_iters=0, weight_decay=0.01, beta1=0.9, beta2=0.999,
         grad_clip=0.0, eval_interval=min(rung.eval_interval, iters),
-        eval_iters=min(rung.eval_iters, eval_iters or rung.eval_iters), seed=seed,
+        eval_iters=rung.eval_iters if eval_iters is None else min(rung.eval_iters, eval_iters),
+        seed=seed,
         time_budget=time_budget)
 
 
@@ -195,6 +196,8 @@ class Ladder:
             refuse_to_overwrite(self.out_dir / rung.name, None)
         self.seed, self.time_budget, self.scaled_budget = seed, time_budget, scaled_budget
         self.max_iters, self.eval_iters = max_iters, eval_iters
+        for rung in self.rungs:  # bad caps are reported before anything is written
+            lecture_train_config(rung, seed, max_iters=self._cap(rung), eval_iters=eval_iters)
         self.threads = threads  # None: SMALL_RUNG_THREADS, and torch's default for scaled
         self.default_threads = torch.get_num_threads()
         self.bus = bus or EventBus()
@@ -203,6 +206,11 @@ class Ladder:
         self._stop_request: tuple[str, int] | None = None
         self._trainer: Trainer | None = None
         self._budget_end: float | None = None
+
+    def _cap(self, rung: Rung) -> int | None:
+        if isinstance(self.max_iters, dict):
+            return self.max_iters.get(rung.name)
+        return self.max_iters
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -263,10 +271,8 @@ class Ladder:
             self.default_threads if rung.name == "scaled" else SMALL_RUNG_THREADS))
         started = time.monotonic()
         budget = self.rung_budget(index, started)
-        cap = (self.max_iters.get(rung.name) if isinstance(self.max_iters, dict)
-               else self.max_iters)
-        config = lecture_train_config(rung, self.seed, time_budget=budget, max_iters=cap,
-                                      eval_iters=self.eval_iters)
+        config = lecture_train_config(rung, self.seed, time_budget=budget,
+                                      max_iters=self._cap(rung), eval_iters=self.eval_iters)
         estimate = None
         if rung.name == "scaled" and self.device.type != "cuda":
             estimate = estimate_cost(rung, self.tokenizer.vocab_size, self.device,
