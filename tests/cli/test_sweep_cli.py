@@ -111,3 +111,16 @@ def test_ctrl_c_mid_sweep_keeps_finished_points_and_says_where_it_stopped(tmp_pa
     assert second["state"] == "stopped", second
     assert third["state"] == "pending" and not Path(third["run_dir"]).exists()
     assert record["stopped"]["not_started"] == ["lr=2e-3"]
+
+
+@pytest.mark.slow
+def test_parallel_on_a_cpu_says_why_it_runs_points_in_turn(tmp_path: Path) -> None:
+    # two points that fail at once (n-embd not divisible by the tiny preset's 2 heads)
+    result = invoke("sweep", "--n-embd", "15,17", "--parallel", "2", "--out",
+                    str(tmp_path / "sw"), *TINY_POINT)
+    flat = " ".join(result.stderr.split())
+    assert "--parallel 2 is for a GPU" in flat and "one after another" in flat
+    assert "2 of 2 points failed" in flat
+    assert result.exit_code == 1  # every point failed
+    record = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert record["parallel"] == 1 and record["leaderboard"] == []
