@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -33,8 +34,12 @@ def run_seed(seed: int, args: argparse.Namespace, out_root: Path) -> dict[str, o
         command += ["--data", args.data]
     load_before = os.getloadavg()
     started = time.monotonic()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # On a shared machine wall time measures the load; CPU time is what the ladder itself used.
+    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     if done.returncode:
         raise SystemExit(f"seed {seed} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     table = json.loads(done.stdout)
@@ -43,6 +48,7 @@ def run_seed(seed: int, args: argparse.Namespace, out_root: Path) -> dict[str, o
         row["off_by"] = row["val_loss"] - row["lecture_val_loss"]
         row["within_target"] = abs(row["off_by"]) <= TOLERANCE
     return {"seed": seed, "command": " ".join(command[1:]), "wall_seconds": wall,
+            "cpu_seconds": cpu,
             "cpu": cpu_name(), "cores": os.cpu_count(), "load_before": load_before,
             "load_after": os.getloadavg(), "table": table}
 
@@ -60,7 +66,8 @@ def main() -> None:
         record = run_seed(seed, args, args.out_root)
         path = RESULTS / f"lecture_{args.device}_seed{seed}.json"
         path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        print(f"seed {seed}: {record['wall_seconds']:.0f} s wall → {path}")
+        print(f"seed {seed}: {record['wall_seconds']:.0f} s wall, {record['cpu_seconds']:.0f} s "
+              f"CPU → {path}")
         for row in record["table"]["rungs"]:  # type: ignore[index]
             print(f"  {row['rung']:<12} val {row['val_loss']:.4f}  lecture "
                   f"{row['lecture_val_loss']:.2f}  ({row['off_by']:+.3f})  {row['seconds']:.1f} s"
