@@ -14,7 +14,15 @@ from chargpt_tui.checkpoint import load_checkpoint, load_for_sampling
 from chargpt_tui.data import split_data
 from chargpt_tui.errors import ConfigError
 from chargpt_tui.explain import surprise
-from chargpt_tui.ladder import Ladder, RungResult, lecture_train_config, rungs_through
+from chargpt_tui.ladder import (
+    CostEstimate,
+    Ladder,
+    RungResult,
+    estimate_cost,
+    fit_evaluations,
+    lecture_train_config,
+    rungs_through,
+)
 from chargpt_tui.lecture import (
     RUNG_NAMES,
     BigramLanguageModel,
@@ -311,3 +319,18 @@ def test_the_ladder_refuses_to_overwrite_a_finished_rung(tmp_path: Path) -> None
     tiny_ladder(tmp_path / "ladder", through="bigram").run(Recorder())
     with pytest.raises(ConfigError, match="already holds a checkpoint"):
         tiny_ladder(tmp_path / "ladder", through="bigram")
+
+
+def test_a_rungs_cost_is_measured_and_a_short_budget_evaluates_on_fewer_batches() -> None:
+    rung = rung_named("one-head")
+    estimate = estimate_cost(rung, V, torch.device("cpu"), eval_iters=200, max_iters=5000,
+                             timed_steps=1)
+    assert estimate.step_seconds > 0 and estimate.eval_seconds > 0
+    # 5000 steps and 11 evaluations (every 500 steps, and at step 0)
+    assert estimate.total_seconds == pytest.approx(5000 * estimate.step_seconds
+                                                   + 11 * estimate.eval_seconds)
+    slow = CostEstimate(step_seconds=5.0, eval_seconds=600.0, total_seconds=0.0, eval_iters=200)
+    fitted = fit_evaluations(slow, budget=600.0)  # 200 batches would take the whole budget
+    assert fitted.eval_iters == 10 and fitted.eval_seconds == pytest.approx(30.0)
+    assert fit_evaluations(slow, budget=10.0).eval_iters == 5  # never fewer than 5
+    assert fit_evaluations(slow, budget=10**6).eval_iters == 200  # never more than asked
