@@ -22,6 +22,7 @@ import torch
 from chargpt_tui.device import pick_device
 from chargpt_tui.errors import CheckpointError, UserError
 from chargpt_tui.events import EvalDone, Event, StateChanged, TrainingStarted
+from chargpt_tui.lecture import build_model
 from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy
 from chargpt_tui.nanogpt import NANOGPT_KEYS, from_nanogpt, is_nanogpt_checkpoint
 from chargpt_tui.runs import BEST_NAME, CHECKPOINT_NAME
@@ -31,7 +32,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_config", "vocab", "model", "step")
 FIELD_TYPES = {"model_config": dict, "vocab": str, "model": dict, "step": int}
 OPTIONAL_FIELD_TYPES = {"train_config": dict, "optimizer": dict, "rng": dict, "data": str,
-                        "preset": str, "origin": str}
+                        "preset": str, "origin": str, "rung": str}
 # Model parts chargpt-tui 0.1.0 had and this version has not (they trained no better, see
 # docs/recipe.md), each with the value that meant "off": checkpoints of 0.1.0 name them.
 REMOVED_MODEL_PARTS: dict[str, object] = {"norm": "layernorm", "mlp": "gelu", "zero_init": False,
@@ -193,7 +194,7 @@ def check_model_fits(payload: dict[str, Any], file: Path) -> None:
         raise CheckpointError(f"{file} is inconsistent: a vocabulary of {len(payload['vocab'])} "
                               f"characters for a model with {config.vocab_size}")
     with torch.device("meta"):
-        expected = GPTLanguageModel(config).state_dict()
+        expected = build_model(config, payload.get("rung")).state_dict()
     stored = payload["model"]
     missing = sorted(expected.keys() - stored.keys())
     unexpected = sorted(stored.keys() - expected.keys())
@@ -260,7 +261,7 @@ def _model_from_payload(payload: dict[str, Any], device: torch.device | str = "c
         if tokenizer.vocab_size != config.vocab_size:
             raise CheckpointError(f"vocabulary of {tokenizer.vocab_size} characters does not "
                                   f"match the model's {config.vocab_size}")
-        model = GPTLanguageModel(config)
+        model = build_model(config, payload.get("rung"))
         model.load_state_dict(payload["model"])
     except (TypeError, RuntimeError, KeyError) as error:
         first = str(error).strip().splitlines()[0][:160]

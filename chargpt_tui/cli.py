@@ -470,9 +470,10 @@ def tui(
         metavar="RUN_DIR",
         help="Watch a run trained elsewhere (`chargpt-tui train`, rank 0 of a distributed "
         "run) through its metrics.jsonl, and prompt its latest checkpoint. Read only.")] = None,
-    compare: Annotated[Path | None, typer.Option(
+    compare: Annotated[list[Path] | None, typer.Option(
         metavar="RUN_DIR",
-        help="Lay another run's train/val curves over the chart (F10 changes it).")] = None,
+        help="Lay other runs' curves over the chart: repeat it for several runs, or give a "
+        "sweep or lecture folder for all of its runs (F10 changes it).")] = None,
     mouse: Annotated[bool, typer.Option(
         "--mouse/--no-mouse", help="--no-mouse keeps your terminal's own text selection.")
     ] = True,
@@ -491,7 +492,9 @@ def tui(
 
         set_torch_threads(run.threads)
         # Read before the screen opens: a wrong folder is one line, not a broken chart.
-        curves = None if compare is None else (compare_label(compare), run_curves(compare))
+        from chargpt_tui.sweep import compared_runs
+
+        curves = [(compare_label(run), run_curves(run)) for run in compared_runs(compare or [])]
         with download_progress() as progress, encoding_progress() as encode_progress:
             source = resolve_source(data=run.data, encoding=run.encoding, preset=run.preset,
                                     overrides=run.overrides, out=run.out, resume=run.resume,
@@ -618,7 +621,141 @@ def bench(
     run_guarded(go)
 
 
-COMMANDS = {"train", "sample", "tui", "bench", "runs", "explain"}
+@app.command()
+def lecture(
+    through: Annotated[str | None, typer.Option(
+        help="Stop after this rung: bigram, one-head, multi-head, feedforward, residual, "
+        "layernorm or scaled (default: scaled on a GPU, layernorm on a CPU).")] = None,
+    time_budget: Annotated[str | None, typer.Option(
+        help="Wall-clock time for the whole ladder (e.g. 3m), shared by the rungs in "
+        "proportion to their cost; a rung that ends early leaves its time to the next.")
+    ] = None,
+    scaled_budget: Annotated[str | None, typer.Option(
+        help="Wall-clock time for the scaled rung alone (e.g. 10m): how to try it on a CPU.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for every rung's weights and batches.")
+                    ] = 1337,
+    max_iters: Annotated[int | None, typer.Option(
+        help="Cap every rung at this many steps (a quick look; the lecture's are 3000/5000).")
+    ] = None,
+    eval_iters: Annotated[int | None, typer.Option(
+        help="Cap the batches per loss estimate (the lecture's are 200).")] = None,
+    rung_max_iters: Annotated[str | None, typer.Option(
+        hidden=True, help="Per-rung caps, e.g. bigram=5,one-head=100000 (for tests).")] = None,
+    data: Data = None,
+    encoding: Encoding = "utf-8",
+    device: Device = "auto",
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for torch (default: 1 for the small rungs, all cores for scaled).",
+        rich_help_panel="Training")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the rungs' run folders and ladder.json (default runs/lecture-<time>).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end "
+                                          "instead of the table and samples.")] = False,
+) -> None:
+    """Replay the lecture: train its models in order, each beside the val loss it reported.
+
+    Each rung is a normal run folder: chargpt-tui runs / sample / explain work on it.
+    Ctrl+C stops the rung in training (it saves) and keeps the finished ones.
+    """
+
+    def go() -> int:
+        from chargpt_tui.device import set_torch_threads
+
+        set_torch_threads(threads)
+        from chargpt_tui.durations import parse_duration
+        from chargpt_tui.errors import UserError
+        from chargpt_tui.headless import download_progress
+        from chargpt_tui.lecture_view import run_lecture
+
+        caps: int | dict[str, int] | None = max_iters
+        if rung_max_iters:
+            try:
+                caps = {name: int(n) for name, _, n in
+                        (part.partition("=") for part in rung_max_iters.split(","))}
+            except ValueError:
+                raise UserError("--rung-max-iters takes RUNG=N,... (e.g. bigram=5)") from None
+        with download_progress(enabled=not as_json) as progress:
+            return run_lecture(
+                through=through, data=data, encoding=encoding, device=device, out=out,
+                seed=seed, time_budget=parse_duration(time_budget) if time_budget else None,
+                scaled_budget=parse_duration(scaled_budget) if scaled_budget else None,
+                max_iters=caps, eval_iters=eval_iters, threads=threads, as_json=as_json,
+                progress=progress, notice=notice)
+
+    code = run_guarded(go)
+    if code:
+        raise typer.Exit(code)
+
+
+def _axis_option(what: str) -> Any:
+    return typer.Option(help=f"{what}: one value or a comma list to sweep.",
+                        rich_help_panel="Grid")
+
+
+@app.command()
+def sweep(
+    learning_rate: Annotated[str | None, _axis_option("Peak learning rates")] = None,
+    batch_size: Annotated[str | None, _axis_option("Batch sizes")] = None,
+    n_embd: Annotated[str | None, _axis_option("Embedding widths")] = None,
+    n_layer: Annotated[str | None, _axis_option("Transformer block counts")] = None,
+    block_size: Annotated[str | None, _axis_option("Context lengths")] = None,
+    dropout: Annotated[str | None, _axis_option("Dropout probabilities")] = None,
+    preset: Preset = "auto",
+    recipe: Recipe = None,
+    n_head: NHead = None,
+    max_iters: MaxIters = None,
+    time_budget: Annotated[str | None, typer.Option(
+        help="Wall-clock time for each point (e.g. 2m), start-up included.",
+        rich_help_panel="Training")] = None,
+    eval_interval: EvalInterval = None,
+    eval_iters: EvalIters = None,
+    seed: Seed = None,
+    data: Data = None,
+    encoding: Encoding = "utf-8",
+    device: Device = "auto",
+    threads: Threads = None,
+    parallel: Annotated[int, typer.Option(
+        help="Points trained at once, as processes on one GPU (on a CPU they run one after "
+        "another).")] = 1,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the points' run folders and sweep.json (default runs/sweep-<time>).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end "
+                                          "instead of the leaderboard.")] = False,
+) -> None:
+    """Train a small grid of settings, each point a normal run folder, and rank them.
+
+    Example: chargpt-tui sweep --preset tiny --learning-rate 1e-3,3e-3 --n-embd 32,64
+    --time-budget 1m. A failed point is reported and the sweep goes on; Ctrl+C lets the
+    point in training save, and keeps the finished ones.
+    """
+
+    def go() -> int:
+        from chargpt_tui.device import pick_device
+        from chargpt_tui.sweep import parse_axis
+        from chargpt_tui.sweep_view import run_sweep
+
+        lists = {"learning_rate": learning_rate, "batch_size": batch_size, "n_embd": n_embd,
+                 "n_layer": n_layer, "block_size": block_size, "dropout": dropout}
+        axes = {name: parse_axis(name, text) for name, text in lists.items() if text}
+        single = {"preset": preset, "recipe": recipe, "n_head": n_head, "max_iters": max_iters,
+                  "time_budget": time_budget, "eval_interval": eval_interval,
+                  "eval_iters": eval_iters, "seed": seed, "data": data, "encoding": encoding,
+                  "device": device, "threads": threads}
+        train_args = [arg for name, value in single.items() if value is not None
+                      for arg in ("--" + name.replace("_", "-"), str(value))]
+        return run_sweep(axes, train_args, out=out, parallel=parallel,
+                         on_gpu=pick_device(device).type == "cuda", as_json=as_json,
+                         notice=notice)
+
+    code = run_guarded(go)
+    if code:
+        raise typer.Exit(code)
+
+
+COMMANDS = {"train", "sample", "tui", "bench", "runs", "explain", "lecture", "sweep"}
 
 
 def main(argv: list[str] | None = None) -> None:

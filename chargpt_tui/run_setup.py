@@ -151,7 +151,8 @@ def prepare_run(
     model_config = replace(model_config, vocab_size=tokenizer.vocab_size)
     split = split_tokens(encoded.tokens, model_config.block_size)
     return RunSetup(model_config, train_config, tokenizer, split, source.name, torch_device,
-                    out_dir, preset_name, checkpoint, notices)
+                    out_dir, preset_name, checkpoint, notices,
+                    rung=checkpoint.get("rung") if checkpoint is not None else None)
 
 
 def resolve_out_dir(out: str | Path | None, resume: str | Path | None) -> Path:

@@ -166,23 +166,34 @@ def make_generator(seed: int | None, device: torch.device | str) -> torch.Genera
 
 
 class _CachedContext:
-    """Feeds a growing batch of sequences through a KV cache, applying the context policy."""
+    """Feeds a growing batch of sequences through a KV cache, applying the context policy.
+
+    A model without a cache (the lecture's rungs, lecture.py) re-runs its last ``block_size``
+    tokens for every new one instead, as the lecture's ``generate`` does: exact, and cheap at
+    their size.
+    """
 
     def __init__(self, model: GPTLanguageModel, batch: int, policy: str) -> None:
         self.model = model
         self.block_size = model.config.block_size
         self.policy = policy
         param = next(model.parameters())
+        self.cached = hasattr(model, "forward_cached")
+        # (unused without forward_cached; kept so beam search's reorder works the same)
         self.cache = KVCache(model.config, batch, param.device, param.dtype)
         self.device = param.device
 
     def prefill(self, context: torch.Tensor) -> torch.Tensor:
         """Restart the cache from the given (B, T ≤ block_size) tokens; logits of the last one."""
+        if not self.cached:
+            return self.model(context)[0][:, -1, :]
         self.cache.reset()
         return self.model.forward_cached(context, self.cache)
 
     def step(self, new_tokens: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """Logits after appending ``new_tokens`` (B, 1); ``history`` is every token so far."""
+        if not self.cached:
+            return self.prefill(history[:, -self.block_size :])
         if self.cache.length < self.block_size or self.model.config.rope:
             return self.model.forward_cached(new_tokens, self.cache)  # a rotary cache slides
         keep = self.block_size if self.policy == "exact" else self.block_size // 2

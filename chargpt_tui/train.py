@@ -45,6 +45,7 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
+from chargpt_tui.lecture import build_model
 from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy, iter_decay_groups
 from chargpt_tui.optim import Muon, MuonWithAdamW
 from chargpt_tui.presets import recipe_of
@@ -427,6 +428,7 @@ class RunSetup:
     resume: dict[str, Any] | None = None
     notices: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)  # when the command began: budgets
+    rung: str | None = None  # a lecture rung's model (lecture.py) instead of GPTLanguageModel
 
     @property
     def recipe(self) -> str:
@@ -454,7 +456,7 @@ class Trainer:
         rank = self.dist.rank if self.dist else 0
 
         torch.manual_seed(self.tconf.seed)  # same seed → same initial weights (on every rank)
-        self.model = GPTLanguageModel(self.mconf).to(self.device)
+        self.model = build_model(self.mconf, setup.rung).to(self.device)
         self.optimizer = configure_optimizer(self.model, self.tconf, self.device)
         # each rank its own batches and dropout masks; rank 0 matches a single process exactly
         self.data_generator = torch.Generator().manual_seed(self.tconf.seed + rank)
@@ -538,6 +540,7 @@ class Trainer:
             "evals_since_best": self.evals_since_best,
             "last_eval": self.last_eval,
             "torch_version": str(torch.__version__),
+            **({"rung": self.setup.rung} if self.setup.rung else {}),  # rebuilds the rung's model
         }
 
     def checkpoint_payload(self) -> dict[str, Any]:
@@ -833,7 +836,8 @@ class Trainer:
             device=str(self.device), parameters=self.model.num_parameters(),
             data=self.setup.data_name, out_dir=str(self.out_dir),
             config={"model": self.mconf.to_dict(), "train": asdict(tconf),
-                    "preset": self.setup.preset},
+                    "preset": self.setup.preset,
+                    **({"rung": self.setup.rung} if self.setup.rung else {})},
         ))
         for message in self.setup.notices:
             self.bus.publish(Notice(message))

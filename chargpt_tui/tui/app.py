@@ -99,13 +99,13 @@ class ChargptApp(App[int]):
     ]
 
     def __init__(self, source: Source | None = None, *,
-                 compare: tuple[str, Curves] | None = None, device: str = "auto",
+                 compare: list[tuple[str, Curves]] | None = None, device: str = "auto",
                  show_timing: bool = True, handle_signals: bool = False) -> None:
         super().__init__()
         self.run_source = source  # None: the panels alone (tests of the layout)
         self.live_model = ModelSource()  # the weights the prompt pane answers from
         self.handle_signals = handle_signals
-        self.compare = compare  # (label, curves) laid over the chart; --compare or F10
+        self.compare = compare  # [(label, curves)] laid over the chart; --compare or F10
         self.compare_folder = ""  # what F10 last applied, offered again for editing
         # What the views look at, kept from ViewText messages; a trained run's folder is known
         # once training starts (its TrainingStarted event).
@@ -134,8 +134,9 @@ class ChargptApp(App[int]):
         asyncio.get_running_loop().set_default_executor(ThreadPerTask("chargpt-worker"))
 
     def on_mount(self) -> None:
-        if self.compare is not None:
-            self.show_compare(*self.compare)
+        if self.compare:
+            self.query_one(LossChart).set_overlays(
+                [(label, curves.steps, curves.val) for label, curves in self.compare])
         if self.handle_signals:
             loop = asyncio.get_running_loop()
             for signum in SIGNAL_EXIT_CODES:
@@ -252,7 +253,7 @@ class ChargptApp(App[int]):
 
     def show_compare(self, label: str, curves: Curves) -> None:
         # The chart's own train line is every step's loss, its val line the evaluations.
-        self.query_one(LossChart).set_overlay(label, curves.steps, curves.val)
+        self.query_one(LossChart).set_overlays([(label, curves.steps, curves.val)])
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         prompt = self.prompt
@@ -389,5 +390,5 @@ class ChargptApp(App[int]):
             self.notify(message.error or "cannot read that run", title="compare",
                         severity="error")
             return
-        self.compare = (message.label, message.curves)
+        self.compare = [(message.label, message.curves)]
         self.show_compare(message.label, message.curves)

@@ -51,10 +51,10 @@ def resolve_source(*, data: str | None, encoding: str, preset: str, overrides: d
 
 
 def run_app(source: Source, *, device: str, mouse: bool,
-            compare: tuple[str, Curves] | None = None) -> tuple[int, list[str]]:
+            compare: list[tuple[str, Curves]] | None = None) -> tuple[int, list[str]]:
     """Run the app; returns its exit code (0, 1 after a failure, 130/143/129 after
-    SIGINT/SIGTERM/SIGHUP) and the lines to print once the screen is gone. ``compare``: another
-    run's curves to lay over the chart (``--compare``)."""
+    SIGINT/SIGTERM/SIGHUP) and the lines to print once the screen is gone. ``compare``: other
+    runs' curves to lay over the chart (``--compare``)."""
     from chargpt_tui.tui.app import ChargptApp
 
     app = ChargptApp(source, compare=compare, device=device, handle_signals=True)

@@ -389,7 +389,7 @@ async def test_comparing_a_run_with_itself_draws_two_identical_curves(
         run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(run.parent)
     app = ChargptApp(OpenCheckpoint(Path(run.name)), device="cpu", show_timing=False,
-                     compare=(compare_label(run), run_curves(run)))
+                     compare=[(compare_label(run), run_curves(run))])
     async with app.run_test(size=(120, 40)) as pilot:
         chart = app.query_one(LossChart)
         await wait_until(pilot, lambda: bool(chart.val_points), what="the run's history")
@@ -477,7 +477,7 @@ def test_compared_run_snapshot(snap_compare: Any, run: Path, fast_run: Path,
     """The tiny run with the fast recipe's run laid over it (dotted, ◇ at its evaluations)."""
     monkeypatch.chdir(run.parent)
     app = ChargptApp(OpenCheckpoint(Path(run.name)), device="cpu", show_timing=False,
-                     compare=("fast recipe", run_curves(fast_run)))
+                     compare=[("fast recipe", run_curves(fast_run))])
 
     async def run_before(pilot: Pilot) -> None:
         await wait_until(pilot, lambda: pilot.app.training.stats.state == "chat only",

@@ -25,6 +25,8 @@ AXIS_WIDTH = 7  # "  2.80┤"
 MARKER_GAP = 3  # cells between evaluation markers at least, so they never hide the line
 TRAIN_STYLE, VAL_STYLE = "cyan", "bold magenta"
 OVERLAY_TRAIN_STYLE, OVERLAY_VAL_STYLE = "green", "yellow"
+# Further compared runs (several folders, a sweep, a ladder): their val curves, in turn.
+MORE_OVERLAY_STYLES = ("blue", "red", "bright_green", "bright_cyan", "bright_yellow", "white")
 Points = tuple[tuple[int, float], ...]
 
 
@@ -79,6 +81,7 @@ class LossChart(Widget):
     overlay_label: reactive[str] = reactive("", layout=False)
     overlay_train: reactive[Points] = reactive(tuple, layout=False)
     overlay_val: reactive[Points] = reactive(tuple, layout=False)
+    more_overlays: reactive[tuple[tuple[str, Points], ...]] = reactive(tuple, layout=False)
 
     def set_overlay(self, label: str, train: Sequence[tuple[int, float]],
                     val: Sequence[tuple[int, float]]) -> None:
@@ -87,8 +90,15 @@ class LossChart(Widget):
         self.overlay_train = tuple(train)
         self.overlay_val = tuple(val)
 
+    def set_overlays(self, runs: Sequence[tuple[str, Sequence[tuple[int, float]],
+                                                Sequence[tuple[int, float]]]]) -> None:
+        """Several runs: the first as :meth:`set_overlay`, the others by their val curves."""
+        first, *rest = runs or [("", (), ())]
+        self.set_overlay(*first)
+        self.more_overlays = tuple((label, tuple(val)) for label, _, val in rest)
+
     def clear_overlay(self) -> None:
-        self.set_overlay("", (), ())
+        self.set_overlays([])
 
     def action_toggle_maximize(self) -> None:
         toggle_maximize(self)
@@ -102,6 +112,8 @@ class LossChart(Widget):
         if self.overlay_label:
             chosen += [(self.overlay_train, OVERLAY_TRAIN_STYLE, "", True),
                        (self.overlay_val, OVERLAY_VAL_STYLE, "◇", True)]
+        chosen += [(val, MORE_OVERLAY_STYLES[i % len(MORE_OVERLAY_STYLES)], "◇", True)
+                   for i, (_, val) in enumerate(self.more_overlays)]
         chosen += [(self.train_points, TRAIN_STYLE, "", False),
                    (self.val_points, VAL_STYLE, "◆", False)]
         return chosen
@@ -205,4 +217,6 @@ class LossChart(Widget):
         if self.overlay_label:
             text.append(f"  ⠂⠂ {self.overlay_label} train", style=OVERLAY_TRAIN_STYLE)
             text.append(f"  ◇ {self.overlay_label} val", style=OVERLAY_VAL_STYLE)
+        for i, (label, _) in enumerate(self.more_overlays):
+            text.append(f"  ◇ {label}", style=MORE_OVERLAY_STYLES[i % len(MORE_OVERLAY_STYLES)])
         return text
