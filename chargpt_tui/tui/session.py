@@ -100,7 +100,7 @@ class Session(ABC):
         applies, but not now), False hides it (it never applies here)."""
         if action not in self.actions:
             return False
-        if not self.can_control:
+        if not self.can_control:  # pause, not resume, stands dimmed for the pair in the footer
             return False if action == "resume" else None
         if action == "pause":
             return not self.paused
