@@ -189,7 +189,11 @@ class ChargptApp(App[int]):
         self.action_toggle_pause()
 
     def action_toggle_pause(self) -> None:
-        if self.session.toggle_pause() is not None:
+        paused = self.session.toggle_pause()
+        if paused is not None:
+            # The cursor follows the key at once; the trainer's StateChanged, a step later,
+            # says the same again.
+            self.prompt.show_training(not paused)
             self.refresh_bindings()
 
     def action_save(self) -> None:
