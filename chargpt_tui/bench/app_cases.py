@@ -92,6 +92,7 @@ async def app_training_window(ctx: BenchContext, shape: Shape, prompt_text: str
     every ``ui_prompt_every`` seconds through the prompt line. Returns the window and how many
     prompts were typed."""
     from chargpt_tui.tui.app import ChargptApp
+    from chargpt_tui.tui.session import TrainSession
     from chargpt_tui.tui.sources import TrainNew
     from chargpt_tui.tui.widgets.prompt_input import PromptInput
 
@@ -107,11 +108,13 @@ async def app_training_window(ctx: BenchContext, shape: Shape, prompt_text: str
 
     prompts = 0
     async with app.run_test(headless=True, size=(120, 40)):
-        await wait_for(lambda: app.training.trainer is not None, "the app's trainer")
-        assert app.training.trainer is not None
+        session = app.session
+        assert isinstance(session, TrainSession)
+        await wait_for(lambda: session.trainer is not None, "the app's trainer")
+        assert session.trainer is not None
         # Every hold the app takes (prompts, the next-character view) goes through this control.
-        app.training.trainer.control.hold_spans = holds
-        app.training.trainer.bus.subscribe(on_event)
+        session.trainer.control.hold_spans = holds
+        session.trainer.bus.subscribe(on_event)
         await wait_for(lambda: len(step_times) >= 3, "the app's first training steps")
         prompt_line = app.query_one(PromptInput)
         start = time.perf_counter()
@@ -126,7 +129,7 @@ async def app_training_window(ctx: BenchContext, shape: Shape, prompt_text: str
         end = time.perf_counter()
     # Closing the app stops training at a step boundary; let it, so the next measurement
     # does not share the cores with it.
-    await wait_for(lambda: not app.training.running, "the app's training to stop")
+    await wait_for(lambda: not session.running, "the app's training to stop")
     return TrainingWindow(step_times, start, end, shape.batch_size * shape.block_size,
                           holds), prompts
 

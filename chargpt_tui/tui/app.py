@@ -1,6 +1,8 @@
 """The chargpt-tui app: composes the training panel and the prompt pane, owns the keys.
 
-Everything heavy happens in the panels' thread workers; the app only routes messages between
+What it shows is its session's (:mod:`chargpt_tui.tui.session`): a run trained here, an opened
+checkpoint or a followed run. The app asks the session which keys apply and passes it pause,
+save and stop; everything heavy happens in thread workers. The app routes messages between
 panels (they never reach into each other) and runs the quit sequence: stop training at a step
 boundary, which saves a checkpoint, then exit — asking only when that save failed.
 """
@@ -25,11 +27,9 @@ from textual.screen import Screen
 
 from chargpt_tui.device import ThreadPerTask
 from chargpt_tui.errors import describe
-from chargpt_tui.events import EvalDone, StateChanged, TrainingStarted
+from chargpt_tui.events import EvalDone, StateChanged
 from chargpt_tui.exit_codes import SIGNAL_EXIT_CODES
 from chargpt_tui.explain import Curves, compare_label, run_curves
-from chargpt_tui.run_setup import continue_command, sample_command
-from chargpt_tui.runs import BEST_NAME
 from chargpt_tui.train import TrainResult
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.live_model import ModelSource
@@ -41,7 +41,8 @@ from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
 from chargpt_tui.tui.screens.help import HelpScreen
 from chargpt_tui.tui.screens.model_view import ModelViewScreen
 from chargpt_tui.tui.screens.surprise import SurpriseScreen
-from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, Source, TrainNew
+from chargpt_tui.tui.session import STEERING, session_for
+from chargpt_tui.tui.sources import Source
 from chargpt_tui.tui.widgets.footer import Footer
 from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
@@ -102,24 +103,18 @@ class ChargptApp(App[int]):
                  compare: list[tuple[str, Curves]] | None = None, device: str = "auto",
                  show_timing: bool = True, handle_signals: bool = False) -> None:
         super().__init__()
-        self.run_source = source  # None: the panels alone (tests of the layout)
-        self.live_model = ModelSource()  # the weights the prompt pane answers from
+        self.session = session_for(source, device)  # None: the panels alone (layout tests)
         self.handle_signals = handle_signals
         self.compare = compare  # [(label, curves)] laid over the chart; --compare or F10
         self.compare_folder = ""  # what F10 last applied, offered again for editing
-        # What the views look at, kept from ViewText messages; a trained run's folder is known
-        # once training starts (its TrainingStarted event).
+        # What the views look at, kept from ViewText messages (the run's folder is the session's).
         self.view_texts: dict[str, str] = {}
-        self.run_dir: Path | None = (
-            source.run_dir if isinstance(source, FollowRun) else
-            source.path if isinstance(source, OpenCheckpoint) and source.path.is_dir() else
-            source.path.parent if isinstance(source, OpenCheckpoint) else None)
         self._quit_code: int | None = None
         self._unsaved_error: str | None = None  # why training's last checkpoint write failed
         self._failure: str | None = None  # why training failed: quitting then exits 1
         self._result: TrainResult | None = None
         # Kept as attributes: the actions need them while another screen is on top.
-        self.training = TrainingPanel(self.live_model, source, device=device,
+        self.training = TrainingPanel(sample_placeholder=self.session.sample_placeholder,
                                       show_timing=show_timing, id="training")
         self.prompt = PromptPane(self.live_model, show_timing=show_timing, id="prompt")
 
@@ -129,11 +124,22 @@ class ChargptApp(App[int]):
             yield self.prompt
         yield Footer()
 
+    @property
+    def live_model(self) -> ModelSource:
+        """The weights prompts and views sample: the session's."""
+        return self.session.live_model
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run's folder, for the views (a trained run's is known once it starts)."""
+        return self.session.run_dir
+
     def on_load(self) -> None:
         # Before any worker starts: each runs on a thread of its own (see device.ThreadPerTask).
         asyncio.get_running_loop().set_default_executor(ThreadPerTask("chargpt-worker"))
 
     def on_mount(self) -> None:
+        self.session.start(self.training)
         if self.compare:
             self.query_one(LossChart).set_overlays(
                 [(label, curves.steps, curves.val) for label, curves in self.compare])
@@ -141,6 +147,9 @@ class ChargptApp(App[int]):
             loop = asyncio.get_running_loop()
             for signum in SIGNAL_EXIT_CODES:
                 loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def on_unmount(self) -> None:
+        self.session.close()
 
     def _on_signal(self, signum: int) -> None:
         """SIGINT/SIGTERM/SIGHUP: stop training (it saves a checkpoint), exit with 128+signal.
@@ -162,7 +171,7 @@ class ChargptApp(App[int]):
         period; then the process ends with the signal's exit code. Nothing is lost by then.
         """
         deadline = time.monotonic() + QUIT_SAVE_TIMEOUT
-        while self.training.running and time.monotonic() < deadline:
+        while self.session.running and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(SIGNAL_EXIT_GRACE)
         os._exit(code)
@@ -170,17 +179,8 @@ class ChargptApp(App[int]):
     # -- key actions -------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("pause", "resume", "toggle_pause", "save"):
-            if not isinstance(self.run_source, TrainNew):
-                return False  # chat-only and follow modes never train here: keys hidden
-            panel = self.training
-            if not panel.can_control:
-                return None if action != "resume" else False  # dimmed in the footer
-            paused = panel.trainer is not None and panel.trainer.control.paused
-            if action == "pause":
-                return not paused
-            if action == "resume":
-                return paused
+        if action in STEERING:
+            return self.session.allows(action)  # e.g. hidden where nothing trains here
         return True
 
     def action_pause(self) -> None:
@@ -190,11 +190,15 @@ class ChargptApp(App[int]):
         self.action_toggle_pause()
 
     def action_toggle_pause(self) -> None:
-        if self.training.toggle_pause() is not None:
+        paused = self.session.toggle_pause()
+        if paused is not None:
+            # The cursor follows the key at once; the trainer's StateChanged, a step later,
+            # says the same again.
+            self.prompt.show_training(not paused)
             self.refresh_bindings()
 
     def action_save(self) -> None:
-        if not self.training.request_save():
+        if not self.session.request_save():
             self.notify("nothing is training; the last checkpoint is already on disk",
                         severity="warning")
 
@@ -288,7 +292,7 @@ class ChargptApp(App[int]):
             return  # already saving: the exit follows
         if exit_code == 0 and self._failure:
             exit_code = 1  # a failed run says so to whoever runs the app, also on a plain quit
-        if self.training.stop(reason, exit_code):
+        if self.session.stop(reason, exit_code):
             self._quit_code = exit_code
             self.notify("saving a checkpoint, then quitting…", title="quit")
             self.set_timer(QUIT_SAVE_TIMEOUT, lambda: self.exit(return_code=exit_code))
@@ -307,32 +311,7 @@ class ChargptApp(App[int]):
     def farewell(self) -> list[str]:
         """What to print once the screen is gone: where the weights are, what to run next
         (as headless ``train`` does)."""
-        source, saved = self.run_source, self.training.last_saved
-        if isinstance(source, OpenCheckpoint):
-            return [f"try: chargpt-tui sample --checkpoint {source.path} --prompt 'ROMEO:'"]
-        if isinstance(source, FollowRun):
-            return [f"followed {source.run_dir}; its newest checkpoint: chargpt-tui sample "
-                    f"--checkpoint {source.run_dir} --prompt 'ROMEO:'"]
-        lines = [f"training failed: {self._failure}"] if self._failure else []
-        if saved is None:
-            return [*lines, "no checkpoint was saved"]
-        folder = Path(saved.path).parent
-        lines.append(f"checkpoint: {saved.path} (step {saved.step})")
-        result = self._result
-        best = folder / BEST_NAME
-        if result is not None and result.best_step is not None and best.exists():
-            lines.append(f"best weights: {best} (val {result.best_val_loss:.4f} "
-                         f"from step {result.best_step})")
-        trainer = self.training.trainer
-        if trainer is None:  # a checkpoint was saved, so a trainer ran: never here
-            return lines
-        setup = trainer.setup  # the commands follow the data and the resume rules
-        lines.append(f"try: {sample_command(folder, setup.data_name, setup.tokenizer.vocab)}")
-        finished = result is not None and result.state == "finished"
-        label = "train further" if finished else "continue training"
-        lines.append(f"{label}: "
-                     f"{continue_command(folder, trainer.tconf, saved.step, finished, app=True)}")
-        return lines
+        return self.session.farewell(self._failure, self._result)
 
     # -- messages from the panels ------------------------------------------------------------
 
@@ -348,8 +327,6 @@ class ChargptApp(App[int]):
 
     @while_running
     def on_engine_event(self, message: messages.EngineEvent) -> None:
-        if isinstance(message.event, TrainingStarted) and self.run_dir is None:
-            self.run_dir = Path(message.event.out_dir)
         if isinstance(message.event, StateChanged):
             self.refresh_bindings()
             self.prompt.show_training(message.event.state == "training")

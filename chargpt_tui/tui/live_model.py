@@ -1,8 +1,9 @@
 """Where the prompt pane gets weights: the live trainer, a checkpoint opened for chat only, or
 the newest checkpoint of a run followed from outside (``--follow``).
 
-Shared by the training panel (which attaches the trainer) and the prompt pane (which samples),
-so neither widget reaches into the other. All methods are safe to call from worker threads.
+Owned by the app's session (which attaches the trainer or the loaded weights) and read by the
+prompt pane and the views (which sample), so no widget reaches into another. All methods are
+safe to call from worker threads.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def file_signature(path: Path) -> FileSignature | None:
 class CheckpointFollower:
     """Keeps a :class:`ModelSource` on the newest checkpoint file at ``path``.
 
-    The one loader of a followed run: the training panel calls :meth:`refresh` when the run
+    The one loader of a followed run: the follow session calls :meth:`refresh` when the run
     announces a save, the prompt pane when a prompt is submitted, so a prompt never answers
     from older weights than the file on disk, and the views never show an older step than a
     prompt used. A look costs one ``stat`` when the file is the one last tried; loads are
@@ -129,6 +130,15 @@ class ModelSource:
     @property
     def ready(self) -> bool:
         return self._trainer is not None or self._snapshot is not None
+
+    @property
+    def vocab(self) -> str:
+        """The characters of the weights in hand ('' before any), without copying them."""
+        with self._lock:
+            trainer, snapshot = self._trainer, self._snapshot
+        if trainer is not None:
+            return trainer.setup.tokenizer.vocab
+        return snapshot.tokenizer.vocab if snapshot is not None else ""
 
     def snapshot(self) -> Snapshot | None:
         """The newest weights; copied only when training has moved on since the last copy."""

@@ -46,6 +46,15 @@ class EngineEvent(Message):
         self.event = event
 
 
+class RunStatus(Message):
+    """The state the stats line shows, in the session's words (e.g. "paused", "stopping", or
+    "following" with the followed run's own state as the detail); ``detail`` None keeps it."""
+
+    def __init__(self, state: str, detail: str | None = None) -> None:
+        super().__init__()
+        self.state, self.detail = state, detail
+
+
 class LogLine(Message):
     """A line for the log panel from outside the engine (data loading, errors)."""
 

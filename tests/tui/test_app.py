@@ -83,7 +83,7 @@ async def test_training_advances_and_ctrl_t_pauses_and_resumes(tmp_path: Path) -
         paused_at = current_step(app)
         await pilot.pause(0.5)
         assert current_step(app) == paused_at
-        assert app.training.trainer is not None and app.training.trainer.step == paused_at
+        assert app.session.trainer is not None and app.session.trainer.step == paused_at
         await pilot.press("ctrl+t")
         await wait_until(pilot, lambda: current_step(app) > paused_at + 3, what="resume")
         assert app.training.stats.state == "training" and not prompt_input.cursor_blink

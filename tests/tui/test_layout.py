@@ -197,12 +197,12 @@ async def test_the_live_sample_timer_runs_only_while_a_sample_streams(
         assert ticks == []  # no sample yet
         for step in (10, 20):
             # From another thread, as the training thread sends them.
-            await asyncio.to_thread(panel._forward, SampleChunk(step, "To be"))
+            await asyncio.to_thread(panel.show_event, SampleChunk(step, "To be"))
             await wait_until(pilot, lambda: view.body == "To be", what="the first chunk")
             before = len(ticks)
             await pilot.pause(0.3)
             assert len(ticks) > before  # streaming: the timer ticks
-            await asyncio.to_thread(panel._forward, SampleChunk(step, ", or not", final=True))
+            await asyncio.to_thread(panel.show_event, SampleChunk(step, ", or not", final=True))
             await wait_until(pilot, lambda: view.done, what="the sample's end")
             assert view.history[-1] == (step, "To be, or not")
             after = len(ticks)
@@ -210,7 +210,7 @@ async def test_the_live_sample_timer_runs_only_while_a_sample_streams(
             assert len(ticks) == after  # asleep until the next sample
         # A followed run's log replays whole samples back to back: nothing left to stream.
         for step in (30, 40):
-            panel._forward(SampleChunk(step, f"whole at {step}", final=True))
+            panel.show_event(SampleChunk(step, f"whole at {step}", final=True))
         await wait_until(pilot, lambda: view.step == 40 and view.done, what="the replay")
         after = len(ticks)
         await pilot.pause(0.3)

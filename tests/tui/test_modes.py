@@ -56,7 +56,7 @@ async def test_training_keys_show_while_training(tmp_path: Path) -> None:
     app = ChargptApp(TrainNew(tiny_factory(write_data(tmp_path), tmp_path / "run")),
                      device="cpu")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.training.running, what="training")
+        await wait_until(pilot, lambda: app.session.running, what="training")
         await wait_until(pilot, lambda: footer_keys(app) >= TRAINING_KEYS, what="keys")
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running, what="exit")
@@ -91,7 +91,7 @@ async def test_after_a_run_prompts_answer_from_the_best_step(
                                            eval_interval=10)), device="cpu", show_timing=False)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.training.stats.state == "finished", what="the end")
-        await wait_until(pilot, lambda: app.prompt.unavailable is None and not app.training.running,
+        await wait_until(pilot, lambda: app.prompt.unavailable is None and not app.session.running,
                          what="the worker's end")
         stats = app.training.stats
         assert stats.best == "best val 2.00 @ step 10"

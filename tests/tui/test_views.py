@@ -262,13 +262,13 @@ async def test_a_view_while_training_takes_turns_with_it(tmp_path: Path,
         view = app.screen
         assert isinstance(view, SurpriseScreen) and view.text_name != "last prompt"
         assert len(view.context.texts["validation"]) == 2 * 16
-        assert holds and app.training.trainer is not None
-        step = app.training.trainer.step
-        await wait_until(pilot, lambda: app.training.trainer.step > step + 2, timeout=90,
+        assert holds and app.session.trainer is not None
+        step = app.session.trainer.step
+        await wait_until(pilot, lambda: app.session.trainer.step > step + 2, timeout=90,
                          what="training to continue after the view")
         await pilot.press("escape")
-        app.training.stop("test")
-        await wait_until(pilot, lambda: not app.training.running, timeout=90, what="stop")
+        app.session.stop("test")
+        await wait_until(pilot, lambda: not app.session.running, timeout=90, what="stop")
 
 
 @async_test
@@ -284,14 +284,14 @@ async def test_views_keep_their_texts_and_run_folder_from_messages(tmp_path: Pat
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: "validation" in app.view_texts and app.run_dir
                          is not None, timeout=90, what="the trainer's text and folder")
-        assert app.run_dir == app.training.trainer.out_dir  # type: ignore[union-attr]
+        assert app.run_dir == app.session.trainer.out_dir  # type: ignore[union-attr]
         assert len(app.view_texts["validation"]) == 2 * 16
         app.view_texts["last prompt"] = "ROMEO: hello"
         context = app.view_context()
         assert list(context.texts) == ["last prompt", "validation"]  # most useful first
         assert context.run_dir == app.run_dir
-        app.training.stop("test")
-        await wait_until(pilot, lambda: not app.training.running, timeout=90, what="stop")
+        app.session.stop("test")
+        await wait_until(pilot, lambda: not app.session.running, timeout=90, what="stop")
 
 
 class SampleHost(App[None]):

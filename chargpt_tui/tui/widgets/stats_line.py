@@ -84,7 +84,17 @@ class StatsLine(Widget):
         return Text("\n").join(self.lines(self.size.width))
 
     def watch_stats(self, old: Stats, new: Stats) -> None:
-        # Re-measure only when the line count can change (not on every step).
+        # Re-measure only when the line count can change (not on every step), and look again
+        # after the next refresh: Textual keeps the height it measured during a layout that
+        # was already pending, so a change in that window would leave a line cut off (seen
+        # once: a followed run's "best val" missing until the next change, which never came).
+        if self._remeasure():
+            self.call_after_refresh(self._remeasure)
+
+    def _remeasure(self) -> bool:
+        """Ask for a new layout if the lines no longer fit the height; True if it did."""
         width = self.size.width
         if width and len(self.lines(width)) != self.size.height:
             self.refresh(layout=True)
+            return True
+        return False

@@ -1,12 +1,11 @@
-"""The training panel: owns the training worker and shows what the engine's events say.
+"""The training panel: shows what the app's session reports, and nothing else.
 
-It shows one of three things: a run it trains itself, a checkpoint opened for chat only, or a
-run it follows (``--follow``): someone else's training, read from its ``metrics.jsonl``.
-
-The worker runs the engine's :class:`~chargpt_tui.train.Trainer` on a thread. It never touches a
-widget: engine events become messages posted to this panel (progress messages coalesce), and
-live-sample characters go through a queue that a 30 Hz timer drains. Keeping the worker on the
-widget that shows it means the worker dies with the widget — no teardown races.
+Stats line, loss chart, live samples and log for a run trained here, a run followed from
+elsewhere, or a checkpoint opened for chat: which one is the session's business
+(:mod:`chargpt_tui.tui.session`), whose workers run on this panel's node so they end with it.
+They never touch a widget: engine events come in through :meth:`TrainingPanel.show_event`,
+which is thread-safe (steps coalesce, live-sample characters go through a queue that a 30 Hz
+timer drains), and everything else arrives as a message.
 """
 
 from __future__ import annotations
@@ -14,20 +13,14 @@ from __future__ import annotations
 import queue
 import statistics
 from dataclasses import replace
-from pathlib import Path
 
-from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.worker import get_current_worker
 
-from chargpt_tui.checkpoint import load_for_sampling
-from chargpt_tui.errors import describe
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
     Event,
-    EventBus,
     Notice,
     SampleChunk,
     StateChanged,
@@ -35,13 +28,8 @@ from chargpt_tui.events import (
     TrainingStarted,
 )
 from chargpt_tui.presets import recipe_of
-from chargpt_tui.run_setup import sample_at_evaluations
-from chargpt_tui.runs import CHECKPOINT_NAME, METRICS_NAME, follow_metrics, loss_history
-from chargpt_tui.train import APP_MICRO_BATCHES, Trainer
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.formatting import count
-from chargpt_tui.tui.live_model import ModelSource
-from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, Source, TrainNew
 from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.loss_chart import LossChart
@@ -57,10 +45,6 @@ DRAIN_INTERVAL = 1 / 30  # live-sample text: smooth streaming (the timer sleeps 
 PROGRESS_INTERVAL = 0.5  # seconds between stats-line updates (htop: 1.5 s)
 CHART_EVERY = 2  # the loss chart is redrawn at every second stats update: once a second
 MAX_TRAIN_POINTS = 4000  # older points are thinned: the chart only has ~100 columns anyway
-# A followed run's checkpoint is reloaded this long after a CheckpointSaved, once for all the
-# saves announced meanwhile: replaying a long history announces many at once, a tiny model
-# saves several a second, and only the newest file exists anyway.
-RELOAD_DELAY = 0.3
 
 
 def thin(points: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
@@ -70,30 +54,20 @@ def thin(points: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]
 
 
 class TrainingPanel(Vertical):
-    """Stats line, loss chart, live sample and log for one run (trained here or followed), or
-    for one opened checkpoint."""
+    """Stats line, loss chart, live sample and log for what the app's session shows: a run
+    trained here or followed, or an opened checkpoint. It draws; the session steers."""
 
-    def __init__(self, live_model: ModelSource, source: Source | None = None, *,
-                 device: str = "auto", show_timing: bool = True, id: str | None = None) -> None:
+    def __init__(self, *, sample_placeholder: str = LiveSample.PLACEHOLDER,
+                 show_timing: bool = True, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.live_model = live_model
-        self.run_source = source
-        # The folder of a run trained elsewhere, when following one.
-        self.follow = source.run_dir if isinstance(source, FollowRun) else None
-        self.device = device
-        if self.follow is not None:  # one loader for its checkpoint: this panel's, and prompts'
-            live_model.follow_checkpoint(self.follow / CHECKPOINT_NAME, device)
+        self.sample_placeholder = sample_placeholder
         self.show_timing = show_timing
-        self.trainer: Trainer | None = None
-        self.running = False  # the worker is inside Trainer.run
         self._samples: queue.SimpleQueue[SampleChunk] = queue.SimpleQueue()
         self._sample_open = False  # the producing thread's: a sample began and has not ended
         # (step, loss), or (step, None) when a run (re)starts at ``step``: older points from
         # that step on belong to a history it rewound (a resume after a crash).
         self._losses: queue.SimpleQueue[tuple[int, float | None]] = queue.SimpleQueue()
-        self._reload_pending = False
-        self.last_saved: CheckpointSaved | None = None  # the newest checkpoint written
-        # The newest step, written by the training thread, shown by the UI's progress timer.
+        # The newest step, written by the producing thread, shown by the UI's progress timer.
         self._latest_step: StepDone | None = None
         self._shown_step: StepDone | None = None  # UI thread only
         self._ticks = 0  # UI thread only
@@ -101,11 +75,7 @@ class TrainingPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield StatsLine(show_timing=self.show_timing, id="stats")
         yield LossChart(id="loss-chart")
-        if self.follow is None:
-            yield LiveSample(id="live-sample")
-        else:  # only a run configured to sample (the app's own runs do) logs samples
-            yield LiveSample(id="live-sample",
-                             placeholder="this run has logged no live samples (yet)")
+        yield LiveSample(id="live-sample", placeholder=self.sample_placeholder)
         yield EventLog(id="event-log")
 
     def on_mount(self) -> None:
@@ -114,103 +84,10 @@ class TrainingPanel(Vertical):
         # and on a 2-core CPU each wake-up stalls a training thread.
         self._sample_timer = self.set_interval(DRAIN_INTERVAL, self._drain_samples, pause=True)
         self.set_interval(PROGRESS_INTERVAL, self._show_progress)
-        source = self.run_source
-        if isinstance(source, OpenCheckpoint):
-            self.open_checkpoint(source)
-        elif isinstance(source, FollowRun):
-            self.query_one(StatsLine).stats = replace(self.stats,
-                state="following", detail=f"waiting for {source.run_dir / METRICS_NAME}")
-            self.follow_run(source.run_dir)
-            self.load_followed_checkpoint()
-        elif isinstance(source, TrainNew):
-            self.train(source)
 
-    def on_unmount(self) -> None:
-        # The worker is cancelled with this widget, but the trainer only looks at its control.
-        if self.trainer is not None:
-            self.trainer.control.stop("app closed")
-
-    # -- controls (called by the app's key bindings) ------------------------------------------
-
-    @property
-    def can_control(self) -> bool:
-        return self.trainer is not None and self.running and not self.trainer.control.stopping
-
-    def toggle_pause(self) -> bool | None:
-        """Pause or resume; returns True when now paused, None when nothing is training."""
-        if not self.can_control:
-            return None
-        assert self.trainer is not None
-        paused = self.trainer.control.toggle_pause()
-        self.query_one(StatsLine).stats = replace(self.stats,
-            state="paused" if paused else "training")
-        return paused
-
-    def request_save(self) -> bool:
-        if not self.can_control:
-            return False
-        assert self.trainer is not None
-        self.trainer.control.request_save()
-        self.log_line("saving a checkpoint…")
-        return True
-
-    def stop(self, reason: str, exit_code: int = 0) -> bool:
-        """Ask training to stop at the next step (it saves first); False if not training."""
-        if self.trainer is None or not self.running:
-            return False
-        self.trainer.control.stop(reason, exit_code)
-        self.query_one(StatsLine).stats = replace(self.stats, state="stopping")
-        return True
-
-    # -- workers ------------------------------------------------------------------------------
-
-    @work(thread=True, exclusive=True, group="train", exit_on_error=False,
-          description="training")
-    def train(self, source: TrainNew) -> None:
-        worker = get_current_worker()
-        self.post_message(messages.LogLine("loading the training text…"))
-        def progress(done: int, total: int | None) -> None:
-            self.post_message(messages.DownloadProgress(done, total))
-
-        def notice(text: str) -> None:
-            self.post_message(messages.LogLine(text, "warning"))
-
-        try:
-            setup = source.setup_factory(progress, notice)
-            sample_at_evaluations(setup)
-            bus = EventBus()
-            trainer = Trainer(setup, bus, micro_batches=APP_MICRO_BATCHES)  # prompts cut in
-        except Exception as error:  # noqa: BLE001 - a UserError, or a bug: either ends the worker
-            self.post_message(messages.TrainingEnded(None, describe(error)))
-            return
-        if worker.is_cancelled:
-            return
-        bus.subscribe(self._forward)
-        self.trainer = trainer
-        # Two blocks of held-out text: what the views show when there is no prompt yet.
-        val, block = trainer.data.val, trainer.mconf.block_size
-        self.post_message(messages.ViewText(
-            "validation", setup.tokenizer.decode(val[: 2 * block].tolist())))
-        self.live_model.attach_trainer(trainer)
-        self.running = True
-        self.post_message(messages.ModelReady(trainer.step, training=True))
-        try:
-            result = trainer.run()
-            if (result.state != "failed" and result.best_step is not None
-                    and result.best_step != result.step):
-                # The trainer put its best weights back: prompts now answer from them, and
-                # name their step (the trainer's own step is still the last one).
-                model, _ = trainer.snapshot()
-                self.live_model.attach_model(model, trainer.setup.tokenizer, result.best_step)
-        except Exception as error:  # noqa: BLE001 - e.g. the disk refused a checkpoint
-            self.post_message(messages.TrainingEnded(None, describe(error), unsaved=True))
-            return
-        finally:
-            self.running = False
-        self.post_message(messages.TrainingEnded(result))
-
-    def _forward(self, event: Event) -> None:
-        """Runs on the training thread for every event: hand it over, never block.
+    def show_event(self, event: Event) -> None:
+        """Show an event of a live run. Safe from any thread, and quick: the training thread
+        calls it for every event.
 
         A small model takes 70 steps a second on a CPU and a GPU more: a step only leaves its
         loss in a queue (the chart averages them all) and itself in ``_latest_step``, which the
@@ -244,51 +121,6 @@ class TrainingPanel(Vertical):
         if self._ticks % CHART_EVERY == 0:
             self._drain_losses()
 
-    @work(thread=True, exclusive=True, group="train", exit_on_error=False,
-          description="following a run")
-    def follow_run(self, run_dir: Path) -> None:
-        """Feed a run's logged events, old and new, through the same path as live training.
-        Read only: nothing here writes to the followed folder."""
-        worker = get_current_worker()
-        try:
-            for event in follow_metrics(run_dir, worker.cancelled_event):
-                self._forward(event)
-        except Exception as error:  # noqa: BLE001 - say so in the log rather than go quiet
-            self.post_message(messages.LogLine(f"stopped following: {describe(error)}", "error"))
-
-    def _reload_followed_checkpoint(self) -> None:
-        self._reload_pending = False
-        self.load_followed_checkpoint()
-
-    @work(thread=True, exclusive=True, group="reload", exit_on_error=False,
-          description="loading the followed run's checkpoint")
-    def load_followed_checkpoint(self) -> None:
-        """Load the followed run's checkpoint if the file is newer than the weights prompts use
-        (the loader is shared with the prompt pane, which looks again at every prompt)."""
-        refresh = self.live_model.refresh()
-        if refresh.loaded is not None:
-            self.post_message(messages.ModelReady(refresh.loaded, training=False))
-        elif refresh.problem is not None and not self.live_model.ready:
-            self.post_message(messages.ModelUnavailable(refresh.problem))
-        elif refresh.problem is not None and refresh.new:  # said once per file; the weights
-            self.post_message(messages.LogLine(  # already loaded still answer prompts
-                f"could not load the newest checkpoint: {refresh.problem}", "warning"))
-
-    @work(thread=True, exclusive=True, group="train", exit_on_error=False,
-          description="opening checkpoint")
-    def open_checkpoint(self, source: OpenCheckpoint) -> None:
-        try:
-            loaded = source.opened or load_for_sampling(source.path, self.device)
-        except Exception as error:  # noqa: BLE001 - shown in the log, whatever it was
-            self.post_message(messages.TrainingEnded(None, describe(error)))
-            return
-        self.live_model.attach_model(loaded.model, loaded.tokenizer, loaded.step)
-        self.post_message(messages.HistoryLoaded(*loss_history(
-            loaded.file.parent / METRICS_NAME, loaded.step)))
-        for event in loaded.history_events():
-            self.post_message(messages.EngineEvent(event))
-        self.post_message(messages.ModelReady(loaded.step, training=False))
-
     # -- message handlers (UI thread) ---------------------------------------------------------
 
     @property
@@ -307,9 +139,12 @@ class TrainingPanel(Vertical):
         stats = self.stats
         self.query_one(StatsLine).stats = replace(stats,
             step=step.step, max_iters=step.max_iters, lr=step.lr,
-            tokens_per_second=step.tokens_per_second, elapsed=step.elapsed, eta=step.eta,
-            # Training clears the download progress; a followed run keeps its own state.
-            detail=stats.detail if self.follow is not None else "")
+            tokens_per_second=step.tokens_per_second, elapsed=step.elapsed, eta=step.eta)
+
+    def on_run_status(self, message: messages.RunStatus) -> None:
+        detail = self.stats.detail if message.detail is None else message.detail
+        self.query_one(StatsLine).stats = replace(self.stats, state=message.state, detail=detail)
+        message.stop()
 
     def on_download_progress(self, message: messages.DownloadProgress) -> None:
         total = f" of {count(message.total)}B" if message.total else ""
@@ -338,18 +173,8 @@ class TrainingPanel(Vertical):
                 step=event.step, max_iters=event.max_iters, device=event.device,
                 parameters=event.parameters, detail="", recipe=recipe,
                 steps_estimated=bool(train.get("time_budget")))
-            if isinstance(self.run_source, OpenCheckpoint):
-                self.log_line(f"opened {event.out_dir} (step {event.step}, trained on "
-                              f"{event.data}) · {event.device}")
-            elif self.follow is not None:
-                chart = self.query_one(LossChart)  # a resumed run may rewind its history
-                chart.val_points = tuple(p for p in chart.val_points if p[0] < event.step)
-                self.log_line(f"following {self.follow}: {event.data} · "
-                              f"{count(event.parameters)} parameters · {event.device} · "
-                              f"from step {event.step}")
-            else:
-                self.log_line(f"training on {event.data} · {count(event.parameters)} "
-                              f"parameters · {event.device} → {event.out_dir}")
+            chart = self.query_one(LossChart)  # a resumed run may rewind its history
+            chart.val_points = tuple(p for p in chart.val_points if p[0] < event.step)
         elif isinstance(event, EvalDone):
             if event.best_step is not None:
                 stats_line.stats = replace(stats_line.stats, best=f"best val "
@@ -361,18 +186,9 @@ class TrainingPanel(Vertical):
             self.log_line(f"step {event.step}: train {event.train_loss:.3f} · val "
                           f"{event.val_loss:.3f}")
         elif isinstance(event, CheckpointSaved):
-            self.last_saved = event
             self.log_line(f"saved {event.path} (step {event.step}, {event.reason})", "good")
-            if self.follow is not None and not self._reload_pending:
-                self._reload_pending = True
-                self.set_timer(RELOAD_DELAY, self._reload_followed_checkpoint)
         elif isinstance(event, StateChanged):
             self._drain_losses()  # a pause or the end shows the curve to its last step
-            if self.follow is not None:  # the run's own state, next to ours
-                detail = f"run {event.state}" + (f": {event.reason}" if event.reason else "")
-                stats_line.stats = replace(stats_line.stats, state="following", detail=detail)
-            else:
-                stats_line.stats = replace(stats_line.stats, state=event.state, detail=event.reason)
             if event.state in ("stopped", "failed", "finished"):
                 level = "error" if event.state == "failed" else "info"
                 self.log_line(f"training {event.state}"
