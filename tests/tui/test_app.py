@@ -72,10 +72,12 @@ async def type_prompt(pilot: Pilot, text: str) -> None:
 async def test_training_advances_and_ctrl_t_pauses_and_resumes(tmp_path: Path) -> None:
     app = make_app(tmp_path, eval_interval=25)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: current_step(app) >= 5, what="training steps")
         prompt_input = app.query_one(PromptInput)
+        # Steady while training (a blink is a redraw). The state reaches the app as a message
+        # that bubbles up from the panel, which may show a step or two before it arrives.
+        await wait_until(pilot, lambda: current_step(app) >= 5 and not prompt_input.cursor_blink,
+                         what="training steps with a steady cursor")
         assert app.focused is prompt_input
-        assert not prompt_input.cursor_blink  # steady while training: a blink is a redraw
         await pilot.press("ctrl+t")
         await wait_until(pilot, lambda: app.training.stats.state == "paused", what="pause")
         assert prompt_input.cursor_blink
