@@ -15,7 +15,6 @@ from tui_support import (
     TINY,
     async_test,
     tiny_factory,
-    train_tiny_checkpoint,
     wait_until,
     write_data,
 )
@@ -36,11 +35,6 @@ SIZE = (100, 30)
 @pytest.fixture(autouse=True)
 def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
 
 def chat_app(checkpoint: Path) -> ChargptApp:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.text import Text
 from textual.widgets import Static
-from tui_support import async_test, train_tiny_checkpoint, wait_until
+from tui_support import async_test, wait_until
 
 from chargpt_tui.events import SampleChunk
 from chargpt_tui.tui.app import ChargptApp
@@ -32,11 +32,6 @@ LONG_LINE = ("warning: could not download the default data (DNS lookup failed fo
 @pytest.fixture(autouse=True)
 def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.mktemp("layout"))
 
 
 def idle_app() -> ChargptApp:

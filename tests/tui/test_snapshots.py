@@ -22,8 +22,8 @@ from chargpt_tui.tui.widgets.transcript import Transcript, TranscriptEntry
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.mktemp("snap"))
+def trained(checkpoint: Path) -> Path:
+    return checkpoint
 
 
 @pytest.fixture
