@@ -38,6 +38,7 @@ def headless_line(*args: str) -> str:
     return result.stderr.strip()
 
 
+@pytest.mark.slow  # each case a fresh interpreter (seconds)
 @pytest.mark.parametrize("options", [
     ["--preset", "tinny"],
     ["--data", "nosuch.txt"],
@@ -51,6 +52,7 @@ def test_training_mistakes_give_trains_line(options: list[str], tmp_path: Path,
     assert line == headless_line("train", *options, "--device", "cpu")
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_a_checkpoint_gives_samples_line(tmp_path: Path) -> None:
     text = write_text(tmp_path)
     line = assert_refused_before_the_screen(run_app(tmp_path, "--checkpoint", str(text)))
@@ -58,6 +60,7 @@ def test_a_file_that_is_not_a_checkpoint_gives_samples_line(tmp_path: Path) -> N
     assert "damaged or not a checkpoint" in line
 
 
+@pytest.mark.slow
 def test_a_follow_folder_that_does_not_exist(tmp_path: Path) -> None:
     line = assert_refused_before_the_screen(run_app(tmp_path, "--follow", "runs/nosuch"))
     assert "--follow runs/nosuch: no such run folder" in line
