@@ -99,6 +99,7 @@ def test_startup_reports_the_app_first_paint_next_to_help(tiny_report: dict) -> 
     assert not tiny_report["cases"]["startup"]["skipped"]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_bench_module_does_not_import_textual() -> None:
     check = ("import sys, chargpt_tui.bench.runner; "
              "sys.exit('textual' in sys.modules or 'chargpt_tui.tui.app' in sys.modules)")

@@ -34,6 +34,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return folder, json.loads(result.stdout)
 
 
+@pytest.mark.slow  # the runs here are real processes (seconds each)
 def test_train_json_reports_the_run(trained_run: tuple[Path, dict]) -> None:
     folder, report = trained_run
     for key in ("step", "train_loss", "val_loss", "tokens_per_second", "checkpoint", "device",
@@ -46,6 +47,7 @@ def test_train_json_reports_the_run(trained_run: tuple[Path, dict]) -> None:
     assert report["best_step"] in (30, 60) and report["best_val_loss"] <= report["val_loss"]
 
 
+@pytest.mark.slow
 def test_sample_streams_a_continuation_of_the_prompt(trained_run: tuple[Path, dict]) -> None:
     folder, _ = trained_run
     result = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "ROMEO:",
@@ -57,6 +59,7 @@ def test_sample_streams_a_continuation_of_the_prompt(trained_run: tuple[Path, di
     assert again.stdout == result.stdout  # seeded: reproducible
 
 
+@pytest.mark.slow
 def test_sample_output_arrives_while_it_is_generated(trained_run: tuple[Path, dict]) -> None:
     """Plain mode streams: the first characters arrive long before the process ends."""
     folder, _ = trained_run
@@ -71,6 +74,7 @@ def test_sample_output_arrives_while_it_is_generated(trained_run: tuple[Path, di
         process.wait()
 
 
+@pytest.mark.slow
 def test_sample_beam_json_lists_beams_best_first(trained_run: tuple[Path, dict]) -> None:
     folder, _ = trained_run
     result = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "JULIET:",
@@ -117,6 +121,7 @@ def help_at_80_columns(*args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # a process per command
 def test_no_help_page_gives_a_flag_a_type() -> None:
     """A flag takes no value: `--debug`, not `--debug  <bool>` (typer 0.29's rich help adds
     one), in every command's help; options that take a value keep theirs."""
