@@ -20,6 +20,15 @@ def run_cli(*args: str, timeout: float = 120, **kwargs: object) -> subprocess.Co
                           **kwargs)
 
 
+def run_cli_side_by_side(*commands: list[str], cwd: Path) -> list[tuple[int, str, str]]:
+    """Several ``chargpt-tui`` processes at once (each pays torch's import, in parallel);
+    returns each one's (exit code, stdout, stderr)."""
+    processes = [subprocess.Popen([*CLI, *args], cwd=cwd, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for args in commands]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    return [(process.returncode, *output) for process, output in zip(processes, outputs)]
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     from tests.conftest import make_corpus
@@ -50,13 +59,12 @@ def test_train_json_reports_the_run(trained_run: tuple[Path, dict]) -> None:
 @pytest.mark.slow
 def test_sample_streams_a_continuation_of_the_prompt(trained_run: tuple[Path, dict]) -> None:
     folder, _ = trained_run
-    result = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "ROMEO:",
-                     "--max-new-tokens", "50", "--seed", "1", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ROMEO:") and len(result.stdout) == len("ROMEO:") + 50 + 1
-    again = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "ROMEO:",
-                    "--max-new-tokens", "50", "--seed", "1", cwd=folder)
-    assert again.stdout == result.stdout  # seeded: reproducible
+    command = ["sample", "--checkpoint", "runs/latest", "--prompt", "ROMEO:",
+               "--max-new-tokens", "50", "--seed", "1"]
+    (code, stdout, stderr), (_, again, _) = run_cli_side_by_side(command, command, cwd=folder)
+    assert code == 0, stderr
+    assert stdout.startswith("ROMEO:") and len(stdout) == len("ROMEO:") + 50 + 1
+    assert again == stdout  # seeded: reproducible
 
 
 @pytest.mark.slow
@@ -77,16 +85,16 @@ def test_sample_output_arrives_while_it_is_generated(trained_run: tuple[Path, di
 @pytest.mark.slow
 def test_sample_beam_json_lists_beams_best_first(trained_run: tuple[Path, dict]) -> None:
     folder, _ = trained_run
-    result = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "JULIET:",
-                     "--beam-width", "4", "--max-new-tokens", "30", "--json", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    command = ["sample", "--checkpoint", "runs/latest", "--prompt", "JULIET:",
+               "--beam-width", "4", "--max-new-tokens", "30"]
+    (code, stdout, stderr), (_, plain, _) = run_cli_side_by_side([*command, "--json"], command,
+                                                                 cwd=folder)
+    assert code == 0, stderr
+    report = json.loads(stdout)
     scores = [beam["score"] for beam in report["beams"]]
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)
     assert report["completion"] == report["beams"][0]["text"] and len(report["completion"]) == 30
-    plain = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "JULIET:",
-                    "--beam-width", "4", "--max-new-tokens", "30", cwd=folder)
-    assert plain.stdout == "JULIET:" + report["completion"] + "\n"
+    assert plain == "JULIET:" + report["completion"] + "\n"
 
 
 def test_help_is_fast_and_documents_every_command() -> None:
