@@ -207,6 +207,7 @@ def test_known_gpu_peaks_match_by_name(name: str, peak: float | None) -> None:
     assert known_peak_flops(name) == peak
 
 
+@pytest.mark.slow
 def test_the_bare_loop_trains_the_engines_model_from_the_same_weights(tmp_path) -> None:
     """The engine/bare-loop ratio is only fair if both train the same model from the same start
     with the same optimizer settings, and the bare loop really takes optimizer steps."""

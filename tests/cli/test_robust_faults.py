@@ -140,6 +140,7 @@ def test_signal_saves_a_checkpoint_at_a_step_boundary_then_exits(
     assert temp_files(out) == []
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_step_with_the_same_optimizer_state(
         interrupted_runs: dict[str, tuple[int, str, str, Path]], tmp_path: Path) -> None:
     out = copy_run(interrupted_runs["SIGINT"][3], tmp_path / "run")

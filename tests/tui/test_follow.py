@@ -149,6 +149,7 @@ async def test_a_prompt_answers_from_the_newest_checkpoint_on_disk(tmp_path: Pat
         assert loads == [10, 20]
 
 
+@pytest.mark.slow
 @async_test
 async def test_a_torn_checkpoint_at_submit_time_answers_from_the_loaded_one(
         tmp_path: Path) -> None:
@@ -187,6 +188,7 @@ async def test_a_prompt_loads_a_checkpoint_saved_after_the_app_opened(tmp_path: 
                          what="the 'no checkpoint' note to go")
 
 
+@pytest.mark.slow
 @async_test
 async def test_follows_a_headless_run_while_it_trains(tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -86,6 +86,7 @@ async def test_80x24_gives_the_chart_six_rows_and_shows_the_mode_line() -> None:
         assert "sample · T 0.8" in str(app.query_one("#settings-line", Static).render())
 
 
+@pytest.mark.slow
 @async_test
 async def test_the_chart_and_samples_grow_with_the_window() -> None:
     app = idle_app()
@@ -99,6 +100,7 @@ async def test_the_chart_and_samples_grow_with_the_window() -> None:
         assert tall_chart >= 12 and tall_sample >= 6  # at 120×40 already
 
 
+@pytest.mark.slow
 @async_test
 async def test_f6_maximises_the_focused_panel_and_escape_restores() -> None:
     app = idle_app()
@@ -173,6 +175,7 @@ async def test_every_live_sample_is_kept_with_its_step_and_scrolls_back() -> Non
         assert view.row_count == MAX_SAMPLES
 
 
+@pytest.mark.slow
 @async_test
 async def test_the_live_sample_timer_runs_only_while_a_sample_streams(
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,6 +215,7 @@ async def test_the_live_sample_timer_runs_only_while_a_sample_streams(
         assert len(ticks) == after
 
 
+@pytest.mark.slow
 @async_test
 async def test_a_streaming_answer_keeps_its_prompt_in_view(checkpoint: Path) -> None:
     app = ChargptApp(OpenCheckpoint(checkpoint), device="cpu", show_timing=False)

@@ -73,6 +73,7 @@ async def test_a_failed_run_says_so_in_the_prompt_pane_and_exits_1(tmp_path: Pat
     assert farewell[-1] == "no checkpoint was saved"
 
 
+@pytest.mark.slow
 @async_test
 async def test_after_a_run_prompts_answer_from_the_best_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
