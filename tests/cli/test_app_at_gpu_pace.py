@@ -55,6 +55,7 @@ def test_the_prompt_panel_is_read_across_its_wrapped_lines() -> None:
     assert match is not None and match.group(1) == "23"
 
 
+@pytest.mark.slow  # two trainings in tmux: minutes
 def test_the_script_drives_the_app_and_the_headless_run_in_tmux(tmp_path: Path) -> None:
     data = write_data(tmp_path)
     done = subprocess.run(

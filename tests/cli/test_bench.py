@@ -43,6 +43,7 @@ def tiny_report() -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow  # the whole tiny bench, once a module
 def test_bench_reports_every_case_with_numeric_medians_and_spreads(tiny_report: dict) -> None:
     assert set(tiny_report["cases"]) == set(CASES)
     assert [case["number"] for case in tiny_report["cases"].values()] == [
@@ -66,6 +67,7 @@ def test_bench_reports_every_case_with_numeric_medians_and_spreads(tiny_report: 
     assert all(row["mfu"] is None for row in training["rows"] if row["unit"] == "tokens/s")
 
 
+@pytest.mark.slow
 def test_ui_cost_runs_the_app_with_prompts_and_compares_it_to_the_engine(
         tiny_report: dict) -> None:
     rows = {row["label"]: row for row in tiny_report["cases"]["ui_cost"]["rows"]}
@@ -86,6 +88,7 @@ def test_ui_cost_runs_the_app_with_prompts_and_compares_it_to_the_engine(
     assert target["value"] == ratio["median"] and target["goal"] == 0.95
 
 
+@pytest.mark.slow
 def test_startup_reports_the_app_first_paint_next_to_help(tiny_report: dict) -> None:
     rows = {row["label"]: row for row in tiny_report["cases"]["startup"]["rows"]}
     help_row = rows["chargpt-tui --help"]
@@ -96,6 +99,7 @@ def test_startup_reports_the_app_first_paint_next_to_help(tiny_report: dict) -> 
     assert not tiny_report["cases"]["startup"]["skipped"]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_bench_module_does_not_import_textual() -> None:
     check = ("import sys, chargpt_tui.bench.runner; "
              "sys.exit('textual' in sys.modules or 'chargpt_tui.tui.app' in sys.modules)")
@@ -128,6 +132,7 @@ def test_steps_per_second_times_whole_steps_inside_the_window() -> None:
     assert math.isnan(steps_per_second(ends, 1.0, 1.2))  # one step: nothing to time
 
 
+@pytest.mark.slow
 def test_bench_reports_every_target_with_a_verdict(tiny_report: dict) -> None:
     targets = {t["key"]: t for t in tiny_report["targets"]}
     assert set(targets) == EXPECTED_TARGETS
@@ -138,6 +143,7 @@ def test_bench_reports_every_target_with_a_verdict(tiny_report: dict) -> None:
                                     target["value"] <= target["goal"])
 
 
+@pytest.mark.slow
 def test_bench_reports_the_machine(tiny_report: dict) -> None:
     machine = tiny_report["machine"]
     assert machine["device"] == "cpu"
@@ -146,6 +152,7 @@ def test_bench_reports_the_machine(tiny_report: dict) -> None:
     assert tiny_report["notes"]  # tiny mode says its numbers mean nothing
 
 
+@pytest.mark.slow
 def test_bench_table_shows_every_case_and_verdict(tiny_report: dict) -> None:
     console = Console(record=True, width=160)
     print_report(tiny_report, console)
@@ -201,6 +208,7 @@ def test_known_gpu_peaks_match_by_name(name: str, peak: float | None) -> None:
     assert known_peak_flops(name) == peak
 
 
+@pytest.mark.slow
 def test_the_bare_loop_trains_the_engines_model_from_the_same_weights(tmp_path) -> None:
     """The engine/bare-loop ratio is only fair if both train the same model from the same start
     with the same optimizer settings, and the bare loop really takes optimizer steps."""

@@ -20,6 +20,15 @@ def run_cli(*args: str, timeout: float = 120, **kwargs: object) -> subprocess.Co
                           **kwargs)
 
 
+def run_cli_side_by_side(*commands: list[str], cwd: Path) -> list[tuple[int, str, str]]:
+    """Several ``chargpt-tui`` processes at once (each pays torch's import, in parallel);
+    returns each one's (exit code, stdout, stderr)."""
+    processes = [subprocess.Popen([*CLI, *args], cwd=cwd, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for args in commands]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    return [(process.returncode, *output) for process, output in zip(processes, outputs)]
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     from tests.conftest import make_corpus
@@ -34,6 +43,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return folder, json.loads(result.stdout)
 
 
+@pytest.mark.slow  # the runs here are real processes (seconds each)
 def test_train_json_reports_the_run(trained_run: tuple[Path, dict]) -> None:
     folder, report = trained_run
     for key in ("step", "train_loss", "val_loss", "tokens_per_second", "checkpoint", "device",
@@ -46,17 +56,18 @@ def test_train_json_reports_the_run(trained_run: tuple[Path, dict]) -> None:
     assert report["best_step"] in (30, 60) and report["best_val_loss"] <= report["val_loss"]
 
 
+@pytest.mark.slow
 def test_sample_streams_a_continuation_of_the_prompt(trained_run: tuple[Path, dict]) -> None:
     folder, _ = trained_run
-    result = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "ROMEO:",
-                     "--max-new-tokens", "50", "--seed", "1", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ROMEO:") and len(result.stdout) == len("ROMEO:") + 50 + 1
-    again = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "ROMEO:",
-                    "--max-new-tokens", "50", "--seed", "1", cwd=folder)
-    assert again.stdout == result.stdout  # seeded: reproducible
+    command = ["sample", "--checkpoint", "runs/latest", "--prompt", "ROMEO:",
+               "--max-new-tokens", "50", "--seed", "1"]
+    (code, stdout, stderr), (_, again, _) = run_cli_side_by_side(command, command, cwd=folder)
+    assert code == 0, stderr
+    assert stdout.startswith("ROMEO:") and len(stdout) == len("ROMEO:") + 50 + 1
+    assert again == stdout  # seeded: reproducible
 
 
+@pytest.mark.slow
 def test_sample_output_arrives_while_it_is_generated(trained_run: tuple[Path, dict]) -> None:
     """Plain mode streams: the first characters arrive long before the process ends."""
     folder, _ = trained_run
@@ -71,18 +82,19 @@ def test_sample_output_arrives_while_it_is_generated(trained_run: tuple[Path, di
         process.wait()
 
 
+@pytest.mark.slow
 def test_sample_beam_json_lists_beams_best_first(trained_run: tuple[Path, dict]) -> None:
     folder, _ = trained_run
-    result = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "JULIET:",
-                     "--beam-width", "4", "--max-new-tokens", "30", "--json", cwd=folder)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    command = ["sample", "--checkpoint", "runs/latest", "--prompt", "JULIET:",
+               "--beam-width", "4", "--max-new-tokens", "30"]
+    (code, stdout, stderr), (_, plain, _) = run_cli_side_by_side([*command, "--json"], command,
+                                                                 cwd=folder)
+    assert code == 0, stderr
+    report = json.loads(stdout)
     scores = [beam["score"] for beam in report["beams"]]
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)
     assert report["completion"] == report["beams"][0]["text"] and len(report["completion"]) == 30
-    plain = run_cli("sample", "--checkpoint", "runs/latest", "--prompt", "JULIET:",
-                    "--beam-width", "4", "--max-new-tokens", "30", cwd=folder)
-    assert plain.stdout == "JULIET:" + report["completion"] + "\n"
+    assert plain == "JULIET:" + report["completion"] + "\n"
 
 
 def test_help_is_fast_and_documents_every_command() -> None:
@@ -117,6 +129,7 @@ def help_at_80_columns(*args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # a process per command
 def test_no_help_page_gives_a_flag_a_type() -> None:
     """A flag takes no value: `--debug`, not `--debug  <bool>` (typer 0.29's rich help adds
     one), in every command's help; options that take a value keep theirs."""

@@ -121,6 +121,7 @@ def interrupted_runs(tmp_path_factory: pytest.TempPathFactory
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "exit_code"), SIGNALS, ids=[s.name for s, _ in SIGNALS])
 def test_signal_saves_a_checkpoint_at_a_step_boundary_then_exits(
         sig: signal.Signals, exit_code: int,
@@ -139,6 +140,7 @@ def test_signal_saves_a_checkpoint_at_a_step_boundary_then_exits(
     assert temp_files(out) == []
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_step_with_the_same_optimizer_state(
         interrupted_runs: dict[str, tuple[int, str, str, Path]], tmp_path: Path) -> None:
     out = copy_run(interrupted_runs["SIGINT"][3], tmp_path / "run")
@@ -186,6 +188,7 @@ def checkpoint_for(step: int, model: dict[str, torch.Tensor], config: GPTConfig
             "stamp": torch.tensor([step])}
 
 
+@pytest.mark.slow
 def test_sigkill_during_checkpoint_writes_never_leaves_a_broken_checkpoint(
         tmp_path: Path) -> None:
     config = tiny_config(vocab_size=4, block_size=8, n_layer=1)
@@ -261,6 +264,7 @@ def test_full_disk_keeps_the_previous_checkpoint(trained: Path, tmp_path: Path,
 # -- a closed stdout (`| head`, a dropped session) --------------------------------------------
 
 
+@pytest.mark.slow
 def test_closed_stdout_saves_and_stops_without_a_traceback(
         interrupted_runs: dict[str, tuple[int, str, str, Path]]) -> None:
     returncode, _, stderr, out = interrupted_runs[PIPE_CLOSED]

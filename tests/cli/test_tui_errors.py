@@ -14,13 +14,45 @@ from helpers_robust import invoke, write_text
 ALTERNATE_SCREEN = "\x1b[?1049h"  # what Textual writes first when its screen opens
 
 
-def run_app(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def start_app(cwd: Path, *args: str) -> subprocess.Popen[str]:
     """``chargpt-tui ARGS`` in a real process. CHARGPT_TUI_FORCE_TUI lets the app start
     without a terminal, so a check that came too late would open the screen (and the escape
     would show in stdout) instead of passing by accident."""
     env = {**os.environ, "CHARGPT_TUI_FORCE_TUI": "1", "CHARGPT_TUI_CACHE": str(cwd / "cache")}
-    return subprocess.run([sys.executable, "-m", "chargpt_tui", *args], cwd=cwd, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    return subprocess.Popen([sys.executable, "-m", "chargpt_tui", *args], cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+Refusals = dict[str, tuple[Path, subprocess.CompletedProcess[str]]]
+
+TRAINING_MISTAKES = [
+    ["--preset", "tinny"],
+    ["--data", "nosuch.txt"],
+    ["--data", "ftp://example.org/text.txt"],
+    ["--dropout", "1.5"],
+]
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory: pytest.TempPathFactory) -> Refusals:
+    """Every mistake below made in its own app process, all started side by side (each pays
+    torch's import, in parallel): case → (the process's folder, what it did)."""
+    started = {}
+    for index, options in enumerate(TRAINING_MISTAKES):
+        folder = tmp_path_factory.mktemp(f"mistake{index}")
+        started[" ".join(options)] = folder, start_app(folder, *options, "--device", "cpu")
+    folder = tmp_path_factory.mktemp("not-a-checkpoint")
+    started["not a checkpoint"] = folder, start_app(
+        folder, "--checkpoint", str(write_text(folder)))
+    folder = tmp_path_factory.mktemp("follow")
+    started["missing follow folder"] = folder, start_app(folder, "--follow", "runs/nosuch")
+    done = {}
+    for case, (folder, process) in started.items():
+        stdout, stderr = process.communicate(timeout=120)
+        done[case] = folder, subprocess.CompletedProcess(process.args, process.returncode,
+                                                         stdout, stderr)
+    return done
 
 
 def assert_refused_before_the_screen(done: subprocess.CompletedProcess[str]) -> str:
@@ -38,28 +70,29 @@ def headless_line(*args: str) -> str:
     return result.stderr.strip()
 
 
-@pytest.mark.parametrize("options", [
-    ["--preset", "tinny"],
-    ["--data", "nosuch.txt"],
-    ["--data", "ftp://example.org/text.txt"],
-    ["--dropout", "1.5"],
-])
-def test_training_mistakes_give_trains_line(options: list[str], tmp_path: Path,
+@pytest.mark.slow  # the processes of the module fixture (seconds)
+@pytest.mark.parametrize("options", TRAINING_MISTAKES)
+def test_training_mistakes_give_trains_line(options: list[str], refusals: Refusals,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    line = assert_refused_before_the_screen(run_app(tmp_path, *options, "--device", "cpu"))
-    monkeypatch.chdir(tmp_path)  # `nosuch.txt` names the same missing file for both
+    folder, done = refusals[" ".join(options)]
+    line = assert_refused_before_the_screen(done)
+    monkeypatch.chdir(folder)  # `nosuch.txt` names the same missing file for both
     assert line == headless_line("train", *options, "--device", "cpu")
 
 
-def test_a_file_that_is_not_a_checkpoint_gives_samples_line(tmp_path: Path) -> None:
-    text = write_text(tmp_path)
-    line = assert_refused_before_the_screen(run_app(tmp_path, "--checkpoint", str(text)))
+@pytest.mark.slow
+def test_a_file_that_is_not_a_checkpoint_gives_samples_line(refusals: Refusals) -> None:
+    folder, done = refusals["not a checkpoint"]
+    line = assert_refused_before_the_screen(done)
+    text = folder / "corpus.txt"  # what the fixture wrote and gave the app
     assert line == headless_line("sample", "--checkpoint", str(text), "--prompt", "x")
     assert "damaged or not a checkpoint" in line
 
 
-def test_a_follow_folder_that_does_not_exist(tmp_path: Path) -> None:
-    line = assert_refused_before_the_screen(run_app(tmp_path, "--follow", "runs/nosuch"))
+@pytest.mark.slow
+def test_a_follow_folder_that_does_not_exist(refusals: Refusals) -> None:
+    _, done = refusals["missing follow folder"]
+    line = assert_refused_before_the_screen(done)
     assert "--follow runs/nosuch: no such run folder" in line
 
 

@@ -91,7 +91,8 @@ def test_hold_spans_time_every_hold_including_one_still_running() -> None:
     assert control._running.is_set()
 
 
-def test_a_hold_gets_in_between_the_batches_of_an_evaluation(tmp_path: Path) -> None:
+def test_a_hold_gets_in_between_the_batches_of_an_evaluation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A prompt typed while the model is being evaluated is let in between two evaluation
     batches, not after the whole evaluation (nor beside it: the evaluation waits meanwhile)."""
     bus = EventBus()
@@ -100,8 +101,18 @@ def test_a_hold_gets_in_between_the_batches_of_an_evaluation(tmp_path: Path) -> 
     bus.subscribe(lambda event: steps.append(event.step) if isinstance(event, StepDone) else None)
     bus.subscribe(lambda event: evaluated.append(event.step)
                   if isinstance(event, EvalDone) else None)
-    # 1500 batches per split: the evaluation at step 3 lasts far longer than one step.
-    trainer = Trainer(tiny_setup(tmp_path, max_iters=3, eval_interval=3, eval_iters=1500), bus)
+    # 300 batches per split, each 10 ms longer from step 3 until the hold is over: the
+    # evaluation at step 3 lasts seconds (asleep, not computing), far longer than one step.
+    trainer = Trainer(tiny_setup(tmp_path, max_iters=3, eval_interval=3, eval_iters=300), bus)
+    hold_over = threading.Event()
+    let_holds_run = trainer.control.let_holds_run
+
+    def slow_batch_end() -> None:
+        let_holds_run()
+        if 3 in steps and not hold_over.is_set():
+            time.sleep(0.01)
+
+    monkeypatch.setattr(trainer.control, "let_holds_run", slow_batch_end)
     thread = threading.Thread(target=trainer.run)
     thread.start()
     try:
@@ -115,6 +126,7 @@ def test_a_hold_gets_in_between_the_batches_of_an_evaluation(tmp_path: Path) -> 
             assert 3 not in evaluated  # in the middle of the evaluation
             time.sleep(0.3)
             assert 3 not in evaluated  # which waits while the hold lasts
+        hold_over.set()
     finally:
         thread.join(60)
     assert not thread.is_alive() and 3 in evaluated

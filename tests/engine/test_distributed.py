@@ -92,6 +92,7 @@ def run_two_processes(text: Path, out: Path, steps: int, *extra: str) -> dict:
     return payload
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["lecture", "fast"])
 def test_two_processes_equal_one_process_on_the_union_batch_across_a_resume(
         tmp_path: Path, recipe: str) -> None:
@@ -112,6 +113,7 @@ def test_two_processes_equal_one_process_on_the_union_batch_across_a_resume(
     assert max_difference(resumed["model"], rank0_only[STEPS]) > 1e-3
 
 
+@pytest.mark.slow
 def test_resuming_a_single_process_run_on_two_processes(tmp_path: Path) -> None:
     text = write_text(tmp_path)
     out = tmp_path / "run"
@@ -154,6 +156,7 @@ def _rank_of(pid: int) -> int:
     return int(next(v for v in environ if v.startswith(b"RANK=")).removeprefix(b"RANK="))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds workers through /proc")
 @pytest.mark.parametrize(("target", "reason"), [
     ("torchrun", "received SIGTERM"),  # torchrun passes it on to every worker
@@ -231,6 +234,7 @@ main(["sample", "--checkpoint", sys.argv[1]])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("under_torchrun", [True, False])
 def test_a_torchrun_process_ends_without_the_interpreter_shutdown_that_can_abort_it(
         tmp_path: Path, under_torchrun: bool) -> None:

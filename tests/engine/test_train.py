@@ -122,6 +122,7 @@ def cli_train(*args: str) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow  # three training processes
 def test_resume_in_a_fresh_process_is_bitwise_identical(corpus_file: Path, tmp_path: Path) -> None:
     """20 steps + save + resume for 20 more ≡ 40 straight steps (weights and optimizer)."""
     shape = ["--data", str(corpus_file), "--preset", "tiny", "--n-layer", "2", "--n-embd", "16",

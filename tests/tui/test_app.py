@@ -15,7 +15,6 @@ from tui_support import (
     TINY,
     async_test,
     tiny_factory,
-    train_tiny_checkpoint,
     wait_until,
     write_data,
 )
@@ -36,11 +35,6 @@ SIZE = (100, 30)
 @pytest.fixture(autouse=True)
 def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
 
 def chat_app(checkpoint: Path) -> ChargptApp:
@@ -68,6 +62,7 @@ async def type_prompt(pilot: Pilot, text: str) -> None:
     await pilot.press("enter")
 
 
+@pytest.mark.slow
 @async_test
 async def test_training_advances_and_ctrl_t_pauses_and_resumes(tmp_path: Path) -> None:
     app = make_app(tmp_path, eval_interval=25)
@@ -98,6 +93,7 @@ async def test_training_advances_and_ctrl_t_pauses_and_resumes(tmp_path: Path) -
         assert prompt_input.cursor_blink  # focused again while paused: it blinks
 
 
+@pytest.mark.slow
 @async_test
 async def test_prompt_streams_a_continuation_in_both_modes(tmp_path: Path) -> None:
     app = make_app(tmp_path, eval_interval=25)
@@ -130,6 +126,7 @@ async def test_prompt_streams_a_continuation_in_both_modes(tmp_path: Path) -> No
         await wait_until(pilot, lambda: current_step(app) > held_at, what="training again")
 
 
+@pytest.mark.slow
 @async_test
 async def test_escape_stops_a_generation(checkpoint: Path) -> None:
     app = chat_app(checkpoint)
@@ -232,6 +229,7 @@ async def test_unknown_characters_are_reported(checkpoint: Path) -> None:
         assert any("~" in warning for warning in entry.warnings)
 
 
+@pytest.mark.slow
 @async_test
 async def test_ctrl_s_writes_a_loadable_checkpoint_even_while_paused(tmp_path: Path) -> None:
     app = make_app(tmp_path, eval_interval=100_000)  # no eval saves: only ours
@@ -308,6 +306,7 @@ async def test_chat_only_app_opens_a_checkpoint(checkpoint: Path) -> None:
     assert app.return_code == 0
 
 
+@pytest.mark.slow
 @async_test
 async def test_f2_edits_sampling_parameters_from_the_keyboard(checkpoint: Path) -> None:
     app = chat_app(checkpoint)

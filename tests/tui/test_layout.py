@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.text import Text
 from textual.widgets import Static
-from tui_support import async_test, train_tiny_checkpoint, wait_until
+from tui_support import async_test, wait_until
 
 from chargpt_tui.events import SampleChunk
 from chargpt_tui.tui.app import ChargptApp
@@ -32,11 +32,6 @@ LONG_LINE = ("warning: could not download the default data (DNS lookup failed fo
 @pytest.fixture(autouse=True)
 def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.mktemp("layout"))
 
 
 def idle_app() -> ChargptApp:
@@ -91,6 +86,7 @@ async def test_80x24_gives_the_chart_six_rows_and_shows_the_mode_line() -> None:
         assert "sample · T 0.8" in str(app.query_one("#settings-line", Static).render())
 
 
+@pytest.mark.slow
 @async_test
 async def test_the_chart_and_samples_grow_with_the_window() -> None:
     app = idle_app()
@@ -104,6 +100,7 @@ async def test_the_chart_and_samples_grow_with_the_window() -> None:
         assert tall_chart >= 12 and tall_sample >= 6  # at 120×40 already
 
 
+@pytest.mark.slow
 @async_test
 async def test_f6_maximises_the_focused_panel_and_escape_restores() -> None:
     app = idle_app()
@@ -178,6 +175,7 @@ async def test_every_live_sample_is_kept_with_its_step_and_scrolls_back() -> Non
         assert view.row_count == MAX_SAMPLES
 
 
+@pytest.mark.slow
 @async_test
 async def test_the_live_sample_timer_runs_only_while_a_sample_streams(
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,6 +215,7 @@ async def test_the_live_sample_timer_runs_only_while_a_sample_streams(
         assert len(ticks) == after
 
 
+@pytest.mark.slow
 @async_test
 async def test_a_streaming_answer_keeps_its_prompt_in_view(checkpoint: Path) -> None:
     app = ChargptApp(OpenCheckpoint(checkpoint), device="cpu", show_timing=False)

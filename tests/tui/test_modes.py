@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tui_support import async_test, tiny_factory, train_tiny_checkpoint, wait_until, write_data
+from tui_support import async_test, tiny_factory, wait_until, write_data
 
 from chargpt_tui.checkpoint import load_for_sampling
 from chargpt_tui.tui.app import ChargptApp
@@ -24,11 +24,6 @@ TRAINING_KEYS = {"ctrl+t", "ctrl+s"}
 @pytest.fixture(autouse=True)
 def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.mktemp("modes"))
 
 
 def footer_keys(app: ChargptApp) -> set[str]:
@@ -78,6 +73,7 @@ async def test_a_failed_run_says_so_in_the_prompt_pane_and_exits_1(tmp_path: Pat
     assert farewell[-1] == "no checkpoint was saved"
 
 
+@pytest.mark.slow
 @async_test
 async def test_after_a_run_prompts_answer_from_the_best_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,8 +22,8 @@ from chargpt_tui.tui.widgets.transcript import Transcript, TranscriptEntry
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.mktemp("snap"))
+def trained(checkpoint: Path) -> Path:
+    return checkpoint
 
 
 @pytest.fixture
@@ -90,6 +90,7 @@ def test_help_screen(snap_compare, in_run_folder: Path, size: tuple[int, int]) -
     assert snap_compare(chat_app(in_run_folder), terminal_size=size, run_before=run_before)
 
 
+@pytest.mark.slow
 def test_attention_view(snap_compare, in_run_folder: Path) -> None:
     async def run_before(pilot: Pilot) -> None:
         await settle_chat(pilot)
@@ -103,6 +104,7 @@ def test_attention_view(snap_compare, in_run_folder: Path) -> None:
     assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(120, 40), (100, 30), (80, 24)],
                          ids=["120x40", "100x30", "80x24"])
 def test_finished_run(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

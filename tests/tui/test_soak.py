@@ -27,6 +27,8 @@ from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
 from chargpt_tui.tui.widgets.transcript import MAX_ENTRIES, TranscriptEntry
 
+pytestmark = pytest.mark.slow  # tens of seconds by design
+
 SIZE = (100, 30)
 ROUNDS = 48
 SOAK_SECONDS = 25.0  # stop early (after at least MIN_ROUNDS) when the box is slow

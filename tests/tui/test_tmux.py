@@ -23,6 +23,8 @@ from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.events import CheckpointSaved, StateChanged
 from chargpt_tui.runs import read_metrics
 
+pytestmark = pytest.mark.slow  # a real app process per test (seconds each)
+
 CLI = Path(sys.executable).parent / "chargpt-tui"
 STEP = re.compile(r"step (\d+)/100000")
 

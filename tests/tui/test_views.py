@@ -154,6 +154,7 @@ async def test_attention_view_keys(run: Path) -> None:
         assert shown.chars == "KING:\nGood day." and view.text_name == "other"
 
 
+@pytest.mark.slow
 @async_test
 async def test_model_view_opens_the_selected_head(run: Path) -> None:
     app = ViewHost(ModelViewScreen(context(run)))
@@ -214,6 +215,7 @@ async def test_embedding_view_steps_through_saved_weights(run: Path) -> None:
 # -- the views in the app --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @async_test
 async def test_function_keys_open_each_view_on_the_last_prompt(run: Path,
                                                                monkeypatch: pytest.MonkeyPatch
@@ -238,6 +240,7 @@ async def test_function_keys_open_each_view_on_the_last_prompt(run: Path,
             assert not isinstance(app.screen, ExplainScreen)
 
 
+@pytest.mark.slow
 @async_test
 async def test_a_view_while_training_takes_turns_with_it(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
@@ -332,6 +335,7 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return checkpoint.parent
 
 
+@pytest.mark.slow
 @async_test
 async def test_views_on_a_fast_recipe_model_show_the_engines_numbers(
         fast_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -402,6 +406,7 @@ async def test_comparing_a_run_with_itself_draws_two_identical_curves(
         assert f"{run.name} train" in chart.legend().plain
 
 
+@pytest.mark.slow
 @async_test
 async def test_f10_asks_for_a_run_and_lays_its_curves_over(run: Path,
                                                             monkeypatch: pytest.MonkeyPatch
