@@ -86,16 +86,16 @@ async def wait_for(predicate: Callable[[], object], what: str, timeout: float = 
         await asyncio.sleep(0.01)
 
 
-async def app_training_window(ctx: BenchContext, shape: Shape, prompt_text: str,
-                              seconds: float) -> tuple[TrainingWindow, int]:
-    """Run the real app headless (120×40, every panel live) training ``shape`` for ``seconds``;
-    type a prompt every ``ui_prompt_every`` seconds through the prompt line. Returns the window
-    and how many prompts were typed."""
+async def app_training_window(ctx: BenchContext, shape: Shape, prompt_text: str
+                              ) -> tuple[TrainingWindow, int]:
+    """Run the real app headless (120×40, every panel live) training ``shape``; type a prompt
+    every ``ui_prompt_every`` seconds through the prompt line. Returns the window and how many
+    prompts were typed."""
     from chargpt_tui.tui.app import ChargptApp
     from chargpt_tui.tui.sources import TrainNew
     from chargpt_tui.tui.widgets.prompt_input import PromptInput
 
-    prompt_every = ctx.plan.ui_prompt_every
+    seconds, prompt_every = ctx.plan.ui_window_seconds, ctx.plan.ui_prompt_every
     app = ChargptApp(TrainNew(lambda _progress, _notice: ctx.run_setup(shape)),
                      show_timing=False)
     holds: list[list[float]] = []
@@ -140,29 +140,24 @@ def bench_ui_cost(ctx: BenchContext) -> CaseResult:
     windows: dict[str, list[TrainingWindow]] = {"engine": [], "app": []}
     prompts: list[int] = []
 
-    def engine_alone(window_seconds: float = seconds) -> float:
+    def engine_alone() -> float:
         with BackgroundTraining(ctx, shape) as training:
             start = time.perf_counter()
-            time.sleep(window_seconds)
+            time.sleep(seconds)
             window = TrainingWindow(list(training.step_times), start, time.perf_counter(),
                                     training.tokens_per_step)
         windows["engine"].append(window)
         return window.steady_rate()
 
-    def with_app(window_seconds: float = seconds) -> float:
-        window, typed = asyncio.run(app_training_window(ctx, shape, prompt_text,
-                                                        window_seconds))
+    def with_app() -> float:
+        window, typed = asyncio.run(app_training_window(ctx, shape, prompt_text))
         windows["app"].append(window)
         prompts.append(typed)
         return window.steady_rate()
 
-    # Each repeat starts a fresh trainer (and app). The warm-ups (a window of one prompt) pay
-    # for importing Textual and the first allocations; their windows are not reported.
-    warm_up_seconds = min(seconds, 1.5 * plan.ui_prompt_every)
-    samples = alternate([Variant("engine alone (no app)", engine_alone,
-                                 lambda: engine_alone(warm_up_seconds)),
-                         Variant("with the app, outside prompts", with_app,
-                                 lambda: with_app(warm_up_seconds))], plan.repeats)
+    # Each repeat starts a fresh trainer (and app): the warm-up pays for importing Textual.
+    samples = alternate([Variant("engine alone (no app)", engine_alone),
+                         Variant("with the app, outside prompts", with_app)], plan.repeats)
     app_windows = windows["app"][-plan.repeats:]
     for label, rates in samples.items():
         result.add(label, "tokens/s", rates)
