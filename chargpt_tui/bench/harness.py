@@ -206,7 +206,7 @@ def make_plan(mode: str, device: torch.device) -> BenchPlan:
         return replace(
             plan, cpu=Shape("tiny-cpu", 1, 2, 16, 16, 4), gpu=Shape("tiny-gpu", 2, 2, 32, 32, 4),
             repeats=2, train_seconds=0.0, sample_lengths=(24, 48), beam_chars=12,
-            answer_chars=40, prompt_chars=100, window_seconds=0.1, ui_window_seconds=0.8,
+            answer_chars=40, prompt_chars=100, window_seconds=0.3, ui_window_seconds=0.8,
             ui_prompt_every=0.3, help_runs=2,
             compile_skip="not measured in the test-only tiny mode",
             notes=("tiny mode: test-sized shapes, the numbers mean nothing",))
