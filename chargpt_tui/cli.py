@@ -578,8 +578,8 @@ def runs(
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option(
-        "--quick", help="A shorter run (about 3 minutes on 2 CPU cores); it says what it "
-        "shrinks.")] = False,
+        "--quick", help="A shorter run (two repeats, shorter windows and texts); it says "
+        "what it shrinks.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of "
                                           "tables.")] = False,
     device: Device = "auto",

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 PRESETS: dict[str, dict[str, int | float | str]] = {
     # Five minutes on any CPU, start to exit, with the fast recipe: the schedule is fitted to the
-    # clock and the run ends on its best weights. Batch 24 takes half the steps of batch 12 for
-    # the same tokens, so less time goes to per-step costs (docs/recipe.md has the figures).
+    # clock and the run ends on its best weights. Batch 24 (not 12) halves the steps, and with
+    # them the per-step costs of Muon and Python; why these values: docs/recipe.md.
     "cpu": dict(recipe="fast", n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=24,
                 dropout=0.0, learning_rate=3e-3, muon_lr=0.03, time_budget=300.0,
                 warmup_iters=50, eval_interval=250, eval_iters=20),
     # nanoGPT's config/train_shakespeare_char.py: the GPU shape. It overfits this 1 MB corpus
-    # long before nanoGPT's 5000 steps, so the cosine ends at 2500 and patience stops a run whose
-    # val loss turns up for 4 evaluations (docs/recipe.md).
+    # after ~1750 steps (docs/recipe.md), so the cosine ends at 2500 and patience stops a run
+    # that turns up for 4 evals.
     "gpu": dict(recipe="lecture", n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64,
                 dropout=0.2, learning_rate=1e-3, max_iters=2500, warmup_iters=100,
                 eval_interval=250, eval_iters=200, patience=4),
@@ -23,8 +23,8 @@ PRESETS: dict[str, dict[str, int | float | str]] = {
     "nanogpt-cpu": dict(recipe="lecture", n_layer=4, n_head=4, n_embd=128, block_size=64,
                         batch_size=12, dropout=0.0, learning_rate=1e-3, max_iters=2000,
                         warmup_iters=100, eval_interval=250, eval_iters=20),
-    # The gpu preset's pace of steps and events on a CPU, to check that the app keeps up with a
-    # GPU's stream of events (docs/recipe.md).
+    # The gpu preset's pace of steps on a GPU, reproduced on a CPU: does the app keep up with
+    # a GPU's stream of events? benchmarks/app_at_gpu_pace.py; docs/app-performance.md.
     "gpu-pace": dict(recipe="lecture", n_layer=4, n_head=4, n_embd=64, block_size=64,
                      batch_size=8, dropout=0.0, learning_rate=3e-3, max_iters=3000,
                      warmup_iters=100, eval_interval=250, eval_iters=20),

@@ -20,8 +20,9 @@ Cases (issue 4):
 
 Layout: ``harness`` (plans, variants, results), ``engine_cases`` (1-4, 6), ``app_cases`` (5, 7:
 the only module that imports the app, inside its cases; 7b runs it in a fresh process),
-``runner`` (every case, the report), and the stand-alone probes ``nanogpt_layout`` and
-``sampling_while_training``.
+``runner`` (every case, the report). The one-off probes and experiments that shaped the
+project (against nanoGPT, the recipe's ablation, the app at a GPU's pace, ...) are scripts in
+the repository's ``benchmarks/`` folder, next to their results.
 
 Speed does not depend on what the text says, so the bench trains on pseudo-random text over
 Tiny Shakespeare's 65-character alphabet and samples from untrained weights: no download, no

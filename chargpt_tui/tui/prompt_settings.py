@@ -20,7 +20,7 @@ class PromptSettings:
     length: int = 200
     seed: int | None = None
     # Beam search's guard against loops (0 = off). Without it a small model's likeliest text is
-    # "that that that…"; 4 read best of 0/3/4/6/10 (chargpt_tui.bench.beam_repeat_guard; its
+    # "that that that…"; 4 read best of 0/3/4/6/10 (benchmarks/beam_repeat_guard.py; its
     # output in benchmarks/results/beam_repeat_guard.txt): 3 forbids even a second "the", 6 and
     # 10 still let short words repeat.
     no_repeat_ngram: int = 4

@@ -9,15 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from app_at_gpu_pace import FIRST_CHAR, WARM_UP_STEPS, pauses, prompt_pane_text, steady_pace
 from tui_support import write_data
 
-from chargpt_tui.bench.app_at_gpu_pace import (
-    FIRST_CHAR,
-    WARM_UP_STEPS,
-    pauses,
-    prompt_pane_text,
-    steady_pace,
-)
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "app_at_gpu_pace.py"
 
 
 def steps(times: list[float], first: int = WARM_UP_STEPS + 1) -> list[dict[str, object]]:
@@ -59,7 +54,7 @@ def test_the_prompt_panel_is_read_across_its_wrapped_lines() -> None:
 def test_the_script_drives_the_app_and_the_headless_run_in_tmux(tmp_path: Path) -> None:
     data = write_data(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "chargpt_tui.bench.app_at_gpu_pace", "--preset", "tiny",
+        [sys.executable, str(SCRIPT), "--preset", "tiny",
          "--data", str(data), "--device", "cpu", "--rounds", "1", "--prompts", "1",
          "--prompt-every", "0.5", "--timeout", "240", "--option=--max-iters",
          "--option=400", "--option=--eval-interval", "--option=200"],

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tmux_terminal import Tmux
 from tui_support import write_data
 
-from chargpt_tui.bench.tmux import Tmux
 from chargpt_tui.checkpoint import load_checkpoint
 from chargpt_tui.events import CheckpointSaved, StateChanged
 from chargpt_tui.runs import read_metrics

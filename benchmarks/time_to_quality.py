@@ -12,7 +12,10 @@ Both final models are then evaluated the same way: mean loss on 400 fixed random
 validation split (90/10, as nanoGPT's prepare.py splits it), each at its own context length.
 nanoGPT is not part of this project: pass a checkout (``--nanogpt DIR``, with
 ``data/shakespeare_char`` prepared) and a Python that has numpy (``--nanogpt-python``).
-One JSON line per run on stdout.
+One JSON line per run on stdout:
+
+    python benchmarks/time_to_quality.py --data tinyshakespeare.txt --seconds 300 \
+        --nanogpt PATH/TO/nanoGPT --nanogpt-python PATH/TO/python-with-numpy
 """
 
 from __future__ import annotations
@@ -141,8 +144,6 @@ def main() -> None:
             print(json.dumps(run_ours(args)), flush=True)
         if args.nanogpt:
             print(json.dumps(run_nanogpt(args)), flush=True)
-
-
 
 
 if __name__ == "__main__":

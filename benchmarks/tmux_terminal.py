@@ -1,6 +1,6 @@
 """A real terminal for driving ``chargpt-tui`` as a user would: a tmux server of our own.
 
-Used by the end-to-end tests and by :mod:`chargpt_tui.bench.app_at_gpu_pace`. tmux must be
+Used by the end-to-end tests (tests/tui/test_tmux.py) and by ``app_at_gpu_pace.py``. tmux must be
 installed; each instance talks to its own server socket, so nothing touches the user's tmux.
 """
 

@@ -6,7 +6,7 @@ pre-LayerNorm without biases, and the output layer tied to the token embedding),
 nanoGPT's CPU shape (4 layers, 4 heads, 128 wide, block 64, batch 12) and trained by the same bare
 loop: batch, forward, backward, clipping, AdamW.
 
-Run: ``python -m chargpt_tui.bench.nanogpt_layout`` (about a minute). The per-round ratio is what
+Run: ``python benchmarks/nanogpt_layout.py`` (about a minute). The per-round ratio is what
 transfers between machines; absolute tokens/s on a shared box move from hour to hour.
 """
 

@@ -16,7 +16,7 @@ Reported per run, from its ``metrics.jsonl`` and its screen:
 * the final and best validation loss, and what the terminal says after the app has gone.
 
 Without a GPU, ``--preset gpu-pace`` (the default) gives the same pace on a CPU. On a GPU box:
-``python -m chargpt_tui.bench.app_at_gpu_pace --preset gpu --device cuda``. One JSON line per
+``python benchmarks/app_at_gpu_pace.py --preset gpu --device cuda``. One JSON line per
 run on stdout, then a summary line.
 """
 
@@ -37,8 +37,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tmux_terminal import Tmux
+
 from chargpt_tui.bench.harness import cpu_name
-from chargpt_tui.bench.tmux import Tmux
 
 WIDTH, HEIGHT = 120, 40
 FIRST_CHAR = re.compile(r"first char (\d+) ms")

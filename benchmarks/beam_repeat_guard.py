@@ -4,9 +4,9 @@ Beam search over characters keeps the likeliest text, and for a small model the 
 is a loop (``in in in = in in``). This prints, for each guard length, how repetitive the beams'
 best text is and the text itself, so the app's default can be chosen by reading it:
 
-    python -m chargpt_tui.bench.beam_repeat_guard runs/latest [--width 4] [--length 200]
+    python benchmarks/beam_repeat_guard.py runs/latest [--width 4] [--length 200]
 
-The output that chose the default (guard 4) is kept in benchmarks/results/beam_repeat_guard.txt.
+The output that chose the default (guard 4) is kept in results/beam_repeat_guard.txt.
 
 Repetition figures: distinct words / words, the longest run of one repeated word, and the share
 of 12-character windows that occurred earlier in the same text (0 = no loops).

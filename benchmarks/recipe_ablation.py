@@ -5,7 +5,7 @@ same number of tokens (``--tokens``) or the same wall-clock time (``--seconds``,
 schedule is fitted to the time as ``--time-budget`` does). Val loss is measured on
 ``--eval-batches`` fixed batches (400 holds ±0.005). One JSON line per variant on stdout.
 
-    python -m chargpt_tui.bench.recipe_ablation --data ../shared/data/tinyshakespeare.txt \
+    python benchmarks/recipe_ablation.py --data ../shared/data/tinyshakespeare.txt \
         --tokens 1536000 --variants lecture fast fast-no-muon ...
 """
 
@@ -27,7 +27,7 @@ from chargpt_tui.train import Trainer, estimate_loss
 
 FAST = RECIPES["fast"]
 # Each ablation turns one part of the fast recipe back to the lecture's. (RMSNorm, ReLU², zero
-# init and the bigram table were ablated too, then removed: docs/recipe.md.)
+# init and the bigram table were ablated too, then removed: docs/recipe.md keeps their figures.)
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no-rope": {"rope": False},
     "no-qk-norm": {"qk_norm": False},

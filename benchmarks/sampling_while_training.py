@@ -9,7 +9,7 @@ the design:
   so both threads share the setting);
 * training speed (steps/s) alone and while a prompt is being answered beside it.
 
-Run: ``python -m chargpt_tui.bench.sampling_while_training`` (about a minute). Ratios, not absolute
+Run: ``python benchmarks/sampling_while_training.py`` (about a minute). Ratios, not absolute
 numbers, are what transfer between machines; on a shared box expect noise.
 """
 

@@ -1,0 +1,40 @@
+"""The scripts in benchmarks/: each still imports against the engine, and the arithmetic they
+report is right. (app_at_gpu_pace has its own test file: it drives the app in tmux.)"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+from beam_repeat_guard import repetition
+from recipe_ablation import ABLATIONS, variant_settings
+
+from chargpt_tui.presets import RECIPES
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+SCRIPTS = sorted(path.stem for path in BENCHMARKS.glob("*.py")
+                 if path.stem != "tmux_terminal")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_imports_and_has_a_main(name: str) -> None:
+    script = importlib.import_module(name)
+    assert callable(script.main)
+    assert script.__doc__, f"{name} says what it measures and how to run it"
+
+
+def test_each_ablation_turns_one_part_of_the_fast_recipe_back_to_the_lectures() -> None:
+    for name, change in ABLATIONS.items():
+        assert len(change) == 1, name
+        (field, value), = change.items()
+        assert RECIPES["fast"][field] != value == RECIPES["lecture"][field], name
+    assert variant_settings("fast-no-muon") == {"recipe": "fast", "optimizer": "adamw"}
+    assert variant_settings("lecture+batch_size=24") == {"recipe": "lecture", "batch_size": 24}
+
+
+def test_repetition_counts_distinct_words_word_runs_and_repeated_windows() -> None:
+    assert repetition("in in in the end") == (pytest.approx(3 / 5), 3, 0.0)
+    # 23 characters: 12 windows of 12, and from the fourth on each repeats one 3 back.
+    assert repetition("in in in in in in in in") == (1 / 8, 8, pytest.approx(9 / 12))
+    assert repetition("abcdefghijklmnopq") == (1.0, 1, 0.0)  # one word, no window seen twice
