@@ -79,7 +79,7 @@ def test_compare_is_read_before_the_app_opens(run: Path, tmp_path: Path,
     assert not launched  # the screen never opened
     good = invoke("tui", "--compare", str(run), "--no-mouse")
     assert good.exit_code == 0, good.stderr
-    assert launched[0]["compare"] == (compare_label(run), run_curves(run))
+    assert launched[0]["compare"] == [(compare_label(run), run_curves(run))]
 
 
 def test_history_keep_bounds_the_saved_weights(tmp_path: Path) -> None:

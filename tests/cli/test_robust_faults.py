@@ -41,6 +41,7 @@ from chargpt_tui.run_setup import prepare_run
 from chargpt_tui.train import Trainer
 
 PACKAGE = Path(chargpt_tui.__file__).parent
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
@@ -291,23 +292,14 @@ def test_every_torch_load_in_the_package_is_weights_only() -> None:
 
 def test_the_package_never_runs_shell_commands() -> None:
     """No shell, no eval/exec anywhere. The two modules that start processes (the benchmark
-    times `chargpt-tui --help` and the app's start-up; the time-to-quality benchmark runs our
-    train command and nanoGPT's) pass argument lists: nothing a user typed can reach a shell."""
+    times `chargpt-tui --help` and the app's start-up; a sweep runs one `train` per point)
+    pass argument lists: nothing a user typed can reach a shell."""
     risky = re.compile(r"os\.system|os\.popen|shell=True|(?<![.\w])(eval|exec)\(")
     offenders = [path for path, text in package_sources().items() if risky.search(text)]
     assert offenders == []
     spawning = {path.name: text for path, text in package_sources().items()
                 if re.search(r"\bsubprocess\b", text)}
-    assert set(spawning) == {"app_cases.py", "time_to_quality.py", "tmux.py"}
-    # The tmux driver runs tmux and pgrep with argument lists; the one shell line it hands on
-    # (a pane's command) is built by the GPU-pace benchmark from shlex-quoted words.
-    programs = re.findall(r"subprocess\.run\(\[\"(\w+)\"", spawning["tmux.py"])
-    assert set(programs) == {"tmux", "pgrep"}
-    assert len(programs) == spawning["tmux.py"].count("subprocess.run(")
-    pace = (PACKAGE / "bench" / "app_at_gpu_pace.py").read_text()
-    assert '" ".join(shlex.quote(w) for w in words)' in pace
-    peer_calls = re.findall(r"subprocess\.run\((\w+|\[)", spawning["time_to_quality.py"])
-    assert peer_calls and set(peer_calls) <= {"command", "["}
+    assert set(spawning) == {"app_cases.py", "sweep.py"}
     calls = re.findall(r"subprocess\.run\((\w+)", spawning["app_cases.py"])
     assert calls and set(calls) == {"command", "paint_command"}
     # Both commands are fixed argument lists: this Python (or its chargpt-tui script) + flags.
@@ -317,6 +309,24 @@ def test_the_package_never_runs_shell_commands() -> None:
         sys.executable).parent
     paint = "paint_command = [sys.executable, \"-c\", FIRST_PAINT_SCRIPT,"
     assert paint in spawning["app_cases.py"]
+    # A sweep point's command is a list that starts with this Python and `-m chargpt_tui train`.
+    assert re.findall(r"subprocess\.Popen\((\S+),", spawning["sweep.py"]) == ["point.command"]
+    assert 'command = [python, "-m", "chargpt_tui", "train",' in spawning["sweep.py"]
+
+
+def test_the_benchmark_scripts_never_run_shell_commands() -> None:
+    """The scripts in benchmarks/ start tmux, pgrep, our train command and nanoGPT's with
+    argument lists; the one shell line the tmux driver hands on (a pane's command) is built by
+    the GPU-pace benchmark from shlex-quoted words."""
+    scripts = {path.name: path.read_text() for path in BENCHMARKS.glob("*.py")}
+    risky = re.compile(r"os\.system|os\.popen|shell=True|(?<![.\w])(eval|exec)\(")
+    assert [name for name, text in scripts.items() if risky.search(text)] == []
+    programs = re.findall(r"subprocess\.run\(\[\"(\w+)\"", scripts["tmux_terminal.py"])
+    assert set(programs) == {"tmux", "pgrep"}
+    assert len(programs) == scripts["tmux_terminal.py"].count("subprocess.run(")
+    assert '" ".join(shlex.quote(w) for w in words)' in scripts["app_at_gpu_pace.py"]
+    peer_calls = re.findall(r"subprocess\.run\((\w+|\[)", scripts["time_to_quality.py"])
+    assert peer_calls and set(peer_calls) <= {"command", "["}
 
 
 def test_metrics_log_on_a_full_device_does_not_stop_training(tmp_path: Path) -> None:
