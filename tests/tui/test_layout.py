@@ -337,3 +337,29 @@ async def test_a_finished_runs_longer_stats_line_leaves_every_panel_in_view_at_8
                 assert app.query_one(LiveSample).size.height >= 2
                 assert app.query_one(EventLog).size.height >= 2
 
+
+@async_test
+async def test_the_transcript_stays_on_the_newest_answer_when_the_window_shrinks(
+        checkpoint: Path) -> None:
+    app = ChargptApp(OpenCheckpoint(checkpoint), device="cpu", show_timing=False)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
+        app.prompt.settings = PromptSettings(length=150, seed=1)
+        for index in range(4):
+            app.query_one(PromptInput).value = f"P{index}:"
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "chars" in app.query(TranscriptEntry).last().status,
+                             what=f"answer {index}")
+        transcript = app.query_one(Transcript)
+        newest = app.query(TranscriptEntry).last()
+        for size in ((100, 30), (80, 24), (60, 20), (120, 40)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            top, height = transcript.scroll_y, transcript.scrollable_content_region.height
+            assert top <= newest.virtual_region.y < top + height, size  # its prompt line
+
+        transcript.scroll_home(animate=False)  # reading the oldest answer: a resize keeps it
+        await pilot.pause()
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert transcript.scroll_y == 0
