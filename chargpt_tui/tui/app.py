@@ -36,7 +36,7 @@ from chargpt_tui.tui.screens.attention import AttentionScreen
 from chargpt_tui.tui.screens.compare import CompareScreen
 from chargpt_tui.tui.screens.confirm_quit import ConfirmQuitScreen
 from chargpt_tui.tui.screens.embeddings import EmbeddingsScreen
-from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
+from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext, open_view
 from chargpt_tui.tui.screens.help import HelpScreen
 from chargpt_tui.tui.screens.model_view import ModelViewScreen
 from chargpt_tui.tui.screens.surprise import SurpriseScreen
@@ -217,7 +217,7 @@ class ChargptApp(App[int]):
 
     def _open_view(self, kind: type[ExplainScreen[Any]]) -> None:
         if not isinstance(self.screen, kind):
-            self.push_screen(kind(self.view_context()))
+            open_view(self, kind(self.view_context()))
 
     def view_context(self) -> ViewContext:
         texts = {name: self.view_texts[name] for name in VIEW_TEXT_ORDER

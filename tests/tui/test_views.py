@@ -169,8 +169,9 @@ async def test_model_view_opens_the_selected_head(run: Path) -> None:
         opened = app.screen
         assert isinstance(opened, AttentionScreen)
         assert (opened.layer_index, opened.head_index) == (1, 1)
+        assert len(app.screen_stack) == 2  # in place of the thumbnails, not on top of them
         await pilot.press("escape")
-        assert isinstance(app.screen, ModelViewScreen)
+        assert not isinstance(app.screen, ExplainScreen)
 
 
 @async_test
@@ -236,6 +237,43 @@ async def test_function_keys_open_each_view_on_the_last_prompt(run: Path,
                 assert app.screen.context.run_dir == Path(run.name)
             await pilot.press(key)  # the same key closes it
             assert not isinstance(app.screen, ExplainScreen)
+
+
+@async_test
+async def test_views_replace_each_other_and_one_escape_goes_back(run: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """F4 → F7 → Enter → F8 → F9 once stacked five views (five Escapes back, the ones below
+    still saying "(live)" and computing); now each replaces the one before, with its text and
+    weights."""
+    monkeypatch.chdir(run.parent)
+    app = ChargptApp(OpenCheckpoint(Path(run.name)), device="cpu", show_timing=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="model")
+        await pilot.press(*"ROMEO:", "enter")
+        await wait_until(pilot, lambda: "chars" in app.query(TranscriptEntry).last().status,
+                         what="answer")
+        main = app.screen
+        await pilot.press("f4")
+        await computed(pilot, 40)
+        await pilot.press("left_square_bracket")  # a saved step: the next views keep it
+        await computed(pilot, 40, saved=True)
+        replaced: list[ExplainScreen[Any]] = []
+        for key, kind in (("f7", ModelViewScreen), ("enter", AttentionScreen),
+                          ("f8", SurpriseScreen), ("f9", EmbeddingsScreen)):
+            before = app.screen
+            assert isinstance(before, ExplainScreen)
+            replaced.append(before)
+            await pilot.press(key)
+            await computed(pilot, 40, saved=True)
+            assert isinstance(app.screen, kind) and app.screen_stack == [main, app.screen]
+            assert app.screen.text_name == "last prompt"
+        await wait_until(pilot, lambda: not any(view.is_attached for view in replaced),
+                         what="the replaced views to go")
+        assert not [worker for worker in app.workers  # nothing left computing for them
+                    if worker.node in replaced and worker.is_running]
+        await pilot.press("escape")
+        assert app.screen is main
 
 
 @async_test

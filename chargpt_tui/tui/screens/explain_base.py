@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from textual import work
+from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
@@ -187,3 +188,23 @@ class ExplainScreen(Screen[None], Generic[Result]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+    def carry_on_from(self, other: ExplainScreen[Any]) -> None:
+        """Look at what the view this one replaces looked at: its text and its weights."""
+        if other.text_name in self.context.texts:
+            self.text_name = other.text_name
+        self.saved_step = other.saved_step
+
+
+def open_view(app: App[Any], view: ExplainScreen[Any]) -> None:
+    """Show ``view`` in place of the view on screen, if there is one.
+
+    Views replace each other rather than stack: Escape always goes back to the main screen,
+    and only the view on screen computes (a replaced view is removed with its worker). The new
+    view goes on with the replaced one's text and weights (a saved step stays selected)."""
+    current = app.screen
+    if isinstance(current, ExplainScreen):
+        view.carry_on_from(current)
+        app.switch_screen(view)
+    else:
+        app.push_screen(view)
