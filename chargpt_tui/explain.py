@@ -37,6 +37,9 @@ class TextAttention:
 
     chars: str
     maps: list[torch.Tensor]  # per layer: (n_head, T, T), float32 on the CPU
+    # The text before ``chars`` when it was longer than the context: the model no longer sees
+    # it (e.g. a prompt whose answer ran past ``block_size``), but a reader still wants it.
+    before: str = ""
 
     @property
     def n_layer(self) -> int:
@@ -59,11 +62,13 @@ class TextAttention:
 def attention_over(model: GPTLanguageModel, tokenizer: CharTokenizer, ids: list[int]
                    ) -> TextAttention:
     """Attention of the model over ``ids`` (its last ``block_size`` characters, the most the
-    model can look at at once)."""
-    window = ids[-model.config.block_size:]
+    model can look at at once; the characters before them are kept as ``before``)."""
+    cut = max(0, len(ids) - model.config.block_size)
+    window = ids[cut:]
     device = next(model.parameters()).device
     maps = model.attention_maps(torch.tensor([window], device=device))
-    return TextAttention(tokenizer.decode(window), [layer.float().cpu() for layer in maps])
+    return TextAttention(tokenizer.decode(window), [layer.float().cpu() for layer in maps],
+                         tokenizer.decode(ids[:cut]))
 
 
 def mean_look_back(grid: torch.Tensor) -> float:
@@ -105,10 +110,6 @@ def shade_bounds(levels: int) -> list[float]:
 
 def shade_char(weight: float) -> str:
     return SHADE_CHARS[shade_level(weight, len(SHADE_CHARS))]
-
-
-def shade_color_256(weight: float) -> int:
-    return SHADE_256[shade_level(weight, len(SHADE_256))]
 
 
 # -- surprise per character ------------------------------------------------------------------

@@ -24,7 +24,6 @@ from chargpt_tui.explain import (
     run_curves,
     shade_bounds,
     shade_char,
-    shade_color_256,
     shade_level,
     surprise,
 )
@@ -74,10 +73,22 @@ def test_two_character_attention_row_by_hand(attention: str) -> None:
         assert seen.row(0, head, 1) == pytest.approx(scores.softmax(-1).tolist(), abs=1e-6)
 
 
+def test_a_text_longer_than_the_context_keeps_its_start_as_before() -> None:
+    model, tokenizer = model_and_tokenizer(block_size=16)
+    text = "hi there, " * 3  # 30 characters: the model sees the last 16
+    seen = attention_over(model, tokenizer, tokenizer.encode(text))
+    assert seen.chars == text[-16:] and seen.before == text[:-16]
+    assert seen.maps[0].shape[-1] == 16
+    # The window is attended to exactly as if it were the whole text.
+    alone = attention_over(model, tokenizer, tokenizer.encode(text[-16:]))
+    assert alone.before == "" and torch.equal(alone.maps[0], seen.maps[0])
+
+
 def test_shades_follow_the_weights() -> None:
     row = [0.25, 0.75]  # a two-character row
     assert [shade_char(w) for w in row] == ["▓", "█"]
-    assert shade_color_256(1.0) == SHADE_256[-1] and shade_color_256(0.0) == SHADE_256[0]
+    assert shade_level(1.0, len(SHADE_256)) == len(SHADE_256) - 1
+    assert shade_level(0.0, len(SHADE_256)) == 0
     # Log scale from 0.01 to 1: each of the four shades covers a factor of 10 ** 0.5.
     assert shade_bounds(5) == pytest.approx([0.01, 0.01 ** 0.75, 0.1, 0.01 ** 0.25])
     assert [shade_char(w) for w in (0.009, 0.01, 0.03, 0.05, 0.2, 0.5)] == list(" ░░▒▓█")

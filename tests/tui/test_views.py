@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from rich.style import Style
 from textual.app import App
 from textual.pilot import Pilot
 from tiny_model import open_model
@@ -20,16 +21,26 @@ from tui_support import async_test, tiny_factory, train_tiny_checkpoint, wait_un
 
 from chargpt_tui import history
 from chargpt_tui.explain import (
+    SHADE_256,
+    SHADE_CHARS,
     attention_over,
     compare_label,
     embedding_projection,
     run_curves,
+    shade_bounds,
+    shade_level,
     surprise,
 )
 from chargpt_tui.tui.app import HERE, STYLESHEETS, ChargptApp
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.prompt_settings import PromptSettings
-from chargpt_tui.tui.screens.attention import AttentionScreen, AttentionText, attention_text
+from chargpt_tui.tui.screens.attention import (
+    AttentionScreen,
+    AttentionText,
+    attention_text,
+    level_style,
+    shade_legend,
+)
 from chargpt_tui.tui.screens.compare import CompareScreen
 from chargpt_tui.tui.screens.embeddings import EmbeddingPlot, EmbeddingsScreen, scatter
 from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
@@ -100,6 +111,37 @@ def test_attention_text_shades_match_the_weights() -> None:
         "hiya\n█   "
     # Lines break at the width and after a newline (drawn as ⏎).
     assert attention_text("ab\ncdef", [0.2] * 6 + [0.0], 6, 3, False).plain == "ab⏎\ncde\nf"
+    # The text before the context comes first, on the same lines, with nothing shaded under it.
+    assert attention_text("ya", [0.5, 0.5], 1, 10, True, before="hi").plain == "hiya\n  ██"
+
+
+def test_the_attention_legend_uses_the_texts_own_styles() -> None:
+    console = _console()
+
+    def styles(text: Any) -> list[str]:
+        return [str(text.get_style_at_offset(console, i)) for i in range(len(text.plain))]
+
+    # Colours: each swatch of the legend is styled as the text's characters of its level.
+    legend = shade_legend(shade_rows=False, before=False)
+    for level in (1, 5, len(SHADE_256) - 1):
+        weight = shade_bounds(len(SHADE_256))[level - 1] * 1.01  # inside the level
+        drawn = attention_text("ab", [1 - weight, weight], cursor=1, width=10,
+                               shade_rows=False)
+        assert str(drawn.get_style_at_offset(console, 0)) == str(Style.parse(
+            level_style(shade_level(1 - weight, len(SHADE_256)))))
+        assert str(Style.parse(level_style(level))) in styles(legend)
+    # Shade characters: the legend's are yellow like the rows under the text.
+    legend = shade_legend(shade_rows=True, before=True)
+    for char in SHADE_CHARS[1:]:
+        assert str(legend.get_style_at_offset(console, legend.plain.index(char))) == "yellow"
+    # "Not seen yet" and "before the context" in the text's own styles, neither of them dim.
+    after = attention_text("hiya", [1.0], cursor=0, width=10, shade_rows=False)
+    cut = attention_text("ya", [0.5, 0.5], cursor=1, width=10, shade_rows=False,
+                         before="hi")
+    for drawn, offset, name in ((after, 2, "abc not seen yet"), (cut, 0, "abc out of")):
+        style = drawn.get_style_at_offset(console, offset)
+        assert not style.dim
+        assert str(legend.get_style_at_offset(console, legend.plain.index(name))) == str(style)
 
 
 def _console() -> Any:
@@ -130,6 +172,9 @@ async def test_attention_view_keys(run: Path) -> None:
         expected = attention_over(model, tokenizer, tokenizer.encode(TEXT))
         shown = view.query_one(AttentionText)
         assert shown.chars == TEXT[-32:] and shown.cursor == 31
+        # The text is longer than the model's context (32): its start stays in view.
+        assert shown.before == TEXT[:-32] and "ROMEO:" in str(shown.render())
+        assert "context: last 32 of" in str(view.query_one("#attention-detail").render())
         await pilot.press("left", "left")
         assert shown.cursor == 29
         assert shown.row == pytest.approx(expected.row(0, 0, 29))
