@@ -208,6 +208,29 @@ def test_pca_of_a_known_embedding() -> None:
         assert (sign * got).tolist() == pytest.approx(expected.tolist(), abs=1e-5)
 
 
+def test_pca_keeps_the_pictures_orientation_from_step_to_step() -> None:
+    """The same arrangement of characters, its embedding space turned (as training turns it
+    between saved steps): oriented like the previous picture, it is drawn the same; by the
+    largest-loading convention alone, some turns mirror it."""
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(30, 8, generator=generator) * torch.linspace(3, 0.5, 8)
+    before = pca_2d(embeddings)
+    mirrored = 0
+    for _ in range(20):
+        turn, _ = torch.linalg.qr(torch.randn(8, 8, generator=generator))  # a random rotation
+        plain = pca_2d(embeddings @ turn)
+        mirrored += not torch.allclose(plain.points, before.points, atol=1e-4)
+        aligned = pca_2d(embeddings @ turn, like=before.points)
+        assert torch.allclose(aligned.points, before.points, atol=1e-4)
+        assert aligned.explained == pytest.approx(before.explained, abs=1e-5)
+    assert mirrored  # the case the alignment is for (14 of these 20 turns here)
+    # A negated embedding is the same picture too, and a picture of other characters (another
+    # vocabulary) is no guide: the convention applies.
+    assert torch.allclose(pca_2d(-embeddings, like=before.points).points, before.points,
+                          atol=1e-4)
+    assert torch.equal(pca_2d(embeddings, like=torch.ones(5, 2)).points, before.points)
+
+
 def test_character_groups() -> None:
     assert [char_group(c) for c in "aZk7? \n"] == [
         "vowel", "capital", "consonant", "digit", "punctuation", "whitespace", "whitespace"]

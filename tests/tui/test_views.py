@@ -247,13 +247,19 @@ async def test_embedding_view_steps_through_saved_weights(run: Path) -> None:
         model, _ = open_model(run)
         assert plot.projection is not None
         assert plot.projection.points.tolist() == embedding_projection(model).points.tolist()
-        for step in (40, 30, 20, 10, 0, 0):  # [ goes back one saved step, and stops at 0
-            await pilot.press("left_square_bracket")
+        back, on = "left_square_bracket", "right_square_bracket"
+        # [ goes back one saved step (from the live weights: to the newest), and stops at 0.
+        for key, step in ((back, 40), (back, 30), (back, 20), (back, 10), (back, 0), (back, 0),
+                          (on, 10)):
+            shown = plot.projection.points
+            await pilot.press(key)
             await computed(pilot, step, saved=True)
-        first, _ = history.load_step(run, 0)
-        assert plot.projection.points.tolist() == embedding_projection(first).points.tolist()
-        await pilot.press("right_square_bracket")
-        await computed(pilot, 10, saved=True)
+            weights, _ = history.load_step(run, step)
+            expected = embedding_projection(weights, like=shown)
+            assert plot.projection.points.tolist() == expected.points.tolist()
+            # Oriented like the picture before: no axis mirrored (the largest-loading sign
+            # alone flipped 5 axes over these steps).
+            assert ((plot.projection.points * shown).sum(0) > 0).all(), step
         assert "variance shown" in app.screen.describe()
 
 
