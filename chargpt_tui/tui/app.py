@@ -43,6 +43,7 @@ from chargpt_tui.tui.screens.surprise import SurpriseScreen
 from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, Source, TrainNew
 from chargpt_tui.tui.widgets.footer import Footer
 from chargpt_tui.tui.widgets.loss_chart import LossChart
+from chargpt_tui.tui.widgets.prompt_input import PromptInput
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
 from chargpt_tui.tui.widgets.training_panel import TrainingPanel
 
@@ -220,9 +221,12 @@ class ChargptApp(App[int]):
             open_view(self, kind(self.view_context()))
 
     def view_context(self) -> ViewContext:
-        texts = {name: self.view_texts[name] for name in VIEW_TEXT_ORDER
-                 if name in self.view_texts}
-        return ViewContext(self.live_model, self.run_dir, texts)
+        typed = self.prompt.query_one(PromptInput).value  # what is on the prompt line now
+        texts = {"typed text": typed} if typed.strip() else {}
+        texts.update((name, self.view_texts[name]) for name in VIEW_TEXT_ORDER
+                     if name in self.view_texts)
+        return ViewContext(self.live_model, self.run_dir, texts,
+                           live_samples=not isinstance(self.run_source, OpenCheckpoint))
 
     def action_compare(self) -> None:
         def chosen(folder: str | None) -> None:

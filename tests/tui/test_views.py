@@ -328,6 +328,37 @@ async def test_views_replace_each_other_and_one_escape_goes_back(run: Path,
 
 
 @async_test
+async def test_chat_only_views_look_at_the_typed_text_and_t_says_why_not(
+        run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a checkpoint opened for chat only, no live sample ever comes: the views look at
+    the text on the prompt line, say what to do when there is none, and t always answers."""
+    monkeypatch.chdir(run.parent)
+    app = ChargptApp(OpenCheckpoint(Path(run.name)), device="cpu", show_timing=False)
+
+    def told() -> list[str]:
+        return [notification.message for notification in app._notifications]
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="model")
+        await pilot.press("f8")
+        view = app.screen
+        assert isinstance(view, SurpriseScreen) and view.result is None
+        assert "type a prompt" in view.status and "live sample" not in view.status
+        await pilot.press("t")
+        assert any("no text to look at: type a prompt" in message for message in told())
+        await pilot.press("escape", *"JULIET:")  # typed, not sent
+        await pilot.press("f8")
+        await computed(pilot, 40)
+        assert app.screen.text_name == "typed text" and app.screen.text == "JULIET:"
+        await pilot.press("t")
+        assert any("only the typed text to look at" in message for message in told())
+        await pilot.press("f9")
+        await computed(pilot, 40)
+        await pilot.press("t")
+        assert any("does not depend on a text" in message for message in told())
+
+
+@async_test
 async def test_a_view_while_training_takes_turns_with_it(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

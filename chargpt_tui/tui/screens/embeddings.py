@@ -77,7 +77,9 @@ class EmbeddingPlot(Widget):
 class EmbeddingsScreen(ExplainScreen[tuple[Projection, str]]):
     TITLE = "embeddings"
     NEEDS_TEXT = False
-    BINDINGS = [Binding("f9", "close", "close", show=False)]
+    # t is bound still (it says why it changes nothing here), just not listed in the footer.
+    BINDINGS = [Binding("f9", "close", "close", show=False),
+                Binding("t", "next_text", "text", show=False)]
 
     def compose(self) -> ComposeResult:
         yield Static(classes="view-title")
