@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from chargpt_tui.data import load_local_dataset
 from chargpt_tui.device import pick_device
 from chargpt_tui.errors import CheckpointError, UserError
 from chargpt_tui.events import EvalDone, Event, StateChanged, TrainingStarted
@@ -187,6 +188,18 @@ class SamplingModel:
     @property
     def step(self) -> int:
         return int(self.payload["step"])
+
+    def validation_excerpt(self) -> str | None:
+        """The start of the run's validation text (two blocks, the text training hands the
+        views), if its data is on this machine; None if not. The split is training's: the
+        last tenth of the text."""
+        spec = self.payload.get("data")
+        corpus = load_local_dataset(spec) if isinstance(spec, str) else None
+        if corpus is None:
+            return None
+        val = corpus.text[int(0.9 * len(corpus.text)):]
+        ids, _ = self.tokenizer.encode_lenient(val[:2 * self.model.config.block_size])
+        return self.tokenizer.decode(ids) or None
 
     def history_events(self) -> list[Event]:
         """What the checkpoint can tell a run's panels, as the events a live run would have

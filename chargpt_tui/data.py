@@ -121,6 +121,28 @@ def load_dataset(
     return Corpus(read_text_file(Path(spec).expanduser(), encoding), spec)
 
 
+def load_local_dataset(spec: str, encoding: str = "utf-8") -> Corpus | None:
+    """``spec``'s text if this machine has it (a file, the download cache, the stdlib corpus),
+    never downloading; None if it has not (or it cannot be read). For looking at a trained
+    run's text later, e.g. a checkpoint opened for chat only; training uses :func:`load_dataset`.
+    """
+    if spec == "python-stdlib":
+        path = None
+    elif spec == "shakespeare":
+        path = cache_dir() / "tinyshakespeare.txt"
+    elif spec.startswith(("http://", "https://")):
+        path = cache_dir() / url_cache_name(spec)
+    elif "://" in spec:
+        return None
+    else:
+        path = Path(spec).expanduser()
+    try:
+        text = python_stdlib_corpus() if path is None else read_text_file(path, encoding)
+    except DataError:
+        return None
+    return Corpus(text, spec)
+
+
 def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     """Read a local corpus, turning every way it can fail into a one-line :class:`DataError`."""
     try:

@@ -7,6 +7,7 @@ a weights history of five steps), so the pictures are the same on every run.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch.nn import functional as F
 from tui_support import async_test, tiny_factory, train_tiny_checkpoint, wait_until, write_data
 
 from chargpt_tui import history
+from chargpt_tui.checkpoint import load_for_sampling
 from chargpt_tui.explain import (
     SHADE_256,
     SHADE_CHARS,
@@ -339,23 +341,41 @@ async def test_chat_only_views_look_at_the_typed_text_and_t_says_why_not(
         return [notification.message for notification in app._notifications]
 
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="model")
-        await pilot.press("f8")
-        view = app.screen
-        assert isinstance(view, SurpriseScreen) and view.result is None
-        assert "type a prompt" in view.status and "live sample" not in view.status
+        await wait_until(pilot, lambda: "validation" in app.view_texts, what="the val text")
+        await pilot.press("f8")  # the run's validation text (its data file is here)
+        await computed(pilot, 40)
+        loaded = load_for_sampling(Path(run.name), "cpu")
+        assert app.screen.text_name == "validation"
+        assert app.screen.text == loaded.validation_excerpt()
         await pilot.press("t")
-        assert any("no text to look at: type a prompt" in message for message in told())
+        assert any("only the validation to look at: type a prompt (Enter answers it)," in
+                   message for message in told())
         await pilot.press("escape", *"JULIET:")  # typed, not sent
         await pilot.press("f8")
         await computed(pilot, 40)
         assert app.screen.text_name == "typed text" and app.screen.text == "JULIET:"
-        await pilot.press("t")
-        assert any("only the typed text to look at" in message for message in told())
+        await pilot.press("t")  # to the validation text
+        await computed(pilot, 40)
+        assert app.screen.text_name == "validation"
         await pilot.press("f9")
         await computed(pilot, 40)
         await pilot.press("t")
         assert any("does not depend on a text" in message for message in told())
+
+
+@async_test
+async def test_a_view_without_a_text_says_what_would_give_it_one(run: Path) -> None:
+    no_samples = replace(context(run), texts={}, live_samples=False)
+    app = ViewHost(AttentionScreen(no_samples))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        view = app.screen
+        assert isinstance(view, AttentionScreen) and view.result is None
+        assert view.status == "no text yet: type a prompt (Enter answers it), then open this " \
+                              "view again"  # not "wait for a live sample": none will come
+        await pilot.press("t")
+        assert [n.message for n in app._notifications] == [
+            "no text to look at: type a prompt (Enter answers it), then open this view again"]
 
 
 @async_test

@@ -288,6 +288,9 @@ class TrainingPanel(Vertical):
         for event in loaded.history_events():
             self.post_message(messages.EngineEvent(event))
         self.post_message(messages.ModelReady(loaded.step, training=False))
+        # What the views look at before a prompt, as in training (if the run's data is here).
+        if (excerpt := loaded.validation_excerpt()) is not None:
+            self.post_message(messages.ViewText("validation", excerpt))
 
     # -- message handlers (UI thread) ---------------------------------------------------------
 
