@@ -25,6 +25,7 @@ from chargpt_tui.checkpoint import load_for_sampling
 from chargpt_tui.explain import (
     SHADE_256,
     SHADE_CHARS,
+    Surprise,
     attention_over,
     compare_label,
     embedding_projection,
@@ -47,7 +48,12 @@ from chargpt_tui.tui.screens.compare import CompareScreen
 from chargpt_tui.tui.screens.embeddings import EmbeddingPlot, EmbeddingsScreen, scatter
 from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
 from chargpt_tui.tui.screens.model_view import HeadGrid, ModelViewScreen
-from chargpt_tui.tui.screens.surprise import SurpriseScreen, SurpriseText
+from chargpt_tui.tui.screens.surprise import (
+    SurpriseScreen,
+    SurpriseText,
+    surprise_legend,
+    surprise_text,
+)
 from chargpt_tui.tui.sources import OpenCheckpoint, TrainNew
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.loss_chart import LossChart
@@ -144,6 +150,20 @@ def test_the_attention_legend_uses_the_texts_own_styles() -> None:
         style = drawn.get_style_at_offset(console, offset)
         assert not style.dim
         assert str(legend.get_style_at_offset(console, legend.plain.index(name))) == str(style)
+
+
+def test_the_surprise_legend_uses_the_texts_own_colours() -> None:
+    console = _console()
+    scores = Surprise("abc", [None, 0.05, 9.0], [[], [], []], context=1)
+    for colours_16 in (False, True):
+        drawn = surprise_text(scores, vocab_size=13, cursor=-1, width=10, colours_16=colours_16)
+        legend = surprise_legend(scores, 13, colours_16)
+        legend_styles = {str(legend.get_style_at_offset(console, i))
+                         for i in range(len(legend.plain))}
+        sure, lost = (str(drawn.get_style_at_offset(console, i)) for i in (1, 2))
+        assert sure != lost and {sure, lost} <= legend_styles  # the first and last colours
+        assert not drawn.get_style_at_offset(console, 0).dim  # the unscored first character
+    assert "≥ 2.6: uniform guess" in legend.plain  # ln 13
 
 
 def _console() -> Any:
