@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from chargpt_tui.data import encode_corpus, load_local_dataset
 from chargpt_tui.device import pick_device
 from chargpt_tui.errors import CheckpointError, UserError
 from chargpt_tui.events import EvalDone, Event, StateChanged, TrainingStarted
@@ -26,7 +27,7 @@ from chargpt_tui.lecture import build_model
 from chargpt_tui.model import GPTConfig, GPTLanguageModel, fused_copy
 from chargpt_tui.nanogpt import NANOGPT_KEYS, from_nanogpt, is_nanogpt_checkpoint
 from chargpt_tui.runs import BEST_NAME, CHECKPOINT_NAME
-from chargpt_tui.tokenizer import CharTokenizer
+from chargpt_tui.tokenizer import CharTokenizer, UnknownCharacterError
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_config", "vocab", "model", "step")
@@ -223,6 +224,22 @@ class SamplingModel:
     @property
     def step(self) -> int:
         return int(self.payload["step"])
+
+    def validation_excerpt(self) -> str | None:
+        """The start of the run's validation text (two blocks, the text training hands the
+        views), if its data is on this machine; None if not. The split is training's: the
+        last tenth of the ids, read from the token cache (a corpus of any size)."""
+        spec = self.payload.get("data")
+        source = load_local_dataset(spec) if isinstance(spec, str) else None
+        if source is None:
+            return None
+        try:
+            ids = encode_corpus(source, vocab=self.tokenizer.vocab).tokens
+        except (UserError, UnknownCharacterError):  # e.g. the file changed since the run
+            return None
+        start = int(0.9 * len(ids))
+        return self.tokenizer.decode(ids[start:start + 2 * self.model.config.block_size]
+                                     .tolist()) or None
 
     def history_events(self) -> list[Event]:
         """What the checkpoint can tell a run's panels, as the events a live run would have

@@ -141,6 +141,28 @@ def load_dataset(
     return TextSource(spec, (check_text_file(path),))
 
 
+def load_local_dataset(spec: str) -> TextSource | None:
+    """Where ``spec``'s text is, if this machine has it (a file or folder, the download cache,
+    the stdlib corpus), never downloading; None if it has not. For looking at a trained run's
+    text later, e.g. a checkpoint opened for chat only; training uses :func:`load_dataset`."""
+    if spec == "python-stdlib":
+        return TextSource(spec, text=python_stdlib_corpus())
+    if spec == "shakespeare":
+        path = cache_dir() / "tinyshakespeare.txt"
+    elif spec.startswith(("http://", "https://")):
+        path = cache_dir() / url_cache_name(spec)
+    elif "://" in spec:
+        return None
+    else:
+        path = Path(spec).expanduser()
+    try:
+        if _is_dir(path):
+            return TextSource(spec, text_files_under(path), folder=path)
+        return TextSource(spec, (check_text_file(path),))
+    except DataError:
+        return None
+
+
 def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()

@@ -37,6 +37,9 @@ class TextAttention:
 
     chars: str
     maps: list[torch.Tensor]  # per layer: (n_head, T, T), float32 on the CPU
+    # The text before ``chars`` when it was longer than the context: the model no longer sees
+    # it (e.g. a prompt whose answer ran past ``block_size``), but a reader still wants it.
+    before: str = ""
 
     @property
     def n_layer(self) -> int:
@@ -59,11 +62,13 @@ class TextAttention:
 def attention_over(model: GPTLanguageModel, tokenizer: CharTokenizer, ids: list[int]
                    ) -> TextAttention:
     """Attention of the model over ``ids`` (its last ``block_size`` characters, the most the
-    model can look at at once)."""
-    window = ids[-model.config.block_size:]
+    model can look at at once; the characters before them are kept as ``before``)."""
+    cut = max(0, len(ids) - model.config.block_size)
+    window = ids[cut:]
     device = next(model.parameters()).device
     maps = model.attention_maps(torch.tensor([window], device=device))
-    return TextAttention(tokenizer.decode(window), [layer.float().cpu() for layer in maps])
+    return TextAttention(tokenizer.decode(window), [layer.float().cpu() for layer in maps],
+                         tokenizer.decode(ids[:cut]))
 
 
 def mean_look_back(grid: torch.Tensor) -> float:
@@ -105,10 +110,6 @@ def shade_bounds(levels: int) -> list[float]:
 
 def shade_char(weight: float) -> str:
     return SHADE_CHARS[shade_level(weight, len(SHADE_CHARS))]
-
-
-def shade_color_256(weight: float) -> int:
-    return SHADE_256[shade_level(weight, len(SHADE_256))]
 
 
 # -- surprise per character ------------------------------------------------------------------
@@ -222,27 +223,38 @@ class Projection:
     explained: tuple[float, float]
 
 
-def pca_2d(embeddings: torch.Tensor) -> Projection:
+def pca_2d(embeddings: torch.Tensor, like: torch.Tensor | None = None) -> Projection:
     """Principal components via the SVD of the centred matrix: ``X = U S Vᵀ``; the rows of
-    ``Vᵀ`` are the directions, ``S²`` the variance along each. Signs are fixed so each axis's
-    largest loading is positive, so the picture does not flip from one step to the next at
-    random."""
+    ``Vᵀ`` are the directions, ``S²`` the variance along each.
+
+    An axis is defined up to its sign, and the SVD picks one at random: unfixed, the picture
+    mirrors from one saved step to the next. Given ``like``, the points shown before (e.g. the
+    previous step's, same characters), each axis is turned to agree with that picture: the
+    characters' coordinates along it correlate positively with theirs. Without it, each axis's
+    largest loading is made positive (a convention that holds a single picture steady, but
+    across steps the largest loading can move to another dimension and flip the picture).
+    """
     centred = embeddings.detach().float().cpu()
     centred = centred - centred.mean(0, keepdim=True)
     _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
     axes = vh[:2]
     if axes.size(0) < 2:  # a 1-wide embedding has one direction; the second axis is flat
         axes = torch.cat([axes, torch.zeros_like(axes)])
-    largest = axes.gather(1, axes.abs().argmax(1, keepdim=True))
-    axes = axes * torch.where(largest < 0, -1.0, 1.0)
+    if like is not None and like.shape == (centred.size(0), 2):
+        agreement = ((centred @ axes.T) * like.float().cpu()).sum(0)  # one per axis
+    else:
+        agreement = axes.gather(1, axes.abs().argmax(1, keepdim=True)).squeeze(1)
+    axes = axes * torch.where(agreement < 0, -1.0, 1.0).unsqueeze(1)
     variance = singular.pow(2)
     total = float(variance.sum()) or 1.0
     ratios = (variance / total).tolist() + [0.0, 0.0]
     return Projection(centred @ axes.T, (ratios[0], ratios[1]))
 
 
-def embedding_projection(model: GPTLanguageModel) -> Projection:
-    return pca_2d(model.token_embedding_table.weight)
+def embedding_projection(model: GPTLanguageModel, like: torch.Tensor | None = None
+                         ) -> Projection:
+    """The model's token embeddings in 2-D, oriented like ``like`` (see :func:`pca_2d`)."""
+    return pca_2d(model.token_embedding_table.weight, like)
 
 
 CHAR_GROUPS = ("vowel", "consonant", "capital", "digit", "punctuation", "whitespace")

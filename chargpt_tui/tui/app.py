@@ -37,7 +37,7 @@ from chargpt_tui.tui.screens.attention import AttentionScreen
 from chargpt_tui.tui.screens.compare import CompareScreen
 from chargpt_tui.tui.screens.confirm_quit import ConfirmQuitScreen
 from chargpt_tui.tui.screens.embeddings import EmbeddingsScreen
-from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
+from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext, open_view
 from chargpt_tui.tui.screens.help import HelpScreen
 from chargpt_tui.tui.screens.model_view import ModelViewScreen
 from chargpt_tui.tui.screens.surprise import SurpriseScreen
@@ -45,6 +45,7 @@ from chargpt_tui.tui.session import STEERING, session_for
 from chargpt_tui.tui.sources import Source
 from chargpt_tui.tui.widgets.footer import Footer
 from chargpt_tui.tui.widgets.loss_chart import LossChart
+from chargpt_tui.tui.widgets.prompt_input import PromptInput
 from chargpt_tui.tui.widgets.prompt_pane import PromptPane
 from chargpt_tui.tui.widgets.training_panel import TrainingPanel
 
@@ -223,12 +224,15 @@ class ChargptApp(App[int]):
 
     def _open_view(self, kind: type[ExplainScreen[Any]]) -> None:
         if not isinstance(self.screen, kind):
-            self.push_screen(kind(self.view_context()))
+            open_view(self, kind(self.view_context()))
 
     def view_context(self) -> ViewContext:
-        texts = {name: self.view_texts[name] for name in VIEW_TEXT_ORDER
-                 if name in self.view_texts}
-        return ViewContext(self.live_model, self.run_dir, texts)
+        typed = self.prompt.query_one(PromptInput).value  # what is on the prompt line now
+        texts = {"typed text": typed} if typed.strip() else {}
+        texts.update((name, self.view_texts[name]) for name in VIEW_TEXT_ORDER
+                     if name in self.view_texts)
+        return ViewContext(self.live_model, self.run_dir, texts,
+                           live_samples=self.session.live_samples)
 
     def action_compare(self) -> None:
         def chosen(folder: str | None) -> None:

@@ -61,6 +61,7 @@ class Session(ABC):
 
     actions: ClassVar[frozenset[str]] = frozenset()  # the STEERING actions that apply
     sample_placeholder: ClassVar[str] = LiveSample.PLACEHOLDER  # until a live sample arrives
+    live_samples: ClassVar[bool] = True  # whether live samples come (the views wait for one)
 
     def __init__(self, device: str = "auto") -> None:
         self.device = device
@@ -127,6 +128,8 @@ class Session(ABC):
 
 class EmptySession(Session):
     """Nothing to train, open or follow: the panels alone (the layout's tests)."""
+
+    live_samples = False
 
     def farewell(self, failure: str | None, result: TrainResult | None) -> list[str]:
         return []
@@ -286,6 +289,8 @@ class TrainSession(Session):
 class CheckpointSession(Session):
     """A trained checkpoint opened for chat: nothing trains, so no steering key applies."""
 
+    live_samples = False
+
     def __init__(self, source: OpenCheckpoint, device: str = "auto") -> None:
         super().__init__(device)
         self.source = source
@@ -324,6 +329,9 @@ class CheckpointSession(Session):
             elif isinstance(event, StateChanged):
                 view.post_message(messages.RunStatus(event.state, event.reason))
         view.post_message(messages.ModelReady(loaded.step, training=False))
+        # What the views look at before a prompt, as in training (if the run's data is here).
+        if (excerpt := loaded.validation_excerpt()) is not None:
+            view.post_message(messages.ViewText("validation", excerpt))
 
     def farewell(self, failure: str | None, result: TrainResult | None) -> list[str]:
         opened = self._opened  # the prompt fits the checkpoint's own text and characters

@@ -18,7 +18,7 @@ import pytest
 from corpus import pseudo_shakespeare
 from helpers_robust import TINY_MODEL, assert_one_line_error, invoke
 
-from chargpt_tui.data import load_dataset, url_cache_name
+from chargpt_tui.data import load_dataset, load_local_dataset, url_cache_name
 
 CORPUS = pseudo_shakespeare(lines=200)
 CAP = 4096  # bytes; the corpus above is bigger, so the cap cases can use it
@@ -210,3 +210,29 @@ def test_offline_first_run_of_the_default_falls_back_with_one_notice(
     assert len(notices) == 1 and "\n" not in notices[0]
     assert "could not download Tiny Shakespeare" in notices[0] and "--data" in notices[0]
     assert cache_files(cache) == []
+
+
+def test_a_local_look_at_a_runs_data_never_downloads(
+        server: LoopbackServer, cache: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a checkpoint opened for chat only reads its validation text from: only what this
+    machine has (the server counts any request)."""
+    monkeypatch.delenv("CHARGPT_TUI_MAX_DOWNLOAD_BYTES")
+    monkeypatch.setenv("CHARGPT_TUI_SHAKESPEARE_URL", server.url("/mirror/input.txt"))
+    url = server.url("/corpus.txt")
+    before = sum(server.hits.values())
+    assert load_local_dataset(url) is None and load_local_dataset("shakespeare") is None
+    assert load_local_dataset(str(tmp_path / "gone.txt")) is None
+    assert load_local_dataset("ftp://example.org/x.txt") is None
+    assert sum(server.hits.values()) == before
+    load_dataset(url)  # cached from now on
+    load_dataset("shakespeare")
+    local = tmp_path / "mine.txt"
+    local.write_text("JULIET: words\n" * 20)
+    corpus = load_local_dataset(url)
+    assert corpus is not None and (corpus.name, corpus.text) == (url, CORPUS)
+    corpus = load_local_dataset("shakespeare")
+    assert corpus is not None and corpus.text == CORPUS
+    corpus = load_local_dataset(str(local))
+    assert corpus is not None and corpus.text == local.read_text()
+    assert sum(server.hits.values()) == before + 2  # the two loads above, nothing more

@@ -24,7 +24,6 @@ from chargpt_tui.explain import (
     run_curves,
     shade_bounds,
     shade_char,
-    shade_color_256,
     shade_level,
     surprise,
 )
@@ -74,10 +73,22 @@ def test_two_character_attention_row_by_hand(attention: str) -> None:
         assert seen.row(0, head, 1) == pytest.approx(scores.softmax(-1).tolist(), abs=1e-6)
 
 
+def test_a_text_longer_than_the_context_keeps_its_start_as_before() -> None:
+    model, tokenizer = model_and_tokenizer(block_size=16)
+    text = "hi there, " * 3  # 30 characters: the model sees the last 16
+    seen = attention_over(model, tokenizer, tokenizer.encode(text))
+    assert seen.chars == text[-16:] and seen.before == text[:-16]
+    assert seen.maps[0].shape[-1] == 16
+    # The window is attended to exactly as if it were the whole text.
+    alone = attention_over(model, tokenizer, tokenizer.encode(text[-16:]))
+    assert alone.before == "" and torch.equal(alone.maps[0], seen.maps[0])
+
+
 def test_shades_follow_the_weights() -> None:
     row = [0.25, 0.75]  # a two-character row
     assert [shade_char(w) for w in row] == ["▓", "█"]
-    assert shade_color_256(1.0) == SHADE_256[-1] and shade_color_256(0.0) == SHADE_256[0]
+    assert shade_level(1.0, len(SHADE_256)) == len(SHADE_256) - 1
+    assert shade_level(0.0, len(SHADE_256)) == 0
     # Log scale from 0.01 to 1: each of the four shades covers a factor of 10 ** 0.5.
     assert shade_bounds(5) == pytest.approx([0.01, 0.01 ** 0.75, 0.1, 0.01 ** 0.25])
     assert [shade_char(w) for w in (0.009, 0.01, 0.03, 0.05, 0.2, 0.5)] == list(" ░░▒▓█")
@@ -195,6 +206,29 @@ def test_pca_of_a_known_embedding() -> None:
         got = projection.points[:, axis]
         sign = 1.0 if float(got @ expected) > 0 else -1.0  # PCA's axes are defined up to sign
         assert (sign * got).tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_pca_keeps_the_pictures_orientation_from_step_to_step() -> None:
+    """The same arrangement of characters, its embedding space turned (as training turns it
+    between saved steps): oriented like the previous picture, it is drawn the same; by the
+    largest-loading convention alone, some turns mirror it."""
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(30, 8, generator=generator) * torch.linspace(3, 0.5, 8)
+    before = pca_2d(embeddings)
+    mirrored = 0
+    for _ in range(20):
+        turn, _ = torch.linalg.qr(torch.randn(8, 8, generator=generator))  # a random rotation
+        plain = pca_2d(embeddings @ turn)
+        mirrored += not torch.allclose(plain.points, before.points, atol=1e-4)
+        aligned = pca_2d(embeddings @ turn, like=before.points)
+        assert torch.allclose(aligned.points, before.points, atol=1e-4)
+        assert aligned.explained == pytest.approx(before.explained, abs=1e-5)
+    assert mirrored  # the case the alignment is for (14 of these 20 turns here)
+    # A negated embedding is the same picture too, and a picture of other characters (another
+    # vocabulary) is no guide: the convention applies.
+    assert torch.allclose(pca_2d(-embeddings, like=before.points).points, before.points,
+                          atol=1e-4)
+    assert torch.equal(pca_2d(embeddings, like=torch.ones(5, 2)).points, before.points)
 
 
 def test_character_groups() -> None:

@@ -21,6 +21,7 @@ from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.live_sample import MAX_SAMPLES, LiveSample
 from chargpt_tui.tui.widgets.loss_chart import MARKER_GAP, TRAIN_STYLE, VAL_STYLE, LossChart
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
+from chargpt_tui.tui.widgets.stats_line import Stats, StatsLine
 from chargpt_tui.tui.widgets.training_panel import TrainingPanel
 from chargpt_tui.tui.widgets.transcript import Transcript, TranscriptEntry
 
@@ -307,3 +308,57 @@ async def test_the_palette_lists_quit_once() -> None:
     async with app.run_test(size=(80, 24)):
         titles = [command.title for command in app.get_system_commands(app.screen)]
         assert titles.count("Quit") == 1
+
+
+@async_test
+async def test_a_finished_runs_longer_stats_line_leaves_every_panel_in_view_at_80x24() -> None:
+    """At the end of a run the stats line grows (the reason, the best step): at 80×24 it once
+    pushed the live sample and the log out of the panel and cut the chart's axes, for good."""
+    app = idle_app()
+    reasons = ("", "time budget of 5m used", "early stop: val has not improved for 5 "
+               "evaluations (best 1.4821 at step 2750); the model now holds its best weights")
+    async with app.run_test(size=(80, 24)) as pilot:
+        stats_line = app.query_one(StatsLine)
+        for size in ((80, 24), (120, 40), (80, 24)):
+            await pilot.resize_terminal(*size)
+            for reason in reasons:
+                stats_line.stats = Stats(
+                    state="finished", detail=reason, step=1234, max_iters=1250,
+                    steps_estimated=True, tokens_per_second=9_200.0, lr=3.01e-4, elapsed=299.0,
+                    device="cpu", parameters=29_700, recipe="lecture",
+                    best="best val 2.33 @ step 1000")
+                await pilot.pause()
+                panel = app.query_one(TrainingPanel).content_region
+                for widget in (stats_line, app.query_one(LossChart), app.query_one(LiveSample),
+                               app.query_one(EventLog)):
+                    assert panel.contains_region(widget.region), (size, reason, widget)
+                assert app.query_one(LossChart).size.height >= 4  # a plot row, axis, legend
+                assert app.query_one(LiveSample).size.height >= 2
+                assert app.query_one(EventLog).size.height >= 2
+
+
+@async_test
+async def test_the_transcript_stays_on_the_newest_answer_when_the_window_shrinks(
+        checkpoint: Path) -> None:
+    app = ChargptApp(OpenCheckpoint(checkpoint), device="cpu", show_timing=False)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(pilot, lambda: app.live_model.ready, what="model")
+        app.prompt.settings = PromptSettings(length=150, seed=1)
+        for index in range(4):
+            app.query_one(PromptInput).value = f"P{index}:"
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "chars" in app.query(TranscriptEntry).last().status,
+                             what=f"answer {index}")
+        transcript = app.query_one(Transcript)
+        newest = app.query(TranscriptEntry).last()
+        for size in ((100, 30), (80, 24), (60, 20), (120, 40)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            top, height = transcript.scroll_y, transcript.scrollable_content_region.height
+            assert top <= newest.virtual_region.y < top + height, size  # its prompt line
+
+        transcript.scroll_home(animate=False)  # reading the oldest answer: a resize keeps it
+        await pilot.pause()
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert transcript.scroll_y == 0

@@ -6,6 +6,7 @@ the SVGs before committing them.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, TrainNew
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.next_chars import NextChars
 from chargpt_tui.tui.widgets.prompt_input import PromptInput
+from chargpt_tui.tui.widgets.stats_line import StatsLine
 from chargpt_tui.tui.widgets.transcript import Transcript, TranscriptEntry
 
 
@@ -44,6 +46,15 @@ async def settle_chat(pilot: Pilot) -> None:
     await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="checkpoint")
     await wait_until(pilot, lambda: bool(app.query_one(NextChars).candidates), what="next chars")
     app.query_one(PromptInput).cursor_blink = False  # after the run's states: a steady cursor
+
+
+async def hold_cursor_after_training(pilot: Pilot) -> None:
+    """A steady, visible cursor once the app has taken in the end of training: the stats line
+    says "finished" before the app's own handler lets the prompt's cursor blink again, and a
+    cursor switched off before that blinks on (a snapshot then catches it on or off)."""
+    prompt_input = pilot.app.query_one(PromptInput)
+    await wait_until(pilot, lambda: prompt_input.cursor_blink, what="the cursor to blink again")
+    prompt_input.cursor_blink = False
 
 
 async def answer_prompt(pilot: Pilot, text: str) -> None:
@@ -119,10 +130,34 @@ def test_finished_run(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         await wait_until(pilot, lambda: app.training.stats.state == "finished", what="finish")
         sample = app.query_one(LiveSample)
         await wait_until(pilot, lambda: sample.step == 30 and sample.done, what="last sample")
-        app.query_one(PromptInput).cursor_blink = False
+        await hold_cursor_after_training(pilot)
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def test_finished_run_with_a_reason_at_80x24(snap_compare, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end of a run that says why it ended (a time budget, an early stop): its stats line
+    takes a third line at 80 columns, and the chart gives up a row for it; the live sample
+    and the log stay. (A time-budgeted run ends at a different step each time, so this one
+    ends at max_iters and is then given a budget's reason, as the stats line would show it.)"""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
+    write_data(tmp_path)
+    app = ChargptApp(TrainNew(tiny_factory(Path("play.txt"), "run", max_iters=30)),
+                     device="cpu", show_timing=False)
+
+    async def run_before(pilot: Pilot) -> None:
+        await wait_until(pilot, lambda: app.training.stats.state == "finished", what="finish")
+        sample = app.query_one(LiveSample)
+        await wait_until(pilot, lambda: sample.step == 30 and sample.done, what="last sample")
+        stats_line = app.query_one(StatsLine)
+        stats_line.stats = replace(stats_line.stats, detail="time budget of 5m used")
+        await hold_cursor_after_training(pilot)
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
 @pytest.fixture(scope="module")

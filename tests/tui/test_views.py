@@ -7,11 +7,13 @@ a weights history of five steps), so the pictures are the same on every run.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from rich.style import Style
 from textual.app import App
 from textual.pilot import Pilot
 from tiny_model import open_model
@@ -19,22 +21,39 @@ from torch.nn import functional as F
 from tui_support import async_test, tiny_factory, train_tiny_checkpoint, wait_until, write_data
 
 from chargpt_tui import history
+from chargpt_tui.checkpoint import load_for_sampling
 from chargpt_tui.explain import (
+    SHADE_256,
+    SHADE_CHARS,
+    Surprise,
     attention_over,
     compare_label,
     embedding_projection,
     run_curves,
+    shade_bounds,
+    shade_level,
     surprise,
 )
 from chargpt_tui.tui.app import HERE, STYLESHEETS, ChargptApp
 from chargpt_tui.tui.live_model import ModelSource
 from chargpt_tui.tui.prompt_settings import PromptSettings
-from chargpt_tui.tui.screens.attention import AttentionScreen, AttentionText, attention_text
+from chargpt_tui.tui.screens.attention import (
+    AttentionScreen,
+    AttentionText,
+    attention_text,
+    level_style,
+    shade_legend,
+)
 from chargpt_tui.tui.screens.compare import CompareScreen
 from chargpt_tui.tui.screens.embeddings import EmbeddingPlot, EmbeddingsScreen, scatter
 from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
 from chargpt_tui.tui.screens.model_view import HeadGrid, ModelViewScreen
-from chargpt_tui.tui.screens.surprise import SurpriseScreen, SurpriseText
+from chargpt_tui.tui.screens.surprise import (
+    SurpriseScreen,
+    SurpriseText,
+    surprise_legend,
+    surprise_text,
+)
 from chargpt_tui.tui.sources import OpenCheckpoint, TrainNew
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.loss_chart import LossChart
@@ -100,6 +119,51 @@ def test_attention_text_shades_match_the_weights() -> None:
         "hiya\n█   "
     # Lines break at the width and after a newline (drawn as ⏎).
     assert attention_text("ab\ncdef", [0.2] * 6 + [0.0], 6, 3, False).plain == "ab⏎\ncde\nf"
+    # The text before the context comes first, on the same lines, with nothing shaded under it.
+    assert attention_text("ya", [0.5, 0.5], 1, 10, True, before="hi").plain == "hiya\n  ██"
+
+
+def test_the_attention_legend_uses_the_texts_own_styles() -> None:
+    console = _console()
+
+    def styles(text: Any) -> list[str]:
+        return [str(text.get_style_at_offset(console, i)) for i in range(len(text.plain))]
+
+    # Colours: each swatch of the legend is styled as the text's characters of its level.
+    legend = shade_legend(shade_rows=False, before=False)
+    for level in (1, 5, len(SHADE_256) - 1):
+        weight = shade_bounds(len(SHADE_256))[level - 1] * 1.01  # inside the level
+        drawn = attention_text("ab", [1 - weight, weight], cursor=1, width=10,
+                               shade_rows=False)
+        assert str(drawn.get_style_at_offset(console, 0)) == str(Style.parse(
+            level_style(shade_level(1 - weight, len(SHADE_256)))))
+        assert str(Style.parse(level_style(level))) in styles(legend)
+    # Shade characters: the legend's are yellow like the rows under the text.
+    legend = shade_legend(shade_rows=True, before=True)
+    for char in SHADE_CHARS[1:]:
+        assert str(legend.get_style_at_offset(console, legend.plain.index(char))) == "yellow"
+    # "Not seen yet" and "before the context" in the text's own styles, neither of them dim.
+    after = attention_text("hiya", [1.0], cursor=0, width=10, shade_rows=False)
+    cut = attention_text("ya", [0.5, 0.5], cursor=1, width=10, shade_rows=False,
+                         before="hi")
+    for drawn, offset, name in ((after, 2, "abc not seen yet"), (cut, 0, "abc out of")):
+        style = drawn.get_style_at_offset(console, offset)
+        assert not style.dim
+        assert str(legend.get_style_at_offset(console, legend.plain.index(name))) == str(style)
+
+
+def test_the_surprise_legend_uses_the_texts_own_colours() -> None:
+    console = _console()
+    scores = Surprise("abc", [None, 0.05, 9.0], [[], [], []], context=1)
+    for colours_16 in (False, True):
+        drawn = surprise_text(scores, vocab_size=13, cursor=-1, width=10, colours_16=colours_16)
+        legend = surprise_legend(scores, 13, colours_16)
+        legend_styles = {str(legend.get_style_at_offset(console, i))
+                         for i in range(len(legend.plain))}
+        sure, lost = (str(drawn.get_style_at_offset(console, i)) for i in (1, 2))
+        assert sure != lost and {sure, lost} <= legend_styles  # the first and last colours
+        assert not drawn.get_style_at_offset(console, 0).dim  # the unscored first character
+    assert "≥ 2.6: uniform guess" in legend.plain  # ln 13
 
 
 def _console() -> Any:
@@ -130,6 +194,9 @@ async def test_attention_view_keys(run: Path) -> None:
         expected = attention_over(model, tokenizer, tokenizer.encode(TEXT))
         shown = view.query_one(AttentionText)
         assert shown.chars == TEXT[-32:] and shown.cursor == 31
+        # The text is longer than the model's context (32): its start stays in view.
+        assert shown.before == TEXT[:-32] and "ROMEO:" in str(shown.render())
+        assert "context: last 32 of" in str(view.query_one("#attention-detail").render())
         await pilot.press("left", "left")
         assert shown.cursor == 29
         assert shown.row == pytest.approx(expected.row(0, 0, 29))
@@ -170,8 +237,9 @@ async def test_model_view_opens_the_selected_head(run: Path) -> None:
         opened = app.screen
         assert isinstance(opened, AttentionScreen)
         assert (opened.layer_index, opened.head_index) == (1, 1)
+        assert len(app.screen_stack) == 2  # in place of the thumbnails, not on top of them
         await pilot.press("escape")
-        assert isinstance(app.screen, ModelViewScreen)
+        assert not isinstance(app.screen, ExplainScreen)
 
 
 @async_test
@@ -202,13 +270,19 @@ async def test_embedding_view_steps_through_saved_weights(run: Path) -> None:
         model, _ = open_model(run)
         assert plot.projection is not None
         assert plot.projection.points.tolist() == embedding_projection(model).points.tolist()
-        for step in (40, 30, 20, 10, 0, 0):  # [ goes back one saved step, and stops at 0
-            await pilot.press("left_square_bracket")
+        back, on = "left_square_bracket", "right_square_bracket"
+        # [ goes back one saved step (from the live weights: to the newest), and stops at 0.
+        for key, step in ((back, 40), (back, 30), (back, 20), (back, 10), (back, 0), (back, 0),
+                          (on, 10)):
+            shown = plot.projection.points
+            await pilot.press(key)
             await computed(pilot, step, saved=True)
-        first, _ = history.load_step(run, 0)
-        assert plot.projection.points.tolist() == embedding_projection(first).points.tolist()
-        await pilot.press("right_square_bracket")
-        await computed(pilot, 10, saved=True)
+            weights, _ = history.load_step(run, step)
+            expected = embedding_projection(weights, like=shown)
+            assert plot.projection.points.tolist() == expected.points.tolist()
+            # Oriented like the picture before: no axis mirrored (the largest-loading sign
+            # alone flipped 5 axes over these steps).
+            assert ((plot.projection.points * shown).sum(0) > 0).all(), step
         assert "variance shown" in app.screen.describe()
 
 
@@ -241,6 +315,92 @@ async def test_function_keys_open_each_view_on_the_last_prompt(run: Path,
 
 
 @pytest.mark.slow
+@async_test
+async def test_views_replace_each_other_and_one_escape_goes_back(run: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """F4 → F7 → Enter → F8 → F9 once stacked five views (five Escapes back, the ones below
+    still saying "(live)" and computing); now each replaces the one before, with its text and
+    weights."""
+    monkeypatch.chdir(run.parent)
+    app = ChargptApp(OpenCheckpoint(Path(run.name)), device="cpu", show_timing=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="model")
+        await pilot.press(*"ROMEO:", "enter")
+        await wait_until(pilot, lambda: "chars" in app.query(TranscriptEntry).last().status,
+                         what="answer")
+        main = app.screen
+        await pilot.press("f4")
+        await computed(pilot, 40)
+        await pilot.press("left_square_bracket")  # a saved step: the next views keep it
+        await computed(pilot, 40, saved=True)
+        replaced: list[ExplainScreen[Any]] = []
+        for key, kind in (("f7", ModelViewScreen), ("enter", AttentionScreen),
+                          ("f8", SurpriseScreen), ("f9", EmbeddingsScreen)):
+            before = app.screen
+            assert isinstance(before, ExplainScreen)
+            replaced.append(before)
+            await pilot.press(key)
+            await computed(pilot, 40, saved=True)
+            assert isinstance(app.screen, kind) and app.screen_stack == [main, app.screen]
+            assert app.screen.text_name == "last prompt"
+        await wait_until(pilot, lambda: not any(view.is_attached for view in replaced),
+                         what="the replaced views to go")
+        assert not [worker for worker in app.workers  # nothing left computing for them
+                    if worker.node in replaced and worker.is_running]
+        await pilot.press("escape")
+        assert app.screen is main
+
+
+@async_test
+async def test_chat_only_views_look_at_the_typed_text_and_t_says_why_not(
+        run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a checkpoint opened for chat only, no live sample ever comes: the views look at
+    the text on the prompt line, say what to do when there is none, and t always answers."""
+    monkeypatch.chdir(run.parent)
+    app = ChargptApp(OpenCheckpoint(Path(run.name)), device="cpu", show_timing=False)
+
+    def told() -> list[str]:
+        return [notification.message for notification in app._notifications]
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: "validation" in app.view_texts, what="the val text")
+        await pilot.press("f8")  # the run's validation text (its data file is here)
+        await computed(pilot, 40)
+        loaded = load_for_sampling(Path(run.name), "cpu")
+        assert app.screen.text_name == "validation"
+        assert app.screen.text == loaded.validation_excerpt()
+        await pilot.press("t")
+        assert any("only the validation to look at: type a prompt (Enter answers it)," in
+                   message for message in told())
+        await pilot.press("escape", *"JULIET:")  # typed, not sent
+        await pilot.press("f8")
+        await computed(pilot, 40)
+        assert app.screen.text_name == "typed text" and app.screen.text == "JULIET:"
+        await pilot.press("t")  # to the validation text
+        await computed(pilot, 40)
+        assert app.screen.text_name == "validation"
+        await pilot.press("f9")
+        await computed(pilot, 40)
+        await pilot.press("t")
+        assert any("does not depend on a text" in message for message in told())
+
+
+@async_test
+async def test_a_view_without_a_text_says_what_would_give_it_one(run: Path) -> None:
+    no_samples = replace(context(run), texts={}, live_samples=False)
+    app = ViewHost(AttentionScreen(no_samples))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        view = app.screen
+        assert isinstance(view, AttentionScreen) and view.result is None
+        assert view.status == "no text yet: type a prompt (Enter answers it), then open this " \
+                              "view again"  # not "wait for a live sample": none will come
+        await pilot.press("t")
+        assert [n.message for n in app._notifications] == [
+            "no text to look at: type a prompt (Enter answers it), then open this view again"]
+
+
 @async_test
 async def test_a_view_while_training_takes_turns_with_it(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:

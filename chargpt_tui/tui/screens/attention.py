@@ -25,7 +25,6 @@ from chargpt_tui.explain import (
     mean_look_back,
     shade_bounds,
     shade_char,
-    shade_color_256,
     shade_level,
 )
 from chargpt_tui.model import GPTLanguageModel
@@ -35,9 +34,12 @@ from chargpt_tui.tui.screens.explain_base import ExplainScreen, ViewContext
 from chargpt_tui.tui.widgets.footer import Footer
 
 TOP_SHOWN = 5  # the most-attended characters listed under the text
-SHADE_LEGEND = "weight: " + " ".join(
-    f"{char} ≥{bound:.2f}".replace("0.", ".") for char, bound in
-    zip(SHADE_CHARS[1:], shade_bounds(len(SHADE_CHARS)))) + " (log scale) · dim: not seen yet"
+# Characters the selected one cannot look at, in styles that stay legible (a dim style all but
+# vanished on some terminals): after it (not seen yet), and before the model's context (a text
+# longer than ``block_size``, e.g. a prompt whose answer ran past it: kept in view, in cyan like
+# prompts in the transcript).
+NOT_SEEN_STYLE = "italic"
+BEFORE_STYLE = "italic cyan"
 
 
 def few_colours(widget: Widget) -> bool:
@@ -45,34 +47,65 @@ def few_colours(widget: Widget) -> bool:
     return widget.app.console.color_system in (None, "standard", "windows")
 
 
+def level_style(level: int) -> str:
+    """A shade level as a background from the 256-colour ramp, with a readable text colour."""
+    fg = "black" if level > len(SHADE_256) // 2 else "white"
+    return f"{fg} on color({SHADE_256[level]})"
+
+
+def shade_legend(shade_rows: bool, before: bool) -> Text:
+    """The legend in the styles the text is drawn with: the ramp of shades (the colours, or the
+    shade characters in yellow), then what the unshaded characters mean."""
+    text = Text()
+    text.append("weight ", style="bold")
+    if shade_rows:
+        for char, bound in zip(SHADE_CHARS[1:], shade_bounds(len(SHADE_CHARS))):
+            text.append(char, style="yellow")
+            text.append(f" {bound:.2f} ".replace("0.", "."))
+    else:
+        for level, bound in enumerate(shade_bounds(len(SHADE_256)), start=1):
+            text.append(f" {bound:.2f}".replace("0.", "."), style=level_style(level))
+    text.append(" (log)  ")
+    text.append("abc", style=NOT_SEEN_STYLE)
+    text.append(" not seen yet")
+    if before:
+        text.append("  ")
+        text.append("abc", style=BEFORE_STYLE)
+        text.append(" out of context")
+    return text
+
+
 def attention_text(chars: str, row: list[float], cursor: int, width: int,
-                   shade_rows: bool) -> Text:
+                   shade_rows: bool, before: str = "") -> Text:
     """``chars`` laid out in lines of ``width``, each character up to ``cursor`` shaded by its
     weight in ``row``; ``shade_rows`` draws a line of shade characters under each line of text
-    instead of colouring it."""
+    instead of colouring it. ``before`` (the text before the model's context) comes first,
+    unshaded: the model cannot look at it."""
     text = Text(no_wrap=True, overflow="crop")
-    line: list[tuple[str, int]] = []  # (shown char, position) of the line being built
+    line: list[tuple[str, int]] = []  # (shown char, position in chars; < 0: in before)
 
     def flush(last: bool) -> None:
         for shown, position in line:
             if position == cursor:
                 style = "bold reverse"
-            elif position < cursor and not shade_rows:
-                level = shade_level(row[position], len(SHADE_256))
-                fg = "black" if level > len(SHADE_256) // 2 else "white"
-                style = f"{fg} on color({shade_color_256(row[position])})"
+            elif position < 0:
+                style = BEFORE_STYLE
+            elif position > cursor:
+                style = NOT_SEEN_STYLE
+            elif not shade_rows:
+                style = level_style(shade_level(row[position], len(SHADE_256)))
             else:
-                style = "" if position < cursor else "dim"
+                style = ""
             text.append(shown, style=style)
         if shade_rows:
             text.append("\n")
             for _, position in line:
-                text.append(shade_char(row[position]) if position <= cursor else " ",
+                text.append(shade_char(row[position]) if 0 <= position <= cursor else " ",
                             style="yellow")
         if not last:
             text.append("\n")
 
-    for position, char in enumerate(chars):
+    for position, char in enumerate(before + chars, start=-len(before)):
         line.append((visible_char(char), position))
         if char == "\n" or len(line) >= width:
             flush(last=False)
@@ -86,7 +119,8 @@ class AttentionText(Widget):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.chars = ""
+        self.chars = ""  # what the model looks at: its context
+        self.before = ""  # the text before the context
         self.row: list[float] = []
         self.cursor = 0
         self.shade_rows = False
@@ -95,7 +129,7 @@ class AttentionText(Widget):
         if not self.chars:
             return Text("")
         return attention_text(self.chars, self.row, self.cursor, max(1, self.size.width),
-                              self.shade_rows)
+                              self.shade_rows, self.before)
 
 
 class AttentionScreen(ExplainScreen[TextAttention]):
@@ -160,7 +194,7 @@ class AttentionScreen(ExplainScreen[TextAttention]):
         cursor = last if self.cursor is None else max(0, min(last, self.cursor))
         row = result.row(self.layer_index, self.head_index, cursor)
         view = self.query_one(AttentionText)
-        view.chars, view.row, view.cursor = result.chars, row, cursor
+        view.chars, view.before, view.row, view.cursor = result.chars, result.before, row, cursor
         view.refresh()
         ranked = sorted(range(len(row)), key=lambda k: -row[k])[:TOP_SHOWN]
         looks = "  ".join(f"{visible_char(result.chars[k])}{k - cursor:+d} {row[k]:.2f}"
@@ -168,10 +202,13 @@ class AttentionScreen(ExplainScreen[TextAttention]):
         grid = (result.maps[self.layer_index].mean(0) if self.head_index is None
                 else result.maps[self.layer_index][self.head_index])
         where = f"char {cursor + 1}/{len(result.chars)}"
+        context = (f" · context: last {len(result.chars)} of "
+                   f"{len(result.before) + len(result.chars)} chars" if result.before else "")
         self.query_one("#attention-detail", Static).update(
             f"[b]{visible_char(result.chars[cursor])}[/b] ({where}) looks at  {looks}\n"
-            f"[dim]on average this head looks {mean_look_back(grid):.1f} chars back[/]")
-        self.query_one("#attention-legend", Static).update(f"[dim]{SHADE_LEGEND}[/]")
+            f"[dim]on average this head looks {mean_look_back(grid):.1f} chars back{context}[/]")
+        self.query_one("#attention-legend", Static).update(
+            shade_legend(view.shade_rows, bool(result.before)))
         self.update_title()
 
     def action_cursor(self, delta: int) -> None:
@@ -198,4 +235,4 @@ class AttentionScreen(ExplainScreen[TextAttention]):
     def action_toggle_shades(self) -> None:
         view = self.query_one(AttentionText)
         view.shade_rows = not view.shade_rows
-        view.refresh()
+        self.redraw()  # the legend too

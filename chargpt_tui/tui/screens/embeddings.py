@@ -4,7 +4,8 @@ Each character's embedding is a vector of ``n_embd`` numbers the model learned; 
 treats alike end up close. The plot shows the two directions along which the embeddings differ
 most. At step 0 the points are random noise; as training goes on, vowels, capitals, digits and
 punctuation tend to gather, because the model learns they can stand in the same places. Step
-through the run's saved weights with [ and ] to watch it happen.
+through the run's saved weights with [ and ] to watch it happen: each picture is oriented like
+the one before it (no mirroring from step to step).
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ class EmbeddingPlot(Widget):
 class EmbeddingsScreen(ExplainScreen[tuple[Projection, str]]):
     TITLE = "embeddings"
     NEEDS_TEXT = False
-    BINDINGS = [Binding("f9", "close", "close", show=False)]
+    # t is bound still (it says why it changes nothing here), just not listed in the footer.
+    BINDINGS = [Binding("f9", "close", "close", show=False),
+                Binding("t", "next_text", "text", show=False)]
 
     def compose(self) -> ComposeResult:
         yield Static(classes="view-title")
@@ -91,7 +94,8 @@ class EmbeddingsScreen(ExplainScreen[tuple[Projection, str]]):
 
     def compute_view(self, model: GPTLanguageModel, tokenizer: CharTokenizer,
                      text: str) -> tuple[Projection, str]:
-        return embedding_projection(model), tokenizer.vocab
+        shown = self.result  # the picture on screen: the new one keeps its orientation
+        return embedding_projection(model, shown[0].points if shown else None), tokenizer.vocab
 
     def show(self, result: tuple[Projection, str]) -> None:
         plot = self.query_one(EmbeddingPlot)

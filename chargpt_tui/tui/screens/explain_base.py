@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from textual import work
+from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
@@ -30,12 +31,19 @@ Result = TypeVar("Result")
 @dataclass(frozen=True)
 class ViewContext:
     """What the app hands a view: the weights, the run folder (for its history) and texts to
-    look at, by name ("last prompt", "live sample", "validation"), the most useful first.
-    The app collects the texts from :class:`~chargpt_tui.tui.messages.ViewText` messages."""
+    look at, by name ("typed text", "last prompt", "live sample", "validation"), the most
+    useful first. The app collects the texts from :class:`~chargpt_tui.tui.messages.ViewText`
+    messages and the prompt line."""
 
     source: ModelSource
     run_dir: Path | None
     texts: dict[str, str]
+    live_samples: bool = True  # False: a checkpoint opened for chat only never samples
+
+    def how_to_get_a_text(self) -> str:
+        """What the user can do for a (another) text to look at."""
+        return ("type a prompt (Enter answers it)" if not self.live_samples
+                else "type a prompt (Enter answers it) or wait for a live sample")
 
 
 class ViewComputed(Message, Generic[Result]):
@@ -79,15 +87,10 @@ class ExplainScreen(Screen[None], Generic[Result]):
     def text(self) -> str:
         return self.context.texts.get(self.text_name or "", "")
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "next_text":
-            return self.NEEDS_TEXT
-        return True
-
     def on_mount(self) -> None:
         if self.NEEDS_TEXT and not self.text:
-            self.status = ("no text yet: type a prompt and press Enter (or wait for a live "
-                           "sample), then open this view again")
+            self.status = (f"no text yet: {self.context.how_to_get_a_text()}, then open this "
+                           "view again")
             self.update_title()
             return
         self.compute()
@@ -177,8 +180,15 @@ class ExplainScreen(Screen[None], Generic[Result]):
         self.compute()
 
     def action_next_text(self) -> None:
+        """The next text, or a word on why there is none (the key never does nothing)."""
         names = list(self.context.texts)
-        if not names:
+        if not self.NEEDS_TEXT:
+            self.notify("this view does not depend on a text", title=self.TITLE)
+            return
+        if len(names) < 2:
+            have = f"only the {names[0]} to look at" if names else "no text to look at"
+            self.notify(f"{have}: {self.context.how_to_get_a_text()}, then open this view "
+                        "again", title=self.TITLE, severity="warning")
             return
         index = names.index(self.text_name) if self.text_name in names else -1
         self.text_name = names[(index + 1) % len(names)]
@@ -187,3 +197,23 @@ class ExplainScreen(Screen[None], Generic[Result]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+    def carry_on_from(self, other: ExplainScreen[Any]) -> None:
+        """Look at what the view this one replaces looked at: its text and its weights."""
+        if other.text_name in self.context.texts:
+            self.text_name = other.text_name
+        self.saved_step = other.saved_step
+
+
+def open_view(app: App[Any], view: ExplainScreen[Any]) -> None:
+    """Show ``view`` in place of the view on screen, if there is one.
+
+    Views replace each other rather than stack: Escape always goes back to the main screen,
+    and only the view on screen computes (a replaced view is removed with its worker). The new
+    view goes on with the replaced one's text and weights (a saved step stays selected)."""
+    current = app.screen
+    if isinstance(current, ExplainScreen):
+        view.carry_on_from(current)
+        app.switch_screen(view)
+    else:
+        app.push_screen(view)

@@ -24,7 +24,7 @@ from chargpt_tui.model import GPTLanguageModel
 from chargpt_tui.tokenizer import CharTokenizer
 from chargpt_tui.tui.formatting import visible_char
 from chargpt_tui.tui.screens.attention import AttentionScreen
-from chargpt_tui.tui.screens.explain_base import ExplainScreen
+from chargpt_tui.tui.screens.explain_base import ExplainScreen, open_view
 from chargpt_tui.tui.widgets.footer import Footer
 
 THUMB_CHARS = 8  # a thumbnail shows the attention among the text's last 8 characters
@@ -150,6 +150,5 @@ class ModelViewScreen(ExplainScreen[TextAttention]):
         if self.result is None:
             return
         layer, head = self.query_one(HeadGrid).selected
-        view = AttentionScreen(self.context, self.text_name, layer=layer, head=head)
-        view.saved_step = self.saved_step  # the same weights as the thumbnails
-        self.app.push_screen(view)
+        # In place of this view, on the same text and weights as the thumbnails.
+        open_view(self.app, AttentionScreen(self.context, layer=layer, head=head))

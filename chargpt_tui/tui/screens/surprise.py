@@ -29,6 +29,30 @@ GUESSES_SHOWN = 5
 BAR_WIDTH = 6
 
 
+def level_style(level: int, levels: int) -> str:
+    """The style of a character at ``level`` of ``levels``: a background from the 256-colour
+    ramp, or (3 levels, 16 colours) a green, yellow or red letter."""
+    if levels == len(SURPRISE_16):
+        return SURPRISE_16[level]
+    return f"black on color({SURPRISE_256[level]})"
+
+
+def surprise_legend(scores: Surprise, vocab_size: int, colours_16: bool) -> Text:
+    """The colours as the text uses them, each labelled with the loss it starts at (nats), and
+    the text's mean loss."""
+    levels = len(SURPRISE_16) if colours_16 else len(SURPRISE_256)
+    uniform = math.log(max(2, vocab_size))
+    legend = Text()
+    legend.append("loss ", style="bold")
+    for level in range(levels):
+        low = max(0.0, (level - 0.5) / (levels - 1) * uniform)  # where rounding enters it
+        legend.append(f" {low:.1f}" + (" " if colours_16 else ""),
+                      style=level_style(level, levels))
+    legend.append(f" nats (≥ {uniform:.1f}: uniform guess) · mean "
+                  f"{scores.mean_nats:.2f} nats = {scores.mean_nats / math.log(2):.2f} bits")
+    return legend
+
+
 def surprise_text(result: Surprise, vocab_size: int, cursor: int, width: int,
                   colours_16: bool) -> Text:
     """The text in lines of ``width``, each character coloured by its loss (background in 256
@@ -36,12 +60,11 @@ def surprise_text(result: Surprise, vocab_size: int, cursor: int, width: int,
     text = Text(no_wrap=True, overflow="crop")
     column = 0
     for position, (char, nats) in enumerate(zip(result.chars, result.nats)):
+        levels = len(SURPRISE_16) if colours_16 else len(SURPRISE_256)
         if nats is None:
-            style = "dim"
-        elif colours_16:
-            style = SURPRISE_16[surprise_level(nats, vocab_size, len(SURPRISE_16))]
+            style = "italic"  # the first character: nothing before it to predict it from
         else:
-            style = f"black on color({SURPRISE_256[surprise_level(nats, vocab_size, 9)]})"
+            style = level_style(surprise_level(nats, vocab_size, levels), levels)
         if position == cursor:
             style = "bold reverse"
         text.append(visible_char(char), style=style)
@@ -97,11 +120,8 @@ class SurpriseScreen(ExplainScreen[tuple[Surprise, int]]):
         scores, vocab_size = result
         view = self.query_one(SurpriseText)
         view.result, view.vocab_size = scores, vocab_size
-        uniform = math.log(vocab_size)
-        legend = Text(f"green: sure · red: ≥ {uniform:.1f} nats (a uniform guess) · mean "
-                      f"{scores.mean_nats:.2f} nats = {scores.mean_nats / math.log(2):.2f} bits",
-                      style="dim")
-        self.query_one("#surprise-legend", Static).update(legend)
+        self.query_one("#surprise-legend", Static).update(
+            surprise_legend(scores, vocab_size, view.colours_16))
         self.redraw()
 
     def describe(self) -> str:

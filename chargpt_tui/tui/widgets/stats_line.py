@@ -43,6 +43,7 @@ class StatsLine(Widget):
         super().__init__(id=id)
         # Snapshot tests turn wall-clock figures off: they differ on every run.
         self.show_timing = show_timing
+        self._measured = 0  # lines at the last layout
 
     def parts(self) -> list[Text]:
         s, timed = self.stats, self.show_timing
@@ -67,18 +68,23 @@ class StatsLine(Widget):
         return [state, *(Text.assemble((label, "dim"), value) for label, value in fields)]
 
     def lines(self, width: int) -> list[Text]:
-        """Pack the fields into lines, never breaking one (a wrapped "ETA 0:4/5" misleads)."""
+        """Pack the fields into lines, never breaking one (a wrapped "ETA 0:4/5" misleads)
+        unless it is wider than a line alone (a long reason a run stopped for): that one is
+        wrapped at its spaces, so the lines counted are the lines drawn."""
         lines: list[Text] = []
         for part in self.parts():
             if lines and lines[-1].cell_len + 3 + part.cell_len <= width:
                 lines[-1].append(" · ", style="dim")
                 lines[-1].append_text(part)
+            elif part.cell_len > width > 0:
+                lines.extend(part.wrap(self.app.console, width))
             else:
                 lines.append(part.copy())
         return lines
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return len(self.lines(width))
+        self._measured = len(self.lines(width))
+        return self._measured
 
     def render(self) -> Text:
         return Text("\n").join(self.lines(self.size.width))
@@ -92,9 +98,10 @@ class StatsLine(Widget):
             self.call_after_refresh(self._remeasure)
 
     def _remeasure(self) -> bool:
-        """Ask for a new layout if the lines no longer fit the height; True if it did."""
+        """Ask for a new layout if the line count differs from the one last measured (not the
+        height: a max-height, as at 80×24, can keep the two apart); True if it did."""
         width = self.size.width
-        if width and len(self.lines(width)) != self.size.height:
+        if width and len(self.lines(width)) != self._measured:
             self.refresh(layout=True)
             return True
         return False

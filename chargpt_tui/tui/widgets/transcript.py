@@ -82,6 +82,13 @@ class Transcript(VerticalScroll):
     ALLOW_MAXIMIZE = True
     BINDINGS = [MAXIMIZE_BINDING]
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        # The view shows the newest answer (its end, or its prompt line when it is taller than
+        # the view): a resize re-wraps every entry and moves them all, so the view is put back
+        # on the newest one. False once the user scrolled elsewhere, to read an older answer.
+        self._following = True
+
     def add_entry(self, entry: TranscriptEntry) -> None:
         """Append an answer; the oldest go once there are too many (only the newest can still
         be generating: a new prompt cancels the one before)."""
@@ -94,11 +101,27 @@ class Transcript(VerticalScroll):
     def follow(self, entry: TranscriptEntry) -> None:
         """Keep a growing answer in view without scrolling its prompt away: follow the end
         until the entry fills the view, then keep its first line (the prompt) at the top."""
+        self._following = True
         top = entry.virtual_region.y
         if entry.outer_size.height >= self.scrollable_content_region.height:
             self.scroll_to(y=top, animate=False)
         else:
             self.scroll_end(animate=False)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        entries = self.query(TranscriptEntry)
+        self._following = (new_value >= self.max_scroll_y
+                           or bool(entries) and new_value == entries.last().virtual_region.y)
+
+    def on_resize(self, event: Resize) -> None:
+        if self._following:  # after the entries' new layout at this width
+            self.call_after_refresh(self._follow_newest)
+
+    def _follow_newest(self) -> None:
+        entries = self.query(TranscriptEntry)
+        if entries:
+            self.follow(entries.last())
 
     def action_toggle_maximize(self) -> None:
         toggle_maximize(self)
