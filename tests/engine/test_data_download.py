@@ -229,10 +229,8 @@ def test_a_local_look_at_a_runs_data_never_downloads(
     load_dataset("shakespeare")
     local = tmp_path / "mine.txt"
     local.write_text("JULIET: words\n" * 20)
-    corpus = load_local_dataset(url)
-    assert corpus is not None and (corpus.name, corpus.text) == (url, CORPUS)
-    corpus = load_local_dataset("shakespeare")
-    assert corpus is not None and corpus.text == CORPUS
-    corpus = load_local_dataset(str(local))
-    assert corpus is not None and corpus.text == local.read_text()
+    for spec, text in ((url, CORPUS), ("shakespeare", CORPUS), (str(local), local.read_text())):
+        found = load_local_dataset(spec)
+        assert found is not None and found.name == spec and len(found.files) == 1
+        assert found.files[0].read_text() == text
     assert sum(server.hits.values()) == before + 2  # the two loads above, nothing more
