@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +42,7 @@ from chargpt_tui.events import (
     StateChanged,
     StepDone,
 )
-from chargpt_tui.exit_codes import EXIT_OUTPUT_CLOSED, SIGNAL_EXIT_CODES
+from chargpt_tui.exit_codes import EXIT_OUTPUT_CLOSED, stop_on_signals
 from chargpt_tui.run_setup import (
     RunSetup,
     continue_command,
@@ -137,25 +136,6 @@ def encoding_progress(enabled: bool = True) -> Iterator[Callable[[int, int | Non
             progress.stop()
 
 
-@contextlib.contextmanager
-def stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """SIGINT/SIGTERM/SIGHUP ask the trainer to stop at the next step (it saves first).
-
-    The handler only sets a flag: saving inside a signal handler could interrupt a half-written
-    optimizer step. A second Ctrl+C while stopping still only waits for that one save.
-    """
-    def handler(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        trainer.control.stop(f"received {name}", SIGNAL_EXIT_CODES[signum])
-
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNAL_EXIT_CODES}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def clock_text(seconds: float) -> str:
     """72.4 → '1:12', 3725 → '1:02:05': a clock's face."""
     minutes, secs = divmod(int(seconds), 60)
@@ -217,7 +197,7 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
     bus = EventBus()
     trainer = Trainer(setup, bus)
     if not trainer.is_main:
-        with stop_on_signals(trainer):
+        with stop_on_signals(trainer.control.stop):
             return trainer.run()
     budget = setup.train_config.time_budget
     estimated = trainer.clock_decides  # the step count is the clock's estimate
@@ -297,7 +277,7 @@ def run_headless_training(setup: RunSetup, as_json: bool = False) -> TrainResult
             f"{f' × {trainer.dist.world_size} processes' if trainer.dist else ''} · "
             f"{trainer.model.num_parameters() / 1e6:.2f}M parameters → {escape(str(setup.out_dir))}"
         )
-    with stop_on_signals(trainer), quiet_control_keys(), progress:
+    with stop_on_signals(trainer.control.stop), quiet_control_keys(), progress:
         result = trainer.run()
     if not as_json:
         show_the_end(console, setup, trainer, result,

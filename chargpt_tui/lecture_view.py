@@ -4,11 +4,9 @@ the whole table at the end (or one JSON object). A view over :class:`~chargpt_tu
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -20,7 +18,7 @@ from chargpt_tui.data import encode_corpus, load_dataset, split_tokens
 from chargpt_tui.device import pick_device
 from chargpt_tui.durations import format_duration
 from chargpt_tui.events import EvalDone, Event, StepDone
-from chargpt_tui.exit_codes import SIGNAL_EXIT_CODES
+from chargpt_tui.exit_codes import stop_on_signals
 from chargpt_tui.ladder import CostEstimate, Ladder, RungResult, rungs_through
 from chargpt_tui.lecture import Rung
 from chargpt_tui.run_setup import RunSetup
@@ -133,20 +131,6 @@ class LadderView:
                            f"runs {escape(str(self.ladder.out_dir))}")
 
 
-@contextlib.contextmanager
-def stop_ladder_on_signals(ladder: Ladder) -> Iterator[None]:
-    """Ctrl+C, SIGTERM, SIGHUP: the rung in training saves and stops; no other starts."""
-    def handler(signum: int, _frame: object) -> None:
-        ladder.stop(f"received {signal.Signals(signum).name}", SIGNAL_EXIT_CODES[signum])
-
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNAL_EXIT_CODES}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def run_lecture(*, through: str | None, data: str | None, encoding: str, device: str,
                 out: Path | None, seed: int, time_budget: float | None,
                 scaled_budget: float | None, max_iters: int | dict[str, int] | None,
@@ -170,7 +154,7 @@ def run_lecture(*, through: str | None, data: str | None, encoding: str, device:
                     scaled_budget=scaled_budget, max_iters=max_iters, eval_iters=eval_iters,
                     threads=threads)
     view = LadderView(ladder, as_json)
-    with stop_ladder_on_signals(ladder):
+    with stop_on_signals(ladder.stop):
         ladder.run(view)
     view.finish()
     return ladder.exit_code

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -15,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chargpt_tui.durations import format_duration
-from chargpt_tui.exit_codes import SIGNAL_EXIT_CODES
+from chargpt_tui.exit_codes import stop_on_signals
 from chargpt_tui.sweep import Sweep, SweepPoint
 
 
@@ -38,19 +36,6 @@ def leaderboard_table(sweep: Sweep) -> Table:
             "-" if point.seconds is None else format_duration(round(point.seconds)),
             point.state)
     return table
-
-
-@contextlib.contextmanager
-def stop_sweep_on_signals(sweep: Sweep) -> Iterator[None]:
-    def handler(signum: int, _frame: object) -> None:
-        sweep.stop(f"received {signal.Signals(signum).name}", SIGNAL_EXIT_CODES[signum])
-
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNAL_EXIT_CODES}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def run_sweep(axes: dict[str, list[str]], train_args: list[str], *, out: Path | None,
@@ -80,7 +65,7 @@ def run_sweep(axes: dict[str, list[str]], train_args: list[str], *, out: Path | 
         console.print(f"[dim]{number}/{total}[/] {escape(point.name)}: [{colour}]{point.state}"
                       f"[/] {escape(outcome)}")
 
-    with stop_sweep_on_signals(sweep):
+    with stop_on_signals(sweep.stop):
         sweep.run(show)
     if as_json:
         sys.stdout.write(json.dumps(sweep.record()) + "\n")

@@ -120,20 +120,30 @@ def test_attention_view(snap_compare, in_run_folder: Path) -> None:
                          ids=["120x40", "100x30", "80x24"])
 def test_finished_run(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                       size: tuple[int, int]) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
-    write_data(tmp_path)
-    app = ChargptApp(TrainNew(tiny_factory(Path("play.txt"), "run", max_iters=30)),
-                     device="cpu", show_timing=False)
+    app = thirty_step_app(tmp_path, monkeypatch)
 
     async def run_before(pilot: Pilot) -> None:
-        await wait_until(pilot, lambda: app.training.stats.state == "finished", what="finish")
-        sample = app.query_one(LiveSample)
-        await wait_until(pilot, lambda: sample.step == 30 and sample.done, what="last sample")
+        await run_to_the_end(pilot, app)
         await hold_cursor_after_training(pilot)
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def thirty_step_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ChargptApp:
+    """The app training a tiny model for 30 steps, with paths relative to ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
+    write_data(tmp_path)
+    return ChargptApp(TrainNew(tiny_factory(Path("play.txt"), "run", max_iters=30)),
+                      device="cpu", show_timing=False)
+
+
+async def run_to_the_end(pilot: Pilot, app: ChargptApp) -> None:
+    """Until the run has finished and its last live sample is in."""
+    await wait_until(pilot, lambda: app.training.stats.state == "finished", what="finish")
+    sample = app.query_one(LiveSample)
+    await wait_until(pilot, lambda: sample.step == 30 and sample.done, what="last sample")
 
 
 def test_finished_run_with_a_reason_at_80x24(snap_compare, tmp_path: Path,
@@ -142,16 +152,10 @@ def test_finished_run_with_a_reason_at_80x24(snap_compare, tmp_path: Path,
     takes a third line at 80 columns, and the chart gives up a row for it; the live sample
     and the log stay. (A time-budgeted run ends at a different step each time, so this one
     ends at max_iters and is then given a budget's reason, as the stats line would show it.)"""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CHARGPT_TUI_CACHE", str(tmp_path / "cache"))
-    write_data(tmp_path)
-    app = ChargptApp(TrainNew(tiny_factory(Path("play.txt"), "run", max_iters=30)),
-                     device="cpu", show_timing=False)
+    app = thirty_step_app(tmp_path, monkeypatch)
 
     async def run_before(pilot: Pilot) -> None:
-        await wait_until(pilot, lambda: app.training.stats.state == "finished", what="finish")
-        sample = app.query_one(LiveSample)
-        await wait_until(pilot, lambda: sample.step == 30 and sample.done, what="last sample")
+        await run_to_the_end(pilot, app)
         stats_line = app.query_one(StatsLine)
         stats_line.stats = replace(stats_line.stats, detail="time budget of 5m used")
         await hold_cursor_after_training(pilot)

@@ -289,6 +289,14 @@ async def test_embedding_view_steps_through_saved_weights(run: Path) -> None:
 # -- the views in the app --------------------------------------------------------------------------
 
 
+async def answer_a_prompt(pilot: Pilot, app: ChargptApp) -> None:
+    """Once the checkpoint is open, type ROMEO: and wait for the whole answer."""
+    await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="model")
+    await pilot.press(*"ROMEO:", "enter")
+    await wait_until(pilot, lambda: "chars" in app.query(TranscriptEntry).last().status,
+                     what="answer")
+
+
 @pytest.mark.slow
 @async_test
 async def test_function_keys_open_each_view_on_the_last_prompt(run: Path,
@@ -297,10 +305,7 @@ async def test_function_keys_open_each_view_on_the_last_prompt(run: Path,
     monkeypatch.chdir(run.parent)
     app = ChargptApp(OpenCheckpoint(Path(run.name)), device="cpu", show_timing=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="model")
-        await pilot.press(*"ROMEO:", "enter")
-        await wait_until(pilot, lambda: "chars" in app.query(TranscriptEntry).last().status,
-                         what="answer")
+        await answer_a_prompt(pilot, app)
         entry = app.query(TranscriptEntry).last()
         for key, kind in (("f4", AttentionScreen), ("f7", ModelViewScreen),
                           ("f8", SurpriseScreen), ("f9", EmbeddingsScreen)):
@@ -325,10 +330,7 @@ async def test_views_replace_each_other_and_one_escape_goes_back(run: Path,
     monkeypatch.chdir(run.parent)
     app = ChargptApp(OpenCheckpoint(Path(run.name)), device="cpu", show_timing=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.training.stats.state == "chat only", what="model")
-        await pilot.press(*"ROMEO:", "enter")
-        await wait_until(pilot, lambda: "chars" in app.query(TranscriptEntry).last().status,
-                         what="answer")
+        await answer_a_prompt(pilot, app)
         main = app.screen
         await pilot.press("f4")
         await computed(pilot, 40)
