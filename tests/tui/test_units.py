@@ -76,3 +76,21 @@ def test_thread_per_task_runs_each_task_on_a_thread_that_ends_with_it() -> None:
     assert slow.done() and slow.result() == "done"
     with pytest.raises(RuntimeError):
         executor.submit(lambda: None)
+
+
+def test_the_stats_line_shows_a_budget_clock_and_an_evaluations_progress() -> None:
+    from chargpt_tui.tui.widgets.stats_line import Stats, StatsLine
+
+    line = StatsLine()
+    line.stats = Stats(state="training", step=3, max_iters=None, steps_estimated=True,
+                       elapsed=42.0, budget=300.0)
+    text = " · ".join(part.plain for part in line.parts())
+    assert "step 3/~?" in text and "elapsed 0:42 / 5:00" in text
+    line.stats = Stats(state="evaluating", step=250, max_iters=900, steps_estimated=True,
+                       elapsed=61.0, budget=300.0, evaluated="12/40 batches")
+    text = " · ".join(part.plain for part in line.parts())
+    assert text.startswith("evaluating 12/40 batches") and "step 250/~900" in text
+    line.stats = Stats(state="training", step=260, max_iters=2000, elapsed=61.0,
+                       evaluated="40/40 batches")  # no budget: a plain elapsed time
+    text = " · ".join(part.plain for part in line.parts())
+    assert text.startswith("training ·") and "elapsed 1:01 ·" in text and "/ " not in text

@@ -14,7 +14,7 @@ from chargpt_tui.tui.formatting import count, duration
 STATE_STYLES = {"training": "bold green", "paused": "bold yellow", "finished": "bold cyan",
                 "stopped": "bold magenta", "failed": "bold red", "chat only": "bold cyan",
                 "loading": "bold", "stopping": "bold magenta",
-                "following": "bold blue"}
+                "following": "bold blue", "evaluating": "bold green"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class Stats:
     recipe: str = ""  # lecture / fast / custom
     steps_estimated: bool = False  # max_iters is what a time budget allows at the recent pace
     best: str = ""  # "best val 1.46 @ step 1750": the weights prompts get after the run
+    budget: float | None = None  # a time budget's seconds: elapsed reads as a clock, "0:42 / 5:00"
+    evaluated: str = ""  # "12/40 batches": how far an evaluation is (shown while evaluating)
 
 
 class StatsLine(Widget):
@@ -48,6 +50,8 @@ class StatsLine(Widget):
     def parts(self) -> list[Text]:
         s, timed = self.stats, self.show_timing
         state = Text(s.state, style=STATE_STYLES.get(s.state, "bold"))
+        if s.state == "evaluating" and s.evaluated:
+            state.append(f" {s.evaluated}", style="dim")
         if s.detail:
             state.append(f" ({s.detail})", style="dim")
         fields = [
@@ -56,7 +60,8 @@ class StatsLine(Widget):
             ("", f"{count(s.tokens_per_second)} tok/s"
              if timed and s.tokens_per_second is not None else "– tok/s"),
             ("lr ", f"{s.lr:.2e}" if s.lr is not None else "–"),
-            ("elapsed ", duration(s.elapsed) if timed else "–"),
+            ("elapsed ", "–" if not timed else duration(s.elapsed) if not s.budget
+             else f"{duration(s.elapsed)} / {duration(s.budget)}"),
             ("ETA ", duration(s.eta) if timed and s.state == "training" else "–"),
             ("", s.device),
             ("", f"{count(s.parameters)} params" if s.parameters is not None else "– params"),

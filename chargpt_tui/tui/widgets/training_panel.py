@@ -20,6 +20,7 @@ from textual.containers import Vertical
 from chargpt_tui.events import (
     CheckpointSaved,
     EvalDone,
+    EvalProgress,
     Event,
     Notice,
     SampleChunk,
@@ -139,7 +140,10 @@ class TrainingPanel(Vertical):
         stats = self.stats
         self.query_one(StatsLine).stats = replace(stats,
             step=step.step, max_iters=step.max_iters, lr=step.lr,
-            tokens_per_second=step.tokens_per_second, elapsed=step.elapsed, eta=step.eta)
+            tokens_per_second=step.tokens_per_second, eta=step.eta,
+            # under a time budget, the budget's clock (it matches the wall clock)
+            elapsed=step.elapsed if step.budget_used is None else step.budget_used,
+            budget=step.budget_seconds)
 
     def on_run_status(self, message: messages.RunStatus) -> None:
         detail = self.stats.detail if message.detail is None else message.detail
@@ -195,6 +199,9 @@ class TrainingPanel(Vertical):
                               + (f": {event.reason}" if event.reason else ""), level)
         elif isinstance(event, Notice):
             self.log_line(event.message, event.level)
+        elif isinstance(event, EvalProgress):
+            stats_line.stats = replace(stats_line.stats,
+                                       evaluated=f"{event.done}/{event.total} batches")
 
     def on_training_ended(self, message: messages.TrainingEnded) -> None:
         if message.error:
