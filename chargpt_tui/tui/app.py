@@ -333,7 +333,7 @@ class ChargptApp(App[int]):
     def on_engine_event(self, message: messages.EngineEvent) -> None:
         if isinstance(message.event, StateChanged):
             self.refresh_bindings()
-            self.prompt.show_training(message.event.state == "training")
+            self.prompt.show_training(message.event.state in ("training", "evaluating"))
         elif isinstance(message.event, EvalDone):
             self.prompt.refresh_next_chars()
 
