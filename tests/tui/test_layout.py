@@ -118,6 +118,7 @@ async def test_f6_maximises_the_focused_panel_and_escape_restores() -> None:
             assert app.screen.maximized is None
 
 
+@pytest.mark.slow
 @async_test
 async def test_the_log_scrolls_with_keys_when_focused() -> None:
     app = idle_app()
@@ -151,6 +152,7 @@ async def test_warnings_are_notified_and_kept_in_the_log() -> None:
             "warning: offline: training on the bundled text"]
 
 
+@pytest.mark.slow
 @async_test
 async def test_every_live_sample_is_kept_with_its_step_and_scrolls_back() -> None:
     app = idle_app()
@@ -310,6 +312,7 @@ async def test_the_palette_lists_quit_once() -> None:
         assert titles.count("Quit") == 1
 
 
+@pytest.mark.slow
 @async_test
 async def test_a_finished_runs_longer_stats_line_leaves_every_panel_in_view_at_80x24() -> None:
     """At the end of a run the stats line grows (the reason, the best step): at 80×24 it once
@@ -337,6 +340,7 @@ async def test_a_finished_runs_longer_stats_line_leaves_every_panel_in_view_at_8
                 assert app.query_one(EventLog).size.height >= 2
 
 
+@pytest.mark.slow
 @async_test
 async def test_the_transcript_stays_on_the_newest_answer_when_the_window_shrinks(
         checkpoint: Path) -> None:

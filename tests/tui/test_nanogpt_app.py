@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from tui_support import async_test, wait_until
 
 from chargpt_tui.checkpoint import load_for_sampling
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
 from test_nanogpt import write_nanogpt_run  # noqa: E402
 
 
+@pytest.mark.slow
 @async_test
 async def test_every_view_opens_on_a_nanogpt_checkpoint(tmp_path: Path) -> None:
     ckpt, _, _ = write_nanogpt_run(tmp_path / "out")

@@ -65,6 +65,7 @@ async def answer_prompt(pilot: Pilot, text: str) -> None:
     await wait_until(pilot, lambda: "last prompt" in app.view_texts, what="view text")
 
 
+@pytest.mark.slow
 def test_chat_only_app(snap_compare, in_run_folder: Path) -> None:
     async def run_before(pilot: Pilot) -> None:
         await settle_chat(pilot)
@@ -78,6 +79,7 @@ def test_chat_only_app(snap_compare, in_run_folder: Path) -> None:
     assert snap_compare(chat_app(in_run_folder), terminal_size=(100, 30), run_before=run_before)
 
 
+@pytest.mark.slow
 def test_beam_answer_at_80x24(snap_compare, in_run_folder: Path) -> None:
     """Beam search with its default repeat guard, the transcript maximised (F6) to show the
     beams' lines, cut to the width."""
@@ -146,6 +148,7 @@ async def run_to_the_end(pilot: Pilot, app: ChargptApp) -> None:
     await wait_until(pilot, lambda: sample.step == 30 and sample.done, what="last sample")
 
 
+@pytest.mark.slow
 def test_finished_run_with_a_reason_at_80x24(snap_compare, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The end of a run that says why it ended (a time budget, an early stop): its stats line

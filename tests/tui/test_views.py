@@ -354,6 +354,7 @@ async def test_views_replace_each_other_and_one_escape_goes_back(run: Path,
         assert app.screen is main
 
 
+@pytest.mark.slow
 @async_test
 async def test_chat_only_views_look_at_the_typed_text_and_t_says_why_not(
         run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -403,6 +404,7 @@ async def test_a_view_without_a_text_says_what_would_give_it_one(run: Path) -> N
             "no text to look at: type a prompt (Enter answers it), then open this view again"]
 
 
+@pytest.mark.slow
 @async_test
 async def test_a_view_while_training_takes_turns_with_it(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
