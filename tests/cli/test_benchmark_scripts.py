@@ -38,3 +38,16 @@ def test_repetition_counts_distinct_words_word_runs_and_repeated_windows() -> No
     # 23 characters: 12 windows of 12, and from the fourth on each repeats one 3 back.
     assert repetition("in in in in in in in in") == (1 / 8, 8, pytest.approx(9 / 12))
     assert repetition("abcdefghijklmnopq") == (1.0, 1, 0.0)  # one word, no window seen twice
+
+
+def test_budget_minute_counts_only_the_training_state() -> None:
+    from budget_minute import training_seconds
+
+    events = [{"event": "StateChanged", "state": "evaluating", "time": 0.0},
+              {"event": "StateChanged", "state": "training", "time": 1.0},
+              {"event": "StepDone", "time": 5.0},
+              {"event": "StateChanged", "state": "evaluating", "time": 11.0},
+              {"event": "StateChanged", "state": "training", "time": 12.5},
+              {"event": "StateChanged", "state": "training", "time": 13.0},  # said again
+              {"event": "StateChanged", "state": "finished", "time": 20.5}]
+    assert training_seconds(events) == 18.0
