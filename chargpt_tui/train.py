@@ -65,7 +65,7 @@ PACE_STEPS = 5  # steps timed before a time budget's step count is estimated
 FEW_STEPS = 50  # a budgeted run that trained fewer says why
 # The app's steps go in this many slices, a waiting prompt let in between them: it waits for a
 # slice, not a whole step. Measured by benchmarks/micro_batches.py (docs/threads-and-budgets.md).
-APP_MICRO_BATCHES = 4
+APP_MICRO_BATCHES = 2
 SCHEDULES = ("cosine", "wsd")
 PRECISIONS = ("auto", "bf16", "fp32")
 
