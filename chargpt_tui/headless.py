@@ -85,23 +85,9 @@ class OutputConsole(Console):
 @contextlib.contextmanager
 def download_progress(enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
     """A progress callback for downloads that draws a rich bar on stderr (only if one starts)."""
-    console = Console(stderr=True)
-    progress = Progress(TextColumn("downloading"), BarColumn(), DownloadColumn(),
-                        TransferSpeedColumn(), console=console, transient=True,
-                        disable=not enabled)
-    task: list[TaskID] = []
-
-    def update(done: int, total: int | None) -> None:
-        if not task:
-            progress.start()
-            task.append(progress.add_task("download", total=total))
-        progress.update(task[0], completed=done, total=total)
-
-    try:
+    with bytes_bar((TextColumn("downloading"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn()), enabled) as update:
         yield update
-    finally:
-        if task:  # stopping a bar that never started would still print an empty line
-            progress.stop()
 
 
 ENCODING_BAR_DELAY_S = 2.0
@@ -111,10 +97,19 @@ ENCODING_BAR_DELAY_S = 2.0
 def encoding_progress(enabled: bool = True) -> Iterator[Callable[[int, int | None], None]]:
     """A progress callback for a corpus's first encoding: a rich bar on stderr, drawn only once
     the work has taken ``ENCODING_BAR_DELAY_S`` (a small or already cached text shows none)."""
-    console = Console(stderr=True)
-    progress = Progress(TextColumn("encoding the text (once; later runs read the cache)"),
-                        BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=console,
-                        transient=True, disable=not enabled)
+    with bytes_bar((TextColumn("encoding the text (once; later runs read the cache)"),
+                    BarColumn(), DownloadColumn(), TimeRemainingColumn()), enabled,
+                   delay=ENCODING_BAR_DELAY_S) as update:
+        yield update
+
+
+@contextlib.contextmanager
+def bytes_bar(columns: tuple[ProgressColumn, ...], enabled: bool, delay: float = 0.0
+              ) -> Iterator[Callable[[int, int | None], None]]:
+    """A callback ``(bytes done, total)`` that draws a transient bar on stderr, started at the
+    first call made ``delay`` seconds or more after the first (never: no empty line at the end)."""
+    progress = Progress(*columns, console=Console(stderr=True), transient=True,
+                        disable=not enabled)
     began: list[float] = []
     task: list[TaskID] = []
 
@@ -123,10 +118,10 @@ def encoding_progress(enabled: bool = True) -> Iterator[Callable[[int, int | Non
         if not began:
             began.append(now)
         if not task:
-            if now - began[0] < ENCODING_BAR_DELAY_S:
+            if now - began[0] < delay:
                 return
             progress.start()
-            task.append(progress.add_task("encode", total=total))
+            task.append(progress.add_task("bytes", total=total))
         progress.update(task[0], completed=done, total=total)
 
     try:
