@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from chargpt_tui.checkpoint import load_checkpoint, load_for_sampling
 from chargpt_tui.errors import CheckpointError
 
-TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
+TEXT = "Old Baker:\nBring the bread in, quick, the oven grows cold.\n\nBoy:\nSpeak, sir?\n"
 ARGS = dict(n_layer=2, n_head=2, n_embd=16, block_size=32, vocab_size=0, dropout=0.0)
 
 
@@ -143,7 +143,7 @@ def test_sample_and_explain_run_on_a_nanogpt_checkpoint(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.stderr
         assert result.stdout.startswith("Speak") and len(result.stdout) >= len("Speak") + 12
     result = invoke("explain", "--checkpoint", str(tmp_path / "out" / "ckpt.pt"), "--text",
-                    "Speak, speak.", "--device", "cpu", "--json")
+                    "Speak, sir?", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.stderr
     assert '"step": 250' in result.stdout
 
