@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from chargpt_tui import distributed, history
 from chargpt_tui.checkpoint import FORMAT_VERSION, clean_stale_temp_files, save_checkpoint
@@ -63,9 +64,6 @@ OPTIMIZERS = ("adamw", "muon")
 UNBOUNDED_STEPS = 10**9  # max_iters of a run that its time budget ends
 PACE_STEPS = 5  # steps timed before a time budget's step count is estimated
 FEW_STEPS = 50  # a budgeted run that trained fewer says why
-# The app's steps go in this many slices, a waiting prompt let in between them: it waits for a
-# slice, not a whole step. Measured by benchmarks/micro_batches.py (docs/threads-and-budgets.md).
-APP_MICRO_BATCHES = 2
 SCHEDULES = ("cosine", "wsd")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -436,11 +434,42 @@ class RunSetup:
         return recipe_of({**self.model_config.to_dict(), **asdict(self.train_config)})
 
 
+def park_between_blocks(model: torch.nn.Module, control: TrainerControl) -> list[RemovableHandle]:
+    """Let a waiting prompt run between any two blocks of a training step, forward or backward.
+
+    The weights change only in the optimizer step, so until then a prompt may copy them and
+    answer while the step waits at the next block: a few milliseconds instead of the rest of
+    the step. The step itself computes exactly what it would have. Only the thread that
+    registered the hooks parks: a copy of the model (a prompt's snapshot) carries them along.
+    """
+    trainer_thread = threading.get_ident()
+
+    def park(*_: object) -> None:
+        if threading.get_ident() == trainer_thread:
+            control.let_holds_run()
+
+    def park_in_backward(value: object) -> None:
+        hidden = value[0] if isinstance(value, tuple) else value
+        if isinstance(hidden, torch.Tensor) and hidden.requires_grad:
+            hidden.register_hook(park)  # runs when backward reaches this tensor
+
+    def before_block(_block: torch.nn.Module, inputs: tuple[object, ...]) -> None:
+        park()
+        park_in_backward(inputs)  # in backward: once this block is done
+
+    blocks = list(getattr(model, "blocks", ()))  # the lecture's first rungs have no blocks
+    hooks = [block.register_forward_pre_hook(before_block) for block in blocks]
+    if blocks:  # in backward: before the last block starts
+        hooks.append(blocks[-1].register_forward_hook(
+            lambda _block, _inputs, output: park_in_backward(output)))
+    return hooks
+
+
 class Trainer:
     """Owns model, optimizer, data RNG and step counter; :meth:`run` trains to ``max_iters``."""
 
     def __init__(self, setup: RunSetup, bus: EventBus | None = None,
-                 micro_batches: int = 1) -> None:
+                 prompts_cut_in: bool = False) -> None:
         self.setup = setup
         self.bus = bus or EventBus()
         self.control = TrainerControl()
@@ -477,8 +506,10 @@ class Trainer:
         if self.dist:
             self.train_model = distributed.wrap_model(self.dist, self.train_model)
         self._weights_lock = threading.Lock()  # held while weights change (for snapshots)
-        # Slices per batch, with a prompt let in between them (the app); 1: a step in one go.
-        self.micro_batches = max(1, min(micro_batches, self.tconf.batch_size))
+        # The app: a waiting prompt may run between any two blocks of a step, not only between
+        # steps (see park_between_blocks). Not under torch.compile (a hook there breaks the graph)
+        # or torchrun (the other ranks would wait at the gradient all-reduce).
+        self.prompts_cut_in = prompts_cut_in and not self.tconf.compile and self.dist is None
         self.clock: Callable[[], float] = time.monotonic  # what a time budget is measured by
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -686,10 +717,6 @@ class Trainer:
         """One optimizer step (with gradient accumulation); returns the mean loss.
 
         ``progress`` (0..1) places a time-budgeted run on its schedule; else the step does.
-        With ``micro_batches`` > 1 each batch goes through in that many slices, their losses
-        weighted by their share of the batch: the same gradient (up to the order of float
-        additions), and between slices a waiting prompt may run (``let_holds_run``) while the
-        weights stay as they were.
         """
         lr = get_lr(self.step, self.tconf, progress)
         scale = lr / self.tconf.learning_rate
@@ -700,18 +727,11 @@ class Trainer:
         accum = self.tconf.grad_accum_steps
         for micro_step in range(accum):
             x, y = self._batch()
-            slices = list(zip(x.tensor_split(self.micro_batches),
-                              y.tensor_split(self.micro_batches), strict=True))
-            for index, (xs, ys) in enumerate(slices):
-                if index:
-                    self.control.let_holds_run()
-                share = len(xs) / len(x)  # slice mean × share, summed: the batch's mean
-                last = micro_step == accum - 1 and index == len(slices) - 1
-                with distributed.gradient_sync(self.train_model, last):
-                    with autocast_context(self.device, self.tconf.precision):
-                        _, loss = self.train_model(xs, ys)
-                    (loss * share / accum).backward()
-                total += loss.item() * share
+            with distributed.gradient_sync(self.train_model, micro_step == accum - 1):
+                with autocast_context(self.device, self.tconf.precision):
+                    _, loss = self.train_model(x, y)
+                (loss / accum).backward()
+            total += loss.item()
         loss_value = total / self.tconf.grad_accum_steps
         if self.dist:  # all ranks must agree on a non-finite loss, or one stops and one waits
             loss_value = distributed.mean_over_ranks(self.dist, loss_value)
@@ -762,10 +782,13 @@ class Trainer:
             raise CheckpointError(f"cannot write {self.out_dir / METRICS_NAME}: "
                                   f"{error.strerror or error}", "pass a writable --out") from None
         unsubscribe = self.bus.subscribe(metrics)
+        hooks = park_between_blocks(self.model, self.control) if self.prompts_cut_in else []
         try:
             return self._run()
         finally:
             self.control.mark_idle()
+            for hook in hooks:
+                hook.remove()
             unsubscribe()
             metrics.close()
 
@@ -944,7 +967,7 @@ class Trainer:
         started, parked = time.perf_counter(), self.control.parked_in_work
         loss: float = (self._with_compile_fallback(partial(self.train_step, progress))
                        if tally.trained_tokens == 0 else self.train_step(progress))
-        if math.isfinite(loss):  # a prompt let in between micro-batches is not the step's time
+        if math.isfinite(loss):  # a prompt let in between two blocks is not the step's time
             tally.add_step(time.perf_counter() - started
                            - (self.control.parked_in_work - parked), loss)
         return loss

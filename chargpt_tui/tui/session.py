@@ -28,7 +28,7 @@ from chargpt_tui.errors import describe
 from chargpt_tui.events import CheckpointSaved, Event, EventBus, StateChanged, TrainingStarted
 from chargpt_tui.run_setup import continue_command, sample_at_evaluations, sample_command
 from chargpt_tui.runs import BEST_NAME, CHECKPOINT_NAME, METRICS_NAME, follow_metrics, loss_history
-from chargpt_tui.train import APP_MICRO_BATCHES, Trainer, TrainResult
+from chargpt_tui.train import Trainer, TrainResult
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.formatting import count
 from chargpt_tui.tui.live_model import ModelSource
@@ -219,7 +219,7 @@ class TrainSession(Session):
             setup = self.source.setup_factory(progress, notice)
             sample_at_evaluations(setup)
             bus = EventBus()
-            trainer = Trainer(setup, bus, micro_batches=APP_MICRO_BATCHES)  # prompts cut in
+            trainer = Trainer(setup, bus, prompts_cut_in=True)
         except Exception as error:  # noqa: BLE001 - a UserError, or a bug: either ends the worker
             view.post_message(messages.TrainingEnded(None, describe(error)))
             return

@@ -10,7 +10,11 @@ import pytest
 from beam_repeat_guard import repetition
 from recipe_ablation import ABLATIONS, variant_settings
 
+from chargpt_tui.control import HOLD_WAIT_SECONDS
 from chargpt_tui.presets import RECIPES
+from chargpt_tui.run_setup import prepare_run
+from chargpt_tui.train import Trainer
+from tests.conftest import TINY
 
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 SCRIPTS = sorted(path.stem for path in BENCHMARKS.glob("*.py")
@@ -51,3 +55,16 @@ def test_budget_minute_counts_only_the_training_state() -> None:
               {"event": "StateChanged", "state": "training", "time": 13.0},  # said again
               {"event": "StateChanged", "state": "finished", "time": 20.5}]
     assert training_seconds(events) == 18.0
+
+
+def test_prompt_cut_in_times_every_hold_while_the_trainer_steps(corpus_file: Path,
+                                                                 tmp_path: Path) -> None:
+    from prompt_cut_in import waits_for_holds
+
+    setup = prepare_run(data=str(corpus_file), preset="tiny", out=tmp_path / "run",
+                        overrides={**TINY, "max_iters": 10**6}, device="cpu")
+    trainer = Trainer(setup)
+    waits = waits_for_holds(trainer, holds=3, step_seconds=0.01)
+    assert len(waits) == 3 and all(0 <= wait < HOLD_WAIT_SECONDS for wait in waits)
+    assert trainer.step > 0  # it trained between the holds
+    assert all(not block._forward_pre_hooks for block in trainer.model.blocks)  # and let go

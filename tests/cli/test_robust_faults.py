@@ -68,7 +68,8 @@ def start_training(tmp_path: Path, name: str, *extra: str) -> tuple[subprocess.P
     process = subprocess.Popen(
         [sys.executable, "-m", "chargpt_tui", "train", "--data", str(corpus), *TINY_MODEL,
          "--max-iters", "1000000", "--threads", "1", "--out", str(out), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "1000"})  # lines unwrapped, however long the path
     return process, out
 
 

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from chargpt_tui.events import (
     TrainingStarted,
 )
 from chargpt_tui.run_setup import prepare_run
-from chargpt_tui.train import TrainConfig, Trainer, get_lr
+from chargpt_tui.train import TrainConfig, Trainer, get_lr, park_between_blocks
 from tests.conftest import TINY
 
 
@@ -312,50 +313,98 @@ def test_the_thread_probe_changes_nothing_and_is_announced(
         torch.set_num_threads(before)
 
 
-# -- a step in micro-batches, so a prompt need not wait for it -----------------------------------
+# -- a prompt may cut in between two blocks of a step -------------------------------------------
 
 
-def test_a_step_in_micro_batches_trains_the_same_weights(corpus_file: Path, tmp_path: Path
-                                                         ) -> None:
-    whole, _ = run_trainer(corpus_file, tmp_path / "whole", max_iters=3)
-    split, _ = run_trainer(corpus_file, tmp_path / "split", max_iters=3)
-    split.micro_batches = 3  # batch 4: slices of 2, 1 and 1
-    losses = [(whole.train_step(), split.train_step()) for _ in range(3)]
-    for a, b in losses:
-        assert a == pytest.approx(b, rel=1e-5)
-    for (name, a), b in zip(whole.model.state_dict().items(), split.model.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
-    assert any(not torch.equal(a, b) for a, b in zip(  # it did train
-        whole.model.state_dict().values(), Trainer(whole.setup).model.state_dict().values()))
-
-
-def test_a_hold_asked_for_mid_step_is_granted_before_the_optimizer_step(
-        corpus_file: Path, tmp_path: Path) -> None:
-    trainer, _ = run_trainer(corpus_file, tmp_path / "run", max_iters=3)
-    trainer.micro_batches = 4
+def prompt_in_the_middle(trainer: Trainer, module: torch.nn.Module, backward: bool
+                         ) -> list[dict[str, bool]]:
+    """Ask for a hold (as a prompt does) once, from inside ``module``'s forward or backward, and
+    say what the prompt found when it was let in: were the weights as before the step, and
+    how far had the step gone."""
     control = trainer.control
     control.hold_spans = []
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    granted: list[tuple[int, bool]] = []
+    first_block = trainer.model.blocks[0]
+    seen: list[dict[str, bool]] = []
 
-    def prompt() -> None:  # what the app does for a prompt: hold, sample, let go
+    def prompt() -> None:  # what the app does: hold, copy the weights, let go
         with control.hold(wait=10.0):
-            unchanged = all(torch.equal(v, before[k])
-                            for k, v in trainer.model.state_dict().items())
-            granted.append((trainer.step, unchanged))
+            seen.append({
+                "weights_unchanged": all(torch.equal(v, before[k])
+                                         for k, v in trainer.model.state_dict().items()),
+                "first_block_has_grads": any(p.grad is not None
+                                             for p in first_block.parameters()),
+                "first_block_ran": forwards[0] > 0, "second_block_ran": forwards[1] > 0})
 
-    def first_slice(*_: object) -> None:  # a prompt arrives while the first slice runs
-        if not granted and not control.hold_spans:
+    def ask(*_: object) -> None:
+        if not control.hold_spans:
             threading.Thread(target=prompt).start()
             wait_until(lambda: bool(control.hold_spans))
-            time.sleep(0.05)
+            time.sleep(0.05)  # the prompt is waiting: the step must now park for it
 
-    handle = trainer.model.register_forward_hook(first_slice)
+    forwards = [0, 0]
+    counters = [block.register_forward_hook(partial(count, forwards, i))
+                for i, block in enumerate(trainer.model.blocks)]
+    asker = (module.register_full_backward_hook(ask) if backward
+             else module.register_forward_hook(ask))
+    hooks = park_between_blocks(trainer.model, control)
     try:
         assert control.wait_until_runnable(lambda state: None)  # at a step boundary, as run()
         trainer.train_step()
     finally:
-        handle.remove()
-    wait_until(lambda: bool(granted))
-    assert granted == [(0, True)]  # inside the step, before its optimizer step
+        for handle in [*counters, asker, *hooks]:
+            handle.remove()
+    wait_until(lambda: bool(seen))
+    return seen
+
+
+def count(counts: list[int], index: int, *_: object) -> None:
+    counts[index] += 1
+
+
+def test_a_prompt_asked_for_in_the_forward_pass_runs_before_the_next_block(
+        corpus_file: Path, tmp_path: Path) -> None:
+    trainer, _ = run_trainer(corpus_file, tmp_path / "run", max_iters=3)
+    seen = prompt_in_the_middle(trainer, trainer.model.blocks[0], backward=False)
+    assert seen == [{"weights_unchanged": True, "first_block_has_grads": False,
+                     "first_block_ran": True, "second_block_ran": False}]
+    assert trainer.step == 1  # and the step then finished
+
+
+def test_a_prompt_asked_for_in_the_backward_pass_runs_before_the_optimizer_step(
+        corpus_file: Path, tmp_path: Path) -> None:
+    trainer, _ = run_trainer(corpus_file, tmp_path / "run", max_iters=3)
+    # asked for as backward leaves the output head: let in at the last block's output gradient,
+    # before backward reaches the first block
+    seen = prompt_in_the_middle(trainer, trainer.model.lm_head, backward=True)
+    assert seen == [{"weights_unchanged": True, "first_block_has_grads": False,
+                     "first_block_ran": True, "second_block_ran": True}]
     assert trainer.step == 1
+
+
+def test_a_prompt_cutting_in_changes_nothing_the_step_computes(corpus_file: Path,
+                                                               tmp_path: Path) -> None:
+    plain, _ = run_trainer(corpus_file, tmp_path / "plain", max_iters=3)
+    for _ in range(2):
+        plain.train_step()
+    cut, _ = run_trainer(corpus_file, tmp_path / "cut", max_iters=3)
+    prompt_in_the_middle(cut, cut.model.blocks[1], backward=True)
+    prompt_in_the_middle(cut, cut.model.blocks[0], backward=False)
+    for (name, a), b in zip(plain.model.state_dict().items(), cut.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, b) for a, b in zip(  # it did train
+        plain.model.state_dict().values(), Trainer(plain.setup).model.state_dict().values()))
+
+
+def test_the_apps_trainer_parks_between_blocks_only_while_it_runs(corpus_file: Path,
+                                                                  tmp_path: Path) -> None:
+    trainer, _ = run_trainer(corpus_file, tmp_path / "run", max_iters=2)
+    app_trainer = Trainer(trainer.setup, prompts_cut_in=True)
+    parked_at: list[int] = []
+    app_trainer.control.let_holds_run = lambda: parked_at.append(app_trainer.step)  # type: ignore[method-assign]
+    app_trainer.run()
+    # the second step (no evaluation at step 1), two blocks: a look before each in forward;
+    # in backward one before the last block, one between the two, one after the first
+    assert parked_at.count(1) == 5
+    assert all(not block._forward_pre_hooks and not block._forward_hooks
+               for block in app_trainer.model.blocks)  # gone with the run

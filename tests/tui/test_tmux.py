@@ -35,9 +35,10 @@ def answered(screen: str) -> bool:
     # The prompt panel: the right-hand one side by side (from 100 columns), else stacked.
     lines = [line.split("││", 1)[-1].strip("│ ") for line in screen.splitlines()]
     at = next((i for i, line in enumerate(lines) if line.startswith("› ROMEO:")), None)
-    if at is None or at + 1 >= len(lines):
+    if at is None:
         return False
-    under = lines[at + 1]
+    # The answer may begin with blank lines (a sampled newline): look at the first text under.
+    under = next((line for line in lines[at + 1:] if line), "")
     return bool(under) and not under.startswith(("next", "waiting", "sample ·", "prompt ·"))
 
 
