@@ -287,7 +287,8 @@ class Ladder:
         setup = RunSetup(rung.model_config(self.tokenizer.vocab_size), config, self.tokenizer,
                          self.data, self.data_name, self.device, self.out_dir / rung.name,
                          preset="lecture", started=started, rung=rung.name)
-        trainer = Trainer(setup, self.bus)
+        # the thread count set above stays: the small rungs' choice is measured (docs/lecture.md)
+        trainer = Trainer(setup, self.bus, pick_threads=rung.name == "scaled" and not self.threads)
         self._trainer = trainer
         if self._stop_request is not None:  # asked to stop while the rung was being built
             trainer.control.stop(*self._stop_request)

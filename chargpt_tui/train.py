@@ -168,6 +168,15 @@ def get_lr(step: int, config: TrainConfig, progress: float | None = None) -> flo
     return config.final_lr + coeff * (config.learning_rate - config.final_lr)
 
 
+def fused_adamw(device: torch.device) -> bool | None:
+    """AdamW as one kernel over all parameters rather than a Python loop over them: on CUDA, and
+    on the CPU since torch 2.4 (the lecture's small models have dozens of tiny tensors, and the
+    loop cost their steps up to a third: docs/lecture.md). None: torch's own choice."""
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return True if device.type == "cuda" or (device.type == "cpu" and (major, minor) >= (2, 4)) \
+        else None
+
+
 def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: torch.device
                         ) -> torch.optim.AdamW | MuonWithAdamW:
     """AdamW with weight decay on weight matrices only (see :func:`iter_decay_groups`); with
@@ -187,9 +196,8 @@ def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: to
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    extra = {"fused": True} if device.type == "cuda" else {}
     adamw = torch.optim.AdamW(groups, lr=config.learning_rate,
-                              betas=(config.beta1, config.beta2), **extra)
+                              betas=(config.beta1, config.beta2), fused=fused_adamw(device))
     if not muon:
         return adamw
     hidden = [params[name] for name in params if name in muon]
@@ -469,7 +477,7 @@ class Trainer:
     """Owns model, optimizer, data RNG and step counter; :meth:`run` trains to ``max_iters``."""
 
     def __init__(self, setup: RunSetup, bus: EventBus | None = None,
-                 prompts_cut_in: bool = False) -> None:
+                 prompts_cut_in: bool = False, pick_threads: bool = True) -> None:
         self.setup = setup
         self.bus = bus or EventBus()
         self.control = TrainerControl()
@@ -510,6 +518,8 @@ class Trainer:
         # steps (see park_between_blocks). Not under torch.compile (a hook there breaks the graph)
         # or torchrun (the other ranks would wait at the gradient all-reduce).
         self.prompts_cut_in = prompts_cut_in and not self.tconf.compile and self.dist is None
+        # False: the caller set torch's threads for this run (the lecture's small rungs: one).
+        self.pick_threads = pick_threads
         self.clock: Callable[[], float] = time.monotonic  # what a time budget is measured by
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -877,7 +887,7 @@ class Trainer:
         thrashing probe step took 30 s here); else by timing each count."""
         candidates = thread_candidates()
         if (self.device.type != "cpu" or self.dist is not None or threads_given()
-                or len(candidates) < 2):
+                or not self.pick_threads or len(candidates) < 2):
             return
         before = torch.get_num_threads()
         load, cores = machine_load()
