@@ -4,6 +4,7 @@ trains through the normal Trainer and reopens from its checkpoint as the same cl
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from chargpt_tui.lecture import (
     RUNG_NAMES,
     BigramLanguageModel,
     FeedForwardModel,
+    Heads,
     LayerNormModel,
     MultiHeadModel,
     OneHeadModel,
@@ -334,3 +336,28 @@ def test_a_rungs_cost_is_measured_and_a_short_budget_evaluates_on_fewer_batches(
     assert fitted.eval_iters == 10 and fitted.eval_seconds == pytest.approx(30.0)
     assert fit_evaluations(slow, budget=10.0).eval_iters == 5  # never fewer than 5
     assert fit_evaluations(slow, budget=10**6).eval_iters == 200  # never more than asked
+
+
+@pytest.mark.parametrize("name", ["multi-head", "feedforward", "residual", "layernorm"])
+def test_all_heads_at_once_computes_what_the_loop_over_heads_does(name: str) -> None:
+    rung = rung_named(name)
+    config = rung.model_config(V)
+    torch.manual_seed(0)
+    at_once = rung.model(config)
+    looped = rung.model(replace(config, attention="heads"))  # the per-Head loop, as taught
+    looped.load_state_dict(at_once.state_dict())
+    idx, targets = torch.randint(0, V, (4, T)), torch.randint(0, V, (4, T))
+    losses = []
+    for model in (at_once, looped):
+        _, loss = model(idx, targets)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1])
+    for (param, a), b in zip(at_once.named_parameters(), looped.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None, param
+        torch.testing.assert_close(a.grad, b.grad, msg=param)
+    heads = [m for m in at_once.modules() if isinstance(m, Heads)]
+    assert heads and all(h.one_pass for h in heads)  # the rung trains this way by default
+    # the views still see every head's weights, from the loop
+    assert [w.shape for w in at_once.attention_maps(idx[:1])] == [
+        w.shape for w in looped.attention_maps(idx[:1])]
