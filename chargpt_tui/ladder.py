@@ -38,9 +38,9 @@ SMALL_RUNG_THREADS = 1
 
 # What each rung costs at the lecture's length, relative to the bigram: how --time-budget is
 # shared. (The scaled rung's cost is measured on the spot.)
-# Seed 1337's rungs took 38, 175, 227, 190, 497 and 737 s on a 2-core machine under load 12-15.
-RELATIVE_COST = {"bigram": 1.0, "one-head": 4.5, "multi-head": 5.5, "feedforward": 5.5,
-                 "residual": 13.0, "layernorm": 19.0}
+# Seed 1337's rungs took 3.5, 9.5, 14.0, 12.2, 42.2 and 39.9 s on an idle 2-core AMD EPYC.
+RELATIVE_COST = {"bigram": 1.0, "one-head": 2.7, "multi-head": 4.0, "feedforward": 3.5,
+                 "residual": 12.0, "layernorm": 11.5}
 
 
 def lecture_train_config(rung: Rung, seed: int, *, time_budget: float | None = None,

@@ -28,6 +28,10 @@ Two deliberate differences from the lecture's code, both small:
 * the trainer decays only weight matrices (not embeddings, biases or LayerNorm gains), with the
   lecture's rate of 0.01 (``torch.optim.AdamW``'s default, which the lecture used on all).
 
+:class:`Heads` runs its heads in one pass when nothing asks for their attention weights (the
+same parameters and function, tested equal to the loop over :class:`Head` modules): at these
+sizes launching a dozen small ops per head cost more than computing them.
+
 Every rung model has what the trainer, the checkpoints and the samplers use of a
 ``GPTLanguageModel``: ``config`` (a :class:`~chargpt_tui.model.GPTConfig` whose unused fields
 keep their defaults), ``forward(idx, targets) -> (logits, loss)``, ``num_parameters()``,

@@ -302,13 +302,13 @@ def test_a_time_budget_is_shared_by_cost_and_unused_time_passes_on(tmp_path: Pat
     ladder = tiny_ladder(tmp_path / "ladder", through="layernorm", time_budget=100.0)
     ladder._budget_end = 1100.0
     first = ladder.rung_budget(0, now=1000.0)
-    assert first == pytest.approx(100 * 1.0 / 48.5)  # bigram's share of the six costs
+    assert first == pytest.approx(100 * 1.0 / 34.7)  # bigram's share of the six costs
     # the bigram ended early: the rest of the budget is shared by the rungs still to come
-    assert ladder.rung_budget(1, now=1001.0) == pytest.approx(99 * 4.5 / 47.5)
+    assert ladder.rung_budget(1, now=1001.0) == pytest.approx(99 * 2.7 / 33.7)
     scaled = tiny_ladder(tmp_path / "other", through="scaled", time_budget=100.0)
     scaled._budget_end = 1100.0
     assert scaled.rung_budget(6, now=1050.0) == pytest.approx(50.0)  # last: all that is left
-    assert scaled.rung_budget(0, now=1000.0) == pytest.approx(100 * 1.0 / 97.0)
+    assert scaled.rung_budget(0, now=1000.0) == pytest.approx(100 * 1.0 / 69.4)
 
 
 def test_a_scaled_budget_caps_the_scaled_rung_alone(tmp_path: Path) -> None:
