@@ -25,6 +25,7 @@ from chargpt_tui.bench.harness import (
     Variant,
     alternate,
     first_line,
+    measure_costly,
     paired_ratios,
     sync,
 )
@@ -247,7 +248,7 @@ def bench_sampling(ctx: BenchContext) -> CaseResult:
             Variant(labels[1], functools.partial(chars_per_second, uncached(chars), chars,
                                                  device), uncached(warm_chars)),
         ]
-        samples = alternate(variants, plan.repeats)
+        samples = measure_costly(plan, variants[0], variants[1:])
         for label in labels:
             result.add(label, "chars/s", samples[label], f"{where} block_size {shape.block_size}")
         speedup = result.add(f"{chars} chars: cache / no cache", "x",
@@ -259,6 +260,10 @@ def bench_sampling(ctx: BenchContext) -> CaseResult:
                         f"heads, {shape.n_embd} wide, block {shape.block_size}), prompt: one "
                         "newline, temperature 1")
     return result
+
+
+def warm_beams(model: GPTLanguageModel, start: list[int], width: int, chars: int) -> None:
+    drain(beam_search(model, start, SamplingParams(chars, beam_width=width)))
 
 
 def bench_beam(ctx: BenchContext) -> CaseResult:
@@ -275,11 +280,14 @@ def bench_beam(ctx: BenchContext) -> CaseResult:
     def beams(width: int) -> Callable[[], None]:
         return lambda: drain(beam_search(model, start, SamplingParams(chars, beam_width=width)))
 
-    variants = [Variant("greedy", lambda: chars_per_second(greedy, chars, device))]
-    variants += [Variant(f"beam width {w}",
-                         functools.partial(chars_per_second, beams(w), chars, device))
-                 for w in (4, 8)]
-    samples = alternate(variants, plan.repeats)
+    warm = SamplingParams(min(16, chars), temperature=0.0)  # compiles nothing: a short warm-up
+    greedy_variant = Variant("greedy", lambda: chars_per_second(greedy, chars, device),
+                             lambda: drain(stream_tokens(model, start, warm)))
+    beam_variants = [Variant(f"beam width {w}",
+                             functools.partial(chars_per_second, beams(w), chars, device),
+                             functools.partial(warm_beams, model, start, w, warm.max_new_tokens))
+                     for w in (4, 8)]
+    samples = measure_costly(plan, greedy_variant, beam_variants)
     for label, rates in samples.items():
         result.add(label, "chars/s", rates)
     for width in (4, 8):

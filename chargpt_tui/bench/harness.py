@@ -189,6 +189,7 @@ class BenchPlan:
     ui_prompt_every: float  # seconds between prompts typed into the app (case 5)
     help_runs: int  # fresh processes each for `--help` and the app's first paint (case 7)
     compile_skip: str  # why torch.compile is not measured ("" = measure it)
+    bracket: bool = False  # costly variants once, between two cheap runs (see measure_costly)
     notes: tuple[str, ...] = ()
 
 
@@ -207,7 +208,7 @@ def make_plan(mode: str, device: torch.device) -> BenchPlan:
             plan, cpu=Shape("tiny-cpu", 1, 2, 16, 16, 4), gpu=Shape("tiny-gpu", 2, 2, 32, 32, 4),
             repeats=2, train_seconds=0.0, sample_lengths=(24, 48), beam_chars=12,
             answer_chars=40, prompt_chars=100, window_seconds=0.3, ui_window_seconds=0.8,
-            ui_prompt_every=0.3, help_runs=2,
+            ui_prompt_every=0.3, help_runs=2, bracket=True,
             compile_skip="not measured in the test-only tiny mode",
             notes=("tiny mode: test-sized shapes, the numbers mean nothing",))
     notes = []
@@ -221,12 +222,13 @@ def make_plan(mode: str, device: torch.device) -> BenchPlan:
                   f"characters instead of 1000 (still past block_size {gpu.block_size})"]
         compile_skip = (f"skipped in --quick on {device.type}: compiling takes minutes on a few "
                         "cores; run without --quick to measure it")
-    # Two repeats (A B, then B A) cancel a linear drift of the machine as three do. Lengths stay
-    # where a ratio depends on them: the KV cache's gain grows with the context it saves.
+    # Two repeats (A B, then B A) cancel a linear drift of the machine as three do, and so does
+    # A B A where B is slow (sampling without the cache, beams). Lengths stay where a ratio
+    # depends on them: the KV cache's gain grows with the context it saves.
     return replace(plan, gpu=replace(gpu, batch_size=gpu_batch), repeats=2, train_seconds=0.5,
                    sample_lengths=(250, past_block), beam_chars=150, answer_chars=150,
                    window_seconds=1.0, ui_window_seconds=4.0, ui_prompt_every=2.0,
-                   help_runs=3, compile_skip=compile_skip,
+                   help_runs=2, compile_skip=compile_skip, bracket=True,
                    notes=tuple(notes))
 
 
@@ -255,9 +257,37 @@ def alternate(variants: list[Variant], repeats: int) -> dict[str, list[float]]:
     return samples
 
 
+def bracketed(cheap: Variant, costly: list[Variant]) -> dict[str, list[float]]:
+    """Each costly variant measured once, between two runs of the cheap one (A B C A): a linear
+    drift of the machine cancels in the mean of the two A's, as it does in A B B A, for half the
+    costly runs. :func:`paired_ratios` compares each against that mean."""
+    for variant in (cheap, *costly):
+        (variant.warm_up or variant.run)()
+    samples = {cheap.label: [cheap.run()]}
+    for variant in costly:
+        samples[variant.label] = [variant.run()]
+    samples[cheap.label].append(cheap.run())
+    return samples
+
+
+def measure_costly(plan: BenchPlan, cheap: Variant, costly: list[Variant]
+                   ) -> dict[str, list[float]]:
+    """Cheap and costly variants side by side: alternated ``plan.repeats`` times, or (--quick)
+    :func:`bracketed`."""
+    if plan.bracket:
+        return bracketed(cheap, costly)
+    return alternate([cheap, *costly], plan.repeats)
+
+
 def paired_ratios(numerators: list[float], denominators: list[float]) -> list[float]:
-    """Per-repeat ratios (repeat i of A over repeat i of B: measured next to each other)."""
-    return [a / b if b else math.inf for a, b in zip(numerators, denominators)]
+    """Per-repeat ratios (repeat i of A over repeat i of B: measured next to each other); one
+    ratio against the mean of a bracketing pair (:func:`bracketed`)."""
+    if len(numerators) != len(denominators):  # A B A: one B against the A's around it
+        numerators, denominators = ([statistics.fmean(numerators)] if len(numerators) == 2
+                                    else numerators,
+                                    [statistics.fmean(denominators)] if len(denominators) == 2
+                                    else denominators)
+    return [a / b if b else math.inf for a, b in zip(numerators, denominators, strict=True)]
 
 
 def sync(device: torch.device) -> None:

@@ -23,7 +23,15 @@ from chargpt_tui.bench.engine_cases import (
     known_peak_flops,
     steps_per_second,
 )
-from chargpt_tui.bench.harness import BenchContext, Measurement, Variant, alternate, make_plan
+from chargpt_tui.bench.harness import (
+    BenchContext,
+    Measurement,
+    Variant,
+    alternate,
+    bracketed,
+    make_plan,
+    paired_ratios,
+)
 from chargpt_tui.bench.runner import CASES, print_report
 from chargpt_tui.cli import app
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
@@ -55,7 +63,11 @@ def test_bench_reports_every_case_with_numeric_medians_and_spreads(tiny_report: 
             assert all(isinstance(v, float) and math.isfinite(v) for v in values), row
             assert row["min"] <= row["median"] <= row["max"]
             assert row["spread"] >= 0
-            assert len(row["samples"]) == 2, row  # tiny mode: 2 alternated repeats each
+            # tiny mode: 2 alternated repeats each; the slow sides of sampling and beam search
+            # once, between two runs of the fast side (bracketed), and so their ratios
+            costly = (key == "sampling" and "no cache" in row["label"]) or (
+                key == "beam_search" and row["label"] != "greedy")
+            assert len(row["samples"]) == (1 if costly else 2), row
     training = tiny_report["cases"]["training"]
     labels = {row["label"] for row in training["rows"]}
     assert {"tiny-cpu: fused eager", "tiny-cpu: heads eager", "tiny-cpu: fused / heads",
@@ -181,6 +193,24 @@ def test_alternate_warms_up_then_reverses_the_order_each_repeat() -> None:
     samples = alternate([variant("a"), variant("b"), variant("c")], repeats=3)
     assert calls == ["warm a", "warm b", "warm c", "a", "b", "c", "c", "b", "a", "a", "b", "c"]
     assert samples == {"a": [4.0, 9.0, 10.0], "b": [5.0, 8.0, 11.0], "c": [6.0, 7.0, 12.0]}
+
+
+def test_bracketed_runs_each_costly_variant_once_between_two_cheap_runs() -> None:
+    order: list[str] = []
+
+    def variant(label: str, value: float) -> Variant:
+        return Variant(label, lambda: order.append(label) or value,
+                       lambda: order.append(f"warm {label}"))
+
+    samples = bracketed(variant("a", 10.0), [variant("b", 2.0), variant("c", 4.0)])
+    assert order == ["warm a", "warm b", "warm c", "a", "b", "c", "a"]
+    assert samples == {"a": [10.0, 10.0], "b": [2.0], "c": [4.0]}
+    # each costly run against the mean of the cheap runs around it, either way round
+    assert paired_ratios([9.0, 11.0], [2.0]) == [5.0]
+    assert paired_ratios([2.0], [9.0, 11.0]) == [0.2]
+    assert paired_ratios([4.0, 6.0], [2.0, 3.0]) == [2.0, 2.0]  # alternated: pair by pair
+    assert make_plan("quick", torch.device("cpu")).bracket
+    assert not make_plan("full", torch.device("cpu")).bracket
 
 
 def test_measurement_median_and_spread() -> None:
