@@ -53,7 +53,7 @@ HERE = Path(__file__).parent
 STYLESHEETS = [
     "app.tcss",
     *(f"widgets/{name}.tcss" for name in (
-        "training_panel", "stats_line", "loss_chart", "live_sample", "event_log",
+        "training_panel", "stats_line", "ladder_panel", "loss_chart", "live_sample", "event_log",
         "prompt_pane", "transcript", "next_chars")),
     *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit",
                                           "explain_base", "model_view", "surprise",
@@ -116,7 +116,8 @@ class ChargptApp(App[int]):
         self._result: TrainResult | None = None
         # Kept as attributes: the actions need them while another screen is on top.
         self.training = TrainingPanel(sample_placeholder=self.session.sample_placeholder,
-                                      show_timing=show_timing, id="training")
+                                      show_timing=show_timing,
+                                      rungs=self.session.lecture_rungs, id="training")
         self.prompt = PromptPane(self.live_model, show_timing=show_timing, id="prompt")
 
     def compose(self) -> ComposeResult:
