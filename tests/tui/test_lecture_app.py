@@ -15,9 +15,17 @@ from textual.pilot import Pilot
 from tui_support import async_test, wait_until, write_data
 
 from chargpt_tui.checkpoint import load_checkpoint
-from chargpt_tui.lecture import MultiHeadModel, OneHeadModel
+from chargpt_tui.errors import UserError
+from chargpt_tui.explain import TextAttention, attention_over
+from chargpt_tui.lecture import MultiHeadModel, OneHeadModel, build_model, rung_named
+from chargpt_tui.tokenizer import CharTokenizer
 from chargpt_tui.tui.app import ChargptApp
 from chargpt_tui.tui.launch import resolve_lecture
+from chargpt_tui.tui.screens.attention import AttentionScreen
+from chargpt_tui.tui.screens.embeddings import EmbeddingsScreen
+from chargpt_tui.tui.screens.explain_base import ExplainScreen
+from chargpt_tui.tui.screens.model_view import ModelViewScreen
+from chargpt_tui.tui.screens.surprise import SurpriseScreen
 from chargpt_tui.tui.widgets.ladder_panel import LadderPanel
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.loss_chart import LossChart
@@ -105,6 +113,11 @@ async def test_a_prompt_answers_from_the_rung_in_training_and_quitting_keeps_fin
         assert app.query_one(LossChart).rung_curves[0][0] == "bigram"
         await wait_until(pilot, lambda: panel.rows[1].val is not None,
                          what="one-head's first evaluation in its row")
+        # Ctrl+T pauses the rung in training (its 5000 steps would not wait for the test on a
+        # busy machine).
+        await pilot.press("ctrl+t")
+        await wait_until(pilot, lambda: app.training.stats.state == "paused", what="pause")
+        assert app.session.trainer is not None and app.session.trainer.setup.rung == "one-head"
         app.prompt.settings = replace(app.prompt.settings, length=12, seed=1)
         app.query_one(PromptInput).value = "KING:"
         await pilot.press("enter")
@@ -114,6 +127,18 @@ async def test_a_prompt_answers_from_the_rung_in_training_and_quitting_keeps_fin
         assert answer.prompt == "KING:" and len(answer.answer) == 12
         snapshot = app.live_model.snapshot()
         assert snapshot is not None and isinstance(snapshot.model, OneHeadModel)
+        # Every view opens on the rung in training: one layer of one head here.
+        for key, kind in (("f4", AttentionScreen), ("f7", ModelViewScreen),
+                          ("f8", SurpriseScreen), ("f9", EmbeddingsScreen)):
+            await pilot.press(key)
+            view = app.screen
+            assert isinstance(view, kind)
+            await wait_until(pilot, lambda: view.result is not None  # noqa: B023
+                             and "(live)" in view.status, what=f"the {key} view")  # noqa: B023
+            if isinstance(view.result, TextAttention):
+                assert (view.result.n_layer, view.result.n_head) == (1, 1)
+            await pilot.press(key)  # the same key closes it
+            assert not isinstance(app.screen, ExplainScreen)
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running, what="the app to quit")
     assert app.return_code == 0
@@ -126,6 +151,14 @@ async def test_a_prompt_answers_from_the_rung_in_training_and_quitting_keeps_fin
     assert f"stopped during one-head at step {stopped_at}" in farewell
     assert "Finished rungs: bigram." in farewell
     assert "chargpt-tui --compare ladder" in farewell
+
+
+def test_the_attention_views_say_the_bigram_has_no_attention() -> None:
+    """F4 and F7 on the first rung: a line in the view's title, not a crash."""
+    tokenizer = CharTokenizer.from_text("abc")
+    bigram = build_model(rung_named("bigram").model_config(tokenizer.vocab_size), "bigram")
+    with pytest.raises(UserError, match="no attention"):
+        attention_over(bigram, tokenizer, [0, 1, 2])  # type: ignore[arg-type]
 
 
 @async_test
