@@ -26,6 +26,7 @@ from chargpt_tui.tui.screens.embeddings import EmbeddingsScreen
 from chargpt_tui.tui.screens.explain_base import ExplainScreen
 from chargpt_tui.tui.screens.model_view import ModelViewScreen
 from chargpt_tui.tui.screens.surprise import SurpriseScreen
+from chargpt_tui.tui.widgets.event_log import EventLog
 from chargpt_tui.tui.widgets.ladder_panel import LadderPanel
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.loss_chart import LossChart
@@ -74,8 +75,10 @@ async def test_each_finished_rung_fills_its_row_its_curve_and_its_sample(in_tmp:
         assert [row.name for row in rows] == ["bigram", "one-head", "multi-head"]
         assert [row.lecture for row in rows] == [2.49, 2.40, 2.28]
         assert all(row.val is not None and row.val > 0 for row in rows)
-        table = app.query_one(LadderPanel).render()
+        panel = app.query_one(LadderPanel)
+        table = panel.render()
         assert table.row_count == 3  # type: ignore[union-attr]  # a table at 120×40
+        assert panel.size.height == 4 and app.query_one(LossChart).size.height >= 10
         chart = app.query_one(LossChart)
         assert [name for name, _ in chart.rung_curves] == ["bigram", "one-head", "multi-head"]
         for (_, curve), row in zip(chart.rung_curves, rows):
@@ -169,6 +172,10 @@ async def test_the_ladder_packs_its_rungs_on_a_short_terminal(in_tmp: Path) -> N
         await pilot.pause(0.1)
         panel = app.query_one(LadderPanel)
         assert panel.compact and panel.size.height == 1
+        # It takes the log's place: the chart and the live sample keep their rows.
+        assert not app.query_one(EventLog).display
+        assert app.query_one(LossChart).size.height >= 5
+        assert app.query_one(LiveSample).size.height == 3
         line = panel.packed_lines(panel.size.width)[0].plain
         bigram, one_head = panel.rows
         assert line.startswith("val/lecture bigram ")

@@ -2,7 +2,7 @@
 
 One row per rung: its name, what it adds, its val loss (the latest evaluation's while it trains,
 "—" before it starts), the lecture's number and the difference. Where the panel has no room for
-a table (a short terminal, e.g. 80×24) the rungs are packed a few to a line as
+a table (a narrow or short terminal, e.g. 80×24) the rungs are packed a few to a line as
 ``rung val/lecture``. A difference within the issue's ±0.06 is green, a wider one yellow.
 """
 
@@ -80,14 +80,18 @@ class LadderPanel(Widget):
     # -- drawing ----------------------------------------------------------------------------
 
     @property
+    def roomy(self) -> bool:
+        """Room for the table: side by side (100 columns and more) on 30 rows and more. Stacked
+        or short, the training panel keeps its rows for the chart and the sample."""
+        return self.screen.has_class("-wide") and self.screen.has_class("-tall")
+
+    @property
     def compact(self) -> bool:
-        """A short screen (or a panel cut shorter than the table) packs the rungs."""
-        return self.screen.has_class("-short") or 0 < self.size.height < len(self.rows) + 1
+        """Rungs packed a few to a line (also when the panel was cut shorter than the table)."""
+        return not self.roomy or 0 < self.size.height < len(self.rows) + 1
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        if self.screen.has_class("-short"):
-            return len(self.packed_lines(width))
-        return len(self.rows) + 1
+        return len(self.rows) + 1 if self.roomy else len(self.packed_lines(width))
 
     def render(self) -> RenderableType:
         if self.compact:
