@@ -1,8 +1,9 @@
 """The chargpt-tui app: composes the training panel and the prompt pane, owns the keys.
 
-What it shows is its session's (:mod:`chargpt_tui.tui.session`): a run trained here, an opened
-checkpoint or a followed run. The app asks the session which keys apply and passes it pause,
-save and stop; everything heavy happens in thread workers. The app routes messages between
+What it shows is its session's (:mod:`chargpt_tui.tui.session`): a run trained here, the
+lecture's rungs trained one after another, an opened checkpoint or a followed run. The app asks
+the session which keys apply and passes it pause, save and stop; everything heavy happens in
+thread workers. The app routes messages between
 panels (they never reach into each other) and runs the quit sequence: stop training at a step
 boundary, which saves a checkpoint, then exit — asking only when that save failed.
 """
