@@ -163,11 +163,12 @@ class NextCharsComputed(Message):
 
 
 class RungStarted(Message):
-    """A rung of the lecture (``--lecture``) starts training: the ``index``-th of ``total``."""
+    """A rung of the lecture (``--lecture``) starts training: the ``index``-th of ``total``;
+    ``cost``: what it will take here, when measured first (the scaled rung on a CPU)."""
 
-    def __init__(self, rung: str, index: int, total: int) -> None:
+    def __init__(self, rung: str, index: int, total: int, cost: str = "") -> None:
         super().__init__()
-        self.rung, self.index, self.total = rung, index, total
+        self.rung, self.index, self.total, self.cost = rung, index, total, cost
 
 
 class RungFinished(Message):

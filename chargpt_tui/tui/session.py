@@ -383,12 +383,10 @@ class LectureSession(TrainsHere):
         self._rung_val = []
         self.trainer = trainer
         self.live_model.attach_trainer(trainer)  # prompts and views: this rung's weights
-        index = self.ladder.rungs.index(rung)
-        view.post_message(messages.RungStarted(rung.name, index, len(self.ladder.rungs)))
-        if estimate is not None:
-            note = cost_note(rung, estimate, setup.train_config.time_budget,
-                             self.ladder.device.type, "Ctrl+Q")
-            view.post_message(messages.LogLine(note, "warning"))
+        cost = "" if estimate is None else cost_note(
+            rung, estimate, setup.train_config.time_budget, self.ladder.device.type, "Ctrl+Q")
+        view.post_message(messages.RungStarted(rung.name, self.ladder.rungs.index(rung),
+                                               len(self.ladder.rungs), cost))
         val, block = trainer.data.val, trainer.mconf.block_size
         view.post_message(messages.ViewText(
             "validation", setup.tokenizer.decode(val[: 2 * block].tolist())))

@@ -19,6 +19,7 @@ from chargpt_tui.errors import UserError
 from chargpt_tui.explain import TextAttention, attention_over
 from chargpt_tui.lecture import MultiHeadModel, OneHeadModel, build_model, rung_named
 from chargpt_tui.tokenizer import CharTokenizer
+from chargpt_tui.tui import messages
 from chargpt_tui.tui.app import ChargptApp
 from chargpt_tui.tui.launch import resolve_lecture
 from chargpt_tui.tui.screens.attention import AttentionScreen
@@ -200,3 +201,19 @@ def test_a_finished_ladder_at_80x24(snap_compare, in_tmp: Path) -> None:  # type
         await pilot.pause(0.5)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+@async_test
+async def test_a_rungs_measured_cost_is_said_before_it_trains(in_tmp: Path) -> None:
+    """The scaled rung on a CPU: its cost, measured first, in a notification (the log is
+    hidden at 80×24) and in the log. (Posted here as the session posts it: measuring the real
+    scaled rung takes seconds.)"""
+    app = lecture_app(in_tmp, through="bigram")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await finish_ladder(pilot)
+        cost = "scaled on this CPU: 1.23 s a step, so the lecture's 5,000 steps would take 1h43m"
+        app.training.post_message(messages.RungStarted("bigram", 0, 1, cost))
+        await wait_until(pilot, lambda: any(cost in n.message for n in app._notifications),
+                         what="the notification")
+        assert cost in "\n".join(app.query_one(EventLog).entries)
+        assert app.training.border_title == "lecture · bigram (1/1)"

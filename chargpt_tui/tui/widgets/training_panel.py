@@ -233,6 +233,9 @@ class TrainingPanel(Vertical):
         stats_line.stats = replace(stats_line.stats, best="", evaluated="")
         self.query_one(LossChart).live_label = message.rung
         self.query_one(LiveSample).begin_section(message.rung)
+        if message.cost:  # said before the rung trains, also where the log is hidden (80×24)
+            self.log_line(message.cost, "warning")
+            self.notify(message.cost, title=message.rung, severity="warning", timeout=20)
 
     def on_rung_finished(self, message: messages.RungFinished) -> None:
         message.stop()
