@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from chargpt_tui.runs import RunInfo
+    from chargpt_tui.tui.sources import Source
 
 T = TypeVar("T")
 
@@ -234,6 +235,8 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 # Everything else in RUN_OPTIONS overrides the preset (or the resumed checkpoint).
 NOT_OVERRIDES = ("data", "encoding", "preset", "device", "threads", "out", "resume")
+# The overrides that `tui --lecture` takes too (it refuses the others): as `lecture`'s options.
+LECTURE_OPTIONS = ("time_budget", "max_iters", "eval_iters", "seed")
 
 
 @dataclass
@@ -477,6 +480,17 @@ def tui(
     mouse: Annotated[bool, typer.Option(
         "--mouse/--no-mouse", help="--no-mouse keeps your terminal's own text selection.")
     ] = True,
+    lecture: Annotated[bool, typer.Option(
+        "--lecture", help="Replay the lecture live: its models trained in order (as `chargpt-tui "
+        "lecture`), each rung's val beside the lecture's, prompts on the rung in training. "
+        "Takes --time-budget, --max-iters, --eval-iters, --seed, --data and --out.",
+        rich_help_panel="Lecture")] = False,
+    through: Annotated[str | None, typer.Option(
+        help="With --lecture: stop after this rung (bigram … layernorm, scaled; default "
+        "scaled on a GPU, layernorm on a CPU).", rich_help_panel="Lecture")] = None,
+    scaled_budget: Annotated[str | None, typer.Option(
+        help="With --lecture: wall-clock time for the scaled rung alone (e.g. 10m).",
+        rich_help_panel="Lecture")] = None,
 ) -> None:
     """Open the app: watch training live and prompt the model while it learns (the default)."""
     if not (sys.stdout.isatty() and sys.stdin.isatty()) and not os.environ.get(
@@ -495,16 +509,51 @@ def tui(
         from chargpt_tui.sweep import compared_runs
 
         curves = [(compare_label(run), run_curves(run)) for run in compared_runs(compare or [])]
-        with download_progress() as progress, encoding_progress() as encode_progress:
-            source = resolve_source(data=run.data, encoding=run.encoding, preset=run.preset,
-                                    overrides=run.overrides, out=run.out, resume=run.resume,
-                                    device=run.device, checkpoint=checkpoint, follow=follow,
-                                    progress=progress, encode_progress=encode_progress,
-                                    meta=meta)
+        if lecture or through or scaled_budget:
+            source: Source = lecture_source()
+        else:
+            with download_progress() as progress, encoding_progress() as encode_progress:
+                source = resolve_source(data=run.data, encoding=run.encoding,
+                                        preset=run.preset, overrides=run.overrides,
+                                        out=run.out, resume=run.resume,
+                                        device=run.device, checkpoint=checkpoint,
+                                        follow=follow, progress=progress,
+                                        encode_progress=encode_progress, meta=meta)
         code, farewell = run_app(source, device=run.device, mouse=mouse, compare=curves)
         for line in farewell:  # the screen is gone: where things are, what to run next
             typer.echo(line)
         return code
+
+    def lecture_source() -> Source:
+        """--lecture: checked as `chargpt-tui lecture` checks it, before the screen opens."""
+        from chargpt_tui.durations import parse_duration
+        from chargpt_tui.errors import ConfigError
+        from chargpt_tui.headless import download_progress
+        from chargpt_tui.tui.launch import resolve_lecture
+
+        if not lecture:
+            raise ConfigError("--through and --scaled-budget replay the lecture: add --lecture")
+        if checkpoint is not None or follow is not None or run.resume is not None:
+            raise ConfigError("--lecture trains the lecture's rungs here: leave out "
+                              "--checkpoint, --follow and --resume")
+        settings = dict(run.overrides)
+        options = {name: settings.pop(name, None) for name in LECTURE_OPTIONS}
+        if settings or run.preset != "auto":
+            given = ", ".join("--" + name.replace("_", "-")
+                              for name in [*(["preset"] if run.preset != "auto" else []),
+                                           *settings])
+            raise ConfigError(f"--lecture trains with the lecture's own settings: leave out "
+                              f"{given}", "it takes --time-budget, --max-iters, --eval-iters, "
+                              "--seed, --data and --out")
+        budget = options["time_budget"]
+        with download_progress() as progress:
+            return resolve_lecture(
+                through=through, data=run.data, encoding=run.encoding, device=run.device,
+                out=run.out, seed=1337 if options["seed"] is None else options["seed"],
+                time_budget=parse_duration(budget) if budget else None,
+                scaled_budget=parse_duration(scaled_budget) if scaled_budget else None,
+                max_iters=options["max_iters"], eval_iters=options["eval_iters"],
+                threads=run.threads, progress=progress, notice=notice)
 
     code = run_guarded(go)
     if code:

@@ -67,6 +67,10 @@ def attention_over(model: GPTLanguageModel, tokenizer: CharTokenizer, ids: list[
     window = ids[cut:]
     device = next(model.parameters()).device
     maps = model.attention_maps(torch.tensor([window], device=device))
+    if not maps:  # the lecture's bigram: a table read by the last character alone
+        raise UserError("this model has no attention (the lecture's bigram looks only at the "
+                        "last character): nothing to show here — its surprise and embeddings "
+                        "views apply")
     return TextAttention(tokenizer.decode(window), [layer.float().cpu() for layer in maps],
                          tokenizer.decode(ids[:cut]))
 

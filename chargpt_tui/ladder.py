@@ -13,13 +13,16 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from chargpt_tui.data import TokenizedData
+from chargpt_tui.data import TokenizedData, encode_corpus, load_dataset, split_tokens
+from chargpt_tui.device import pick_device
+from chargpt_tui.durations import format_duration
 from chargpt_tui.errors import ConfigError
 from chargpt_tui.events import EventBus
 from chargpt_tui.lecture import RUNGS, Rung, build_model, rung_named
@@ -179,6 +182,7 @@ class Ladder:
     rung counting as much as all the others together; a rung that ends early leaves its time to
     the next. ``scaled_budget`` caps the scaled rung alone. :meth:`stop` (e.g. from a signal
     handler) stops the rung in training (its checkpoint is saved) and starts no other.
+    ``prompts_cut_in``: the app's prompts may run inside a training step (see ``Trainer``).
     """
 
     def __init__(self, *, through: str, tokenizer: CharTokenizer, data: TokenizedData,
@@ -187,7 +191,7 @@ class Ladder:
                  scaled_budget: float | None = None,
                  max_iters: int | dict[str, int] | None = None,
                  eval_iters: int | None = None, threads: int | None = None,
-                 bus: EventBus | None = None) -> None:
+                 bus: EventBus | None = None, prompts_cut_in: bool = False) -> None:
         self.rungs = rungs_through(through)
         for name, value in (("time budget", time_budget), ("scaled budget", scaled_budget)):
             if value is not None and value <= 0:
@@ -204,6 +208,7 @@ class Ladder:
         self.threads = threads  # None: SMALL_RUNG_THREADS, and torch's default for scaled
         self.default_threads = torch.get_num_threads()
         self.bus = bus or EventBus()
+        self.prompts_cut_in = prompts_cut_in
         self.results: list[RungResult] = []
         self.stopped: dict[str, Any] | None = None  # where a stop request left the ladder
         self._stop_request: tuple[str, int] | None = None
@@ -288,7 +293,8 @@ class Ladder:
                          self.data, self.data_name, self.device, self.out_dir / rung.name,
                          preset="lecture", started=started, rung=rung.name)
         # the thread count set above stays: the small rungs' choice is measured (docs/lecture.md)
-        trainer = Trainer(setup, self.bus, pick_threads=rung.name == "scaled" and not self.threads)
+        trainer = Trainer(setup, self.bus, prompts_cut_in=self.prompts_cut_in,
+                          pick_threads=rung.name == "scaled" and not self.threads)
         self._trainer = trainer
         if self._stop_request is not None:  # asked to stop while the rung was being built
             trainer.control.stop(*self._stop_request)
@@ -319,3 +325,64 @@ class Ladder:
 
     def _write_table(self) -> None:
         write_json_atomically(self.table(), self.out_dir / LADDER_NAME)
+
+
+def format_seconds(value: float) -> str:
+    """12.34 → '12.3s', 95.2 → '1m35s'."""
+    return format_duration(round(value) if value >= 60 else round(value, 1))
+
+
+def default_through(device_type: str) -> str:
+    """The whole ladder on a GPU; on a CPU up to layernorm (scaled takes hours there)."""
+    return "scaled" if device_type == "cuda" else "layernorm"
+
+
+def cost_note(rung: Rung, estimate: CostEstimate, budget: float | None, device_type: str,
+              stop_key: str) -> str:
+    """What a rung will cost here (said before it starts), and how to stop or cap it."""
+    cost = (f"{rung.name} on this {device_type.upper()}: "
+            f"{estimate.step_seconds:.2f} s a step, so the lecture's "
+            f"{rung.max_iters:,} steps would take about "
+            f"{format_seconds(estimate.total_seconds)}")
+    if budget is not None:
+        return cost + (f"; it gets {format_duration(budget)} (about "
+                       f"{int(budget / estimate.step_seconds):,} steps, "
+                       f"{estimate.eval_iters} batches per evaluation)")
+    return cost + f" — {stop_key} stops it and keeps it; --scaled-budget 10m caps it"
+
+
+def stop_summary(ladder: Ladder) -> str | None:
+    """Where a stopped ladder stopped, why, and which rungs are done (None: not stopped)."""
+    stopped = ladder.stopped
+    if stopped is None:
+        return None
+    where = (f"during {stopped['during']} at step {stopped['step']} (its checkpoint is "
+             f"saved: --resume {ladder.out_dir / stopped['during']})"
+             if "during" in stopped else f"before {stopped['before']}")
+    done = [r.rung for r in ladder.results if r.state == "finished"]
+    return f"{where}: {stopped['reason']}. Finished rungs: {', '.join(done) or 'none'}."
+
+
+def prepare_ladder(*, through: str | None, data: str | None, encoding: str, device: str,
+                   out: Path | None, seed: int, time_budget: float | None,
+                   scaled_budget: float | None, max_iters: int | dict[str, int] | None,
+                   eval_iters: int | None, threads: int | None,
+                   progress: Callable[[int, int | None], None] | None,
+                   notice: Callable[[str], None] | None, prompts_cut_in: bool = False) -> Ladder:
+    """The ladder ready to run: its rungs checked, its text loaded and encoded, its folders
+    free. Raises a UserError (before any data is loaded, for an unknown rung)."""
+    torch_device = pick_device(device)
+    through = through or default_through(torch_device.type)
+    rungs_through(through)  # an unknown rung is reported before any data is loaded
+    if notice is not None and through == "scaled" and torch_device.type != "cuda" and (
+            scaled_budget is None and time_budget is None):
+        notice("the scaled rung takes hours on a CPU; its cost is measured before it starts")
+    source = load_dataset(data or "shakespeare", encoding=encoding, progress=progress,
+                          notice=notice)
+    encoded = encode_corpus(source, encoding, notice=notice)
+    tokenizer = CharTokenizer(encoded.vocab)
+    split = split_tokens(encoded.tokens, max(rung.block_size for rung in rungs_through(through)))
+    return Ladder(through=through, tokenizer=tokenizer, data=split, data_name=source.name,
+                  device=torch_device, out_dir=out, seed=seed, time_budget=time_budget,
+                  scaled_budget=scaled_budget, max_iters=max_iters, eval_iters=eval_iters,
+                  threads=threads, prompts_cut_in=prompts_cut_in)

@@ -14,26 +14,21 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from chargpt_tui.data import encode_corpus, load_dataset, split_tokens
-from chargpt_tui.device import pick_device
 from chargpt_tui.durations import format_duration
 from chargpt_tui.events import EvalDone, Event, StepDone
 from chargpt_tui.exit_codes import stop_on_signals
-from chargpt_tui.ladder import CostEstimate, Ladder, RungResult, rungs_through
+from chargpt_tui.ladder import (
+    CostEstimate,
+    Ladder,
+    RungResult,
+    cost_note,
+    format_seconds,
+    prepare_ladder,
+    stop_summary,
+)
 from chargpt_tui.lecture import Rung
 from chargpt_tui.run_setup import RunSetup
-from chargpt_tui.tokenizer import CharTokenizer
 from chargpt_tui.train import Trainer
-
-
-def seconds(value: float) -> str:
-    """12.34 → '12.3s', 95.2 → '1m35s'."""
-    return format_duration(round(value) if value >= 60 else round(value, 1))
-
-
-def default_through(device_type: str) -> str:
-    """The whole ladder on a GPU; on a CPU up to layernorm (scaled takes hours there)."""
-    return "scaled" if device_type == "cuda" else "layernorm"
 
 
 def ladder_table(results: list[RungResult], title: str | None = None) -> Table:
@@ -47,7 +42,7 @@ def ladder_table(results: list[RungResult], title: str | None = None) -> Table:
         if row.state != "finished":
             val += f" ({row.state})"
         table.add_row(row.rung, row.adds, f"{row.parameters:,}", f"{row.steps:,}",
-                      seconds(row.seconds), val, f"{row.lecture_val_loss:.2f}")
+                      format_seconds(row.seconds), val, f"{row.lecture_val_loss:.2f}")
     return table
 
 
@@ -91,16 +86,7 @@ class LadderView:
         self.progress.start()
 
     def say_cost(self, rung: Rung, estimate: CostEstimate, budget: float | None) -> None:
-        cost = (f"{rung.name} on this {self.ladder.device.type.upper()}: "
-                f"{estimate.step_seconds:.2f} s a step, so the lecture's "
-                f"{rung.max_iters:,} steps would take about "
-                f"{seconds(estimate.total_seconds)}")
-        if budget is not None:
-            cost += (f"; it gets {format_duration(budget)} (about "
-                     f"{int(budget / estimate.step_seconds):,} steps, "
-                     f"{estimate.eval_iters} batches per evaluation)")
-        else:
-            cost += " — Ctrl+C stops it and keeps it; --scaled-budget 10m caps it"
+        cost = cost_note(rung, estimate, budget, self.ladder.device.type, "Ctrl+C")
         self.console.print(f"[yellow]note:[/] {escape(cost)}")
 
     def rung_finished(self, result: RungResult) -> None:
@@ -113,20 +99,15 @@ class LadderView:
             self.console.print(escape(result.sample), highlight=False)
 
     def finish(self) -> None:
-        results, stopped = self.ladder.results, self.ladder.stopped
+        results = self.ladder.results
         if self.as_json:
             sys.stdout.write(json.dumps(self.ladder.table()) + "\n")
             return
         if results:
             self.console.rule("the lecture, replayed")
             self.console.print(ladder_table(results))
-        if stopped is not None:
-            where = (f"during {stopped['during']} at step {stopped['step']} (its checkpoint is "
-                     f"saved: --resume {self.ladder.out_dir / stopped['during']})"
-                     if "during" in stopped else f"before {stopped['before']}")
-            done = [r.rung for r in results if r.state == "finished"]
-            self.console.print(f"[yellow]stopped[/] {escape(where)}: {escape(stopped['reason'])}."
-                               f" Finished rungs: {', '.join(done) or 'none'}.")
+        if (summary := stop_summary(self.ladder)) is not None:
+            self.console.print(f"[yellow]stopped[/] {escape(summary)}")
         self.console.print(f"runs in {escape(str(self.ladder.out_dir))} · try: chargpt-tui "
                            f"runs {escape(str(self.ladder.out_dir))}")
 
@@ -138,21 +119,11 @@ def run_lecture(*, through: str | None, data: str | None, encoding: str, device:
                 threads: int | None, as_json: bool, progress: Callable[[int, int | None], None],
                 notice: Callable[[str], None]) -> int:
     """Train the ladder and show it; returns the exit code (130 after Ctrl+C)."""
-    torch_device = pick_device(device)
-    through = through or default_through(torch_device.type)
-    rungs_through(through)  # an unknown rung is reported before any data is loaded
-    if through == "scaled" and torch_device.type != "cuda" and scaled_budget is None and (
-            time_budget is None):
-        notice("the scaled rung takes hours on a CPU; its cost is measured before it starts")
-    source = load_dataset(data or "shakespeare", encoding=encoding, progress=progress,
-                          notice=notice)
-    encoded = encode_corpus(source, encoding, notice=notice)
-    tokenizer = CharTokenizer(encoded.vocab)
-    split = split_tokens(encoded.tokens, max(rung.block_size for rung in rungs_through(through)))
-    ladder = Ladder(through=through, tokenizer=tokenizer, data=split, data_name=source.name,
-                    device=torch_device, out_dir=out, seed=seed, time_budget=time_budget,
-                    scaled_budget=scaled_budget, max_iters=max_iters, eval_iters=eval_iters,
-                    threads=threads)
+    ladder = prepare_ladder(through=through, data=data, encoding=encoding, device=device,
+                            out=out, seed=seed, time_budget=time_budget,
+                            scaled_budget=scaled_budget, max_iters=max_iters,
+                            eval_iters=eval_iters, threads=threads, progress=progress,
+                            notice=notice)
     view = LadderView(ladder, as_json)
     with stop_on_signals(ladder.stop):
         ladder.run(view)

@@ -1,8 +1,9 @@
 """The chargpt-tui app: composes the training panel and the prompt pane, owns the keys.
 
-What it shows is its session's (:mod:`chargpt_tui.tui.session`): a run trained here, an opened
-checkpoint or a followed run. The app asks the session which keys apply and passes it pause,
-save and stop; everything heavy happens in thread workers. The app routes messages between
+What it shows is its session's (:mod:`chargpt_tui.tui.session`): a run trained here, the
+lecture's rungs trained one after another, an opened checkpoint or a followed run. The app asks
+the session which keys apply and passes it pause, save and stop; everything heavy happens in
+thread workers. The app routes messages between
 panels (they never reach into each other) and runs the quit sequence: stop training at a step
 boundary, which saves a checkpoint, then exit — asking only when that save failed.
 """
@@ -53,7 +54,7 @@ HERE = Path(__file__).parent
 STYLESHEETS = [
     "app.tcss",
     *(f"widgets/{name}.tcss" for name in (
-        "training_panel", "stats_line", "loss_chart", "live_sample", "event_log",
+        "training_panel", "stats_line", "ladder_panel", "loss_chart", "live_sample", "event_log",
         "prompt_pane", "transcript", "next_chars")),
     *(f"screens/{name}.tcss" for name in ("help", "settings", "attention", "confirm_quit",
                                           "explain_base", "model_view", "surprise",
@@ -116,7 +117,8 @@ class ChargptApp(App[int]):
         self._result: TrainResult | None = None
         # Kept as attributes: the actions need them while another screen is on top.
         self.training = TrainingPanel(sample_placeholder=self.session.sample_placeholder,
-                                      show_timing=show_timing, id="training")
+                                      show_timing=show_timing,
+                                      rungs=self.session.lecture_rungs, id="training")
         self.prompt = PromptPane(self.live_model, show_timing=show_timing, id="prompt")
 
     def compose(self) -> ComposeResult:

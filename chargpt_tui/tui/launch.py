@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chargpt_tui.errors import ConfigError
-from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, Source, TrainNew
+from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, ReplayLecture, Source, TrainNew
 
 if TYPE_CHECKING:
     from chargpt_tui.explain import Curves
@@ -48,6 +48,24 @@ def resolve_source(*, data: str | None, encoding: str, preset: str, overrides: d
                         device=device, encoding=encoding, progress=progress,
                         encode_progress=encode_progress)
     return TrainNew(lambda _progress, _notice: setup)
+
+
+def resolve_lecture(*, through: str | None, data: str | None, encoding: str, device: str,
+                    out: Path | None, seed: int, time_budget: float | None,
+                    scaled_budget: float | None, max_iters: int | dict[str, int] | None,
+                    eval_iters: int | None, threads: int | None,
+                    progress: Callable[[int, int | None], None] | None = None,
+                    notice: Callable[[str], None] | None = None) -> ReplayLecture:
+    """``--lecture``: the ladder, checked as ``chargpt-tui lecture`` checks it (an unknown rung,
+    a taken folder) and its text loaded, before the screen opens. ``max_iters`` caps every
+    rung's steps, or (a mapping) the named rungs'."""
+    from chargpt_tui.ladder import prepare_ladder
+
+    return ReplayLecture(prepare_ladder(
+        through=through, data=data, encoding=encoding, device=device, out=out, seed=seed,
+        time_budget=time_budget, scaled_budget=scaled_budget, max_iters=max_iters,
+        eval_iters=eval_iters, threads=threads, progress=progress, notice=notice,
+        prompts_cut_in=True))
 
 
 def run_app(source: Source, *, device: str, mouse: bool,

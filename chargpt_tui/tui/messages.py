@@ -12,6 +12,7 @@ from textual.message import Message
 
 from chargpt_tui.events import Event, StepDone
 from chargpt_tui.explain import Curves
+from chargpt_tui.ladder import RungResult
 from chargpt_tui.sampling import BeamResult
 from chargpt_tui.train import TrainResult
 
@@ -159,3 +160,20 @@ class NextCharsComputed(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, NextCharsComputed)
+
+
+class RungStarted(Message):
+    """A rung of the lecture (``--lecture``) starts training: the ``index``-th of ``total``;
+    ``cost``: what it will take here, when measured first (the scaled rung on a CPU)."""
+
+    def __init__(self, rung: str, index: int, total: int, cost: str = "") -> None:
+        super().__init__()
+        self.rung, self.index, self.total, self.cost = rung, index, total, cost
+
+
+class RungFinished(Message):
+    """A rung of the lecture ended: its row of the table and its validation curve."""
+
+    def __init__(self, result: RungResult, val: tuple[tuple[int, float], ...]) -> None:
+        super().__init__()
+        self.result, self.val = result, val

@@ -1,6 +1,7 @@
 """The app's session: what it shows and steers, behind one interface.
 
-Three kinds: a run trained here (:class:`TrainSession`), a checkpoint opened for chat only
+Four kinds: a run trained here (:class:`TrainSession`), the lecture's rungs trained here one
+after another (:class:`LectureSession`), a checkpoint opened for chat only
 (:class:`CheckpointSession`), and a run trained elsewhere, followed through its metrics.jsonl
 (:class:`FollowSession`). The app asks its session everything that depends on the kind: which
 steering keys apply, pause, save and stop, the weights that prompts and views sample
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -25,14 +26,28 @@ from textual.worker import get_current_worker
 
 from chargpt_tui.checkpoint import SamplingModel, load_for_sampling
 from chargpt_tui.errors import describe
-from chargpt_tui.events import CheckpointSaved, Event, EventBus, StateChanged, TrainingStarted
-from chargpt_tui.run_setup import continue_command, sample_at_evaluations, sample_command
+from chargpt_tui.events import (
+    CheckpointSaved,
+    EvalDone,
+    Event,
+    EventBus,
+    StateChanged,
+    TrainingStarted,
+)
+from chargpt_tui.ladder import CostEstimate, RungResult, cost_note, format_seconds, stop_summary
+from chargpt_tui.lecture import Rung
+from chargpt_tui.run_setup import (
+    RunSetup,
+    continue_command,
+    sample_at_evaluations,
+    sample_command,
+)
 from chargpt_tui.runs import BEST_NAME, CHECKPOINT_NAME, METRICS_NAME, follow_metrics, loss_history
 from chargpt_tui.train import Trainer, TrainResult
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.formatting import count
 from chargpt_tui.tui.live_model import ModelSource
-from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, Source, TrainNew
+from chargpt_tui.tui.sources import FollowRun, OpenCheckpoint, ReplayLecture, Source, TrainNew
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.training_panel import TrainingPanel
 
@@ -72,6 +87,11 @@ class Session(ABC):
     def run_dir(self) -> Path | None:
         """The run's folder, when known (a trained run's once it has started)."""
         return None
+
+    @property
+    def lecture_rungs(self) -> Sequence[Rung]:
+        """The lecture's rungs this session trains, in order (a ladder panel lists them)."""
+        return ()
 
     def start(self, panel: TrainingPanel) -> None:
         """Start the workers on ``panel``: they end with it, and what they find is shown there.
@@ -135,31 +155,22 @@ class EmptySession(Session):
         return []
 
 
-class TrainSession(Session):
-    """A run trained here, new or resumed: the one kind that pause, save and stop apply to."""
+class TrainsHere(Session):
+    """Training in this process (a run, or the lecture's rungs): the kinds that pause, save and
+    stop apply to. They steer ``trainer``, the one training now."""
 
     actions = STEERING
 
-    def __init__(self, source: TrainNew, device: str = "auto") -> None:
+    def __init__(self, device: str = "auto") -> None:
         super().__init__(device)
-        self.source = source
         self.trainer: Trainer | None = None
         self.last_saved: CheckpointSaved | None = None  # the newest checkpoint written
-        self._running = False  # the worker is inside Trainer.run
+        self._running = False  # the worker is training
         self._run_dir: Path | None = None
 
     @property
     def run_dir(self) -> Path | None:
         return self._run_dir
-
-    def start(self, panel: TrainingPanel) -> None:
-        super().start(panel)
-
-        def work() -> None:
-            self.train(panel, get_current_worker().cancelled_event)
-
-        panel.run_worker(work, thread=True, exclusive=True, group="train", exit_on_error=False,
-                         description="training")
 
     def close(self) -> None:
         # The worker is cancelled with the panel, but the trainer only looks at its control.
@@ -205,6 +216,38 @@ class TrainSession(Session):
         if self.panel is not None:
             self.panel.post_message(message)
 
+    def _show(self, view: SessionView, event: Event) -> None:
+        """Runs on the training thread for every event (70 steps a second and more): note what
+        the session keeps, hand the event to the panel, never block."""
+        if isinstance(event, TrainingStarted):
+            self._run_dir = Path(event.out_dir)
+        elif isinstance(event, CheckpointSaved):
+            self.last_saved = event
+        view.show_event(event)
+        if isinstance(event, TrainingStarted):
+            view.post_message(messages.LogLine(
+                f"training on {event.data} · {count(event.parameters)} parameters · "
+                f"{event.device} → {event.out_dir}"))
+        elif isinstance(event, StateChanged):
+            view.post_message(messages.RunStatus(event.state, event.reason))
+
+
+class TrainSession(TrainsHere):
+    """A run trained here, new or resumed."""
+
+    def __init__(self, source: TrainNew, device: str = "auto") -> None:
+        super().__init__(device)
+        self.source = source
+
+    def start(self, panel: TrainingPanel) -> None:
+        super().start(panel)
+
+        def work() -> None:
+            self.train(panel, get_current_worker().cancelled_event)
+
+        panel.run_worker(work, thread=True, exclusive=True, group="train", exit_on_error=False,
+                         description="training")
+
     def train(self, view: SessionView, cancelled: threading.Event) -> None:
         """The training worker: build the run (which may download its text), then train."""
         view.post_message(messages.LogLine("loading the training text…"))
@@ -249,21 +292,6 @@ class TrainSession(Session):
             self._running = False
         view.post_message(messages.TrainingEnded(result))
 
-    def _show(self, view: SessionView, event: Event) -> None:
-        """Runs on the training thread for every event (70 steps a second and more): note what
-        the session keeps, hand the event to the panel, never block."""
-        if isinstance(event, TrainingStarted):
-            self._run_dir = Path(event.out_dir)
-        elif isinstance(event, CheckpointSaved):
-            self.last_saved = event
-        view.show_event(event)
-        if isinstance(event, TrainingStarted):
-            view.post_message(messages.LogLine(
-                f"training on {event.data} · {count(event.parameters)} parameters · "
-                f"{event.device} → {event.out_dir}"))
-        elif isinstance(event, StateChanged):
-            view.post_message(messages.RunStatus(event.state, event.reason))
-
     def farewell(self, failure: str | None, result: TrainResult | None) -> list[str]:
         lines = [f"training failed: {failure}"] if failure else []
         saved = self.last_saved
@@ -283,6 +311,110 @@ class TrainSession(Session):
         label = "train further" if finished else "continue training"
         command = continue_command(folder, self.trainer.tconf, saved.step, finished, app=True)
         lines.append(f"{label}: {command}")
+        return lines
+
+
+class LectureSession(TrainsHere):
+    """The lecture replayed here (``--lecture``): its rungs trained one after another, each a
+    run folder of its own. Pause, save and stop steer the rung in training; prompts and views
+    sample its weights. Stopping stops the ladder: the rung in training saves, the finished
+    ones stay, and no other starts. The worker is the ladder's listener."""
+
+    def __init__(self, source: ReplayLecture, device: str = "auto") -> None:
+        super().__init__(device)
+        self.ladder = source.ladder
+        self._view: SessionView | None = None  # the worker's, for the listener's calls
+        self._rung_val: list[tuple[int, float]] = []  # the rung in training's evaluations
+
+    @property
+    def lecture_rungs(self) -> Sequence[Rung]:
+        return self.ladder.rungs
+
+    def start(self, panel: TrainingPanel) -> None:
+        super().start(panel)
+
+        def work() -> None:
+            self.train(panel, get_current_worker().cancelled_event)
+
+        panel.run_worker(work, thread=True, exclusive=True, group="train", exit_on_error=False,
+                         description="replaying the lecture")
+
+    def close(self) -> None:
+        self.ladder.stop("app closed", 0)
+
+    def stop(self, reason: str, exit_code: int = 0) -> bool:
+        if not self._running:
+            return False
+        self.ladder.stop(reason, exit_code)
+        self._post(messages.RunStatus("stopping"))
+        return True
+
+    def train(self, view: SessionView, cancelled: threading.Event) -> None:
+        """The training worker: every rung in turn (the ladder calls back at each one)."""
+        self._view = view
+        self.ladder.bus.subscribe(lambda event: self._show(view, event))
+        if cancelled.is_set():
+            return
+        self._running = True
+        try:
+            results = self.ladder.run(self)
+        except Exception as error:  # noqa: BLE001 - e.g. the disk refused a checkpoint
+            view.post_message(messages.TrainingEnded(None, describe(error), unsaved=True))
+            return
+        finally:
+            self._running = False
+        finished = [r for r in results if r.state == "finished"]
+        if finished:
+            took = format_seconds(sum(r.seconds for r in results))
+            view.post_message(messages.LogLine(
+                f"the lecture, replayed: {len(finished)} of {len(self.ladder.rungs)} rungs in "
+                f"{took} → {self.ladder.out_dir}", "good"))
+        failed = next((r for r in results if r.state == "failed"), None)
+        view.post_message(messages.TrainingEnded(None, None if failed is None else
+                                                 f"{failed.rung}: {failed.reason}"))
+
+    # -- the ladder's listener (on the worker) -----------------------------------------------
+
+    def rung_starting(self, rung: Rung, setup: RunSetup, trainer: Trainer,
+                      estimate: CostEstimate | None) -> None:
+        view = self._view
+        assert view is not None
+        sample_at_evaluations(setup)  # the trainer reads this same config object
+        self._rung_val = []
+        self.trainer = trainer
+        self.live_model.attach_trainer(trainer)  # prompts and views: this rung's weights
+        cost = "" if estimate is None else cost_note(
+            rung, estimate, setup.train_config.time_budget, self.ladder.device.type, "Ctrl+Q")
+        view.post_message(messages.RungStarted(rung.name, self.ladder.rungs.index(rung),
+                                               len(self.ladder.rungs), cost))
+        val, block = trainer.data.val, trainer.mconf.block_size
+        view.post_message(messages.ViewText(
+            "validation", setup.tokenizer.decode(val[: 2 * block].tolist())))
+        view.post_message(messages.ModelReady(trainer.step, training=True))
+
+    def rung_finished(self, result: RungResult) -> None:
+        assert self._view is not None
+        self._view.post_message(messages.RungFinished(result, tuple(self._rung_val)))
+
+    def _show(self, view: SessionView, event: Event) -> None:
+        if isinstance(event, EvalDone):
+            if self._rung_val and self._rung_val[-1][0] == event.step:
+                self._rung_val.pop()  # the same step measured again (the run's last)
+            self._rung_val.append((event.step, event.val_loss))
+        super()._show(view, event)
+
+    def farewell(self, failure: str | None, result: TrainResult | None) -> list[str]:
+        ladder, folder = self.ladder, self.ladder.out_dir
+        lines = [f"training failed: {failure}"] if failure else []
+        if (summary := stop_summary(ladder)) is not None:
+            lines.append(f"stopped {summary}")
+        for row in ladder.results:
+            val = "-" if row.val_loss is None else f"{row.val_loss:.4f}"
+            lines.append(f"  {row.rung:<12} val {val} ({row.state}) · the lecture's "
+                         f"{row.lecture_val_loss:.2f}")
+        lines.append(f"the rungs' runs: {folder} (ladder.json holds the table)")
+        lines.append(f"try: chargpt-tui runs {folder}")
+        lines.append(f"every rung's curves: chargpt-tui --compare {folder}")
         return lines
 
 
@@ -433,6 +565,8 @@ def session_for(source: Source | None, device: str = "auto") -> Session:
     """The session that shows ``source`` (None: the panels alone)."""
     if isinstance(source, TrainNew):
         return TrainSession(source, device)
+    if isinstance(source, ReplayLecture):
+        return LectureSession(source, device)
     if isinstance(source, OpenCheckpoint):
         return CheckpointSession(source, device)
     if isinstance(source, FollowRun):

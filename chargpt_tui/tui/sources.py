@@ -1,5 +1,6 @@
-"""What the app shows, as one value: a run to train here, a checkpoint to open, or a run to
-follow. The command line resolves and checks it before the screen opens; the app only runs it."""
+"""What the app shows, as one value: a run to train here, a checkpoint to open, a run to
+follow, or the lecture to replay. The command line resolves and checks it before the screen
+opens; the app only runs it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chargpt_tui.checkpoint import SamplingModel
+from chargpt_tui.ladder import Ladder
 from chargpt_tui.run_setup import RunSetup
 
 # Called on the training worker with (download progress, notice) callbacks.
@@ -36,4 +38,12 @@ class FollowRun:
     run_dir: Path
 
 
-Source = TrainNew | OpenCheckpoint | FollowRun
+@dataclass(frozen=True)
+class ReplayLecture:
+    """Train the lecture's rungs here, one after another (``--lecture``): the ladder comes
+    built, its text loaded and its rungs' folders checked."""
+
+    ladder: Ladder
+
+
+Source = TrainNew | OpenCheckpoint | FollowRun | ReplayLecture

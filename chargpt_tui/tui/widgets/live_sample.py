@@ -2,7 +2,8 @@
 
 Every sample is kept (the oldest beyond ``MAX_SAMPLES`` go), so a user can scroll back and watch
 the text turn from noise into words. The newest streams in character by character; only that
-entry is re-wrapped as it grows.
+entry is re-wrapped as it grows. Replaying the lecture, each sample is headed by its rung, and
+each finished rung adds the 200 characters it was judged by: the text improves rung by rung.
 """
 
 from __future__ import annotations
@@ -27,7 +28,22 @@ class LiveSample(WrappedLog):
         self.step: int | None = None  # of the newest sample
         self.body = ""  # the newest sample's text so far
         self.done = False
+        self.label = ""  # where the samples come from: the lecture's rung in training, if any
         self._steps: deque[int] = deque(maxlen=MAX_SAMPLES)  # of each kept sample
+
+    def begin_section(self, label: str) -> None:
+        """Samples from here on come from ``label`` (the lecture's next rung); its steps count
+        from 0 again, so its first sample starts an entry of its own whatever its step."""
+        self.label, self.step = label, None
+
+    def add_whole(self, step: int, heading: str, body: str) -> None:
+        """A finished text under its own heading (e.g. a finished rung's sample)."""
+        self._steps.append(step)
+        text = Text()
+        text.append(f"{heading} ▸ ", style="bold")
+        text.append(body)
+        self.append(text)
+        self.step = None  # the next live sample starts an entry of its own
 
     def start(self, step: int) -> None:
         self.step, self.body, self.done = step, "", False
@@ -49,7 +65,8 @@ class LiveSample(WrappedLog):
 
     def _entry(self) -> Text:
         text = Text()
-        text.append(f"step {self.step}{'' if self.done else ' …'} ▸ ", style="bold")
+        where = f"{self.label} · step {self.step}" if self.label else f"step {self.step}"
+        text.append(f"{where}{'' if self.done else ' …'} ▸ ", style="bold")
         text.append(self.body)
         return text
 

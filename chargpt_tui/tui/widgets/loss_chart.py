@@ -4,7 +4,9 @@ Braille cells hold 2×4 dots, so a 70×4 cell chart plots 140 columns × 16 rows
 column is the *mean* of the steps it covers (a max would draw every noisy spike). The curves
 never rely on colour alone (16-colour terminals, colour-blind users): train is a solid dotted
 line, validation a line with a ◆ at every evaluation, and another run laid over for comparison
-(``set_overlay``) is drawn with half the dots and ◇ markers, named in the legend.
+(``set_overlay``) is drawn with half the dots and ◇ markers, named in the legend. Replaying the
+lecture, each finished rung's val curve stays on the chart the same way (``add_rung_curve``) while
+the live curves start again with the next rung. A legend too wide for one line takes two.
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ class LossChart(Widget):
     overlay_train: reactive[Points] = reactive(tuple, layout=False)
     overlay_val: reactive[Points] = reactive(tuple, layout=False)
     more_overlays: reactive[tuple[tuple[str, Points], ...]] = reactive(tuple, layout=False)
+    # The lecture's finished rungs (--lecture): kept whatever is compared (F10) meanwhile.
+    rung_curves: reactive[tuple[tuple[str, Points], ...]] = reactive(tuple, layout=False)
+    live_label: reactive[str] = reactive("", layout=False)  # the rung training now, if any
 
     def set_overlay(self, label: str, train: Sequence[tuple[int, float]],
                     val: Sequence[tuple[int, float]]) -> None:
@@ -100,6 +105,14 @@ class LossChart(Widget):
     def clear_overlay(self) -> None:
         self.set_overlays([])
 
+    def add_rung_curve(self, rung: str, val: Sequence[tuple[int, float]]) -> None:
+        """A finished rung's val curve, named in the legend by the rung."""
+        self.rung_curves = (*self.rung_curves, (rung, tuple(val)))
+
+    def extra_curves(self) -> tuple[tuple[str, Points], ...]:
+        """The val curves drawn beside the overlay: more compared runs, then finished rungs."""
+        return (*self.more_overlays, *self.rung_curves)
+
     def action_toggle_maximize(self) -> None:
         toggle_maximize(self)
 
@@ -113,7 +126,7 @@ class LossChart(Widget):
             chosen += [(self.overlay_train, OVERLAY_TRAIN_STYLE, "", True),
                        (self.overlay_val, OVERLAY_VAL_STYLE, "◇", True)]
         chosen += [(val, MORE_OVERLAY_STYLES[i % len(MORE_OVERLAY_STYLES)], "◇", True)
-                   for i, (_, val) in enumerate(self.more_overlays)]
+                   for i, (_, val) in enumerate(self.extra_curves())]
         chosen += [(self.train_points, TRAIN_STYLE, "", False),
                    (self.val_points, VAL_STYLE, "◆", False)]
         return chosen
@@ -145,7 +158,8 @@ class LossChart(Widget):
 
     def render(self) -> Text:
         width = self.size.width - AXIS_WIDTH
-        plot_rows = self.size.height - 2  # below the plot: the step axis, then the legend
+        legend = self.legend_lines(self.size.width)
+        plot_rows = self.size.height - 1 - len(legend)  # below the plot: step axis, legend
         if width < 4 or plot_rows < 1:
             return Text("")
         if not any(points for points, *_ in self.series()):
@@ -187,8 +201,9 @@ class LossChart(Widget):
                     text.append(" ")
             text.append("\n")
         text.append_text(self.step_axis(first, last, width))
-        text.append("\n")
-        text.append_text(self.legend())
+        for line in legend:
+            text.append("\n")
+            text.append_text(line)
         return text
 
     def step_axis(self, first: int, last: int, width: int) -> Text:
@@ -205,18 +220,37 @@ class LossChart(Widget):
         axis.append(right)
         return axis
 
-    def legend(self) -> Text:
+    def legend(self, width: int | None = None) -> Text:
+        """The legend's lines as one text (on one line unless ``width`` is given)."""
+        return Text("\n").join(self.legend_lines(width))
+
+    def legend_lines(self, width: int | None) -> list[Text]:
+        """The curves' names (and the live ones' latest values), on as few lines of ``width``
+        cells as they fit (one line for ``None``)."""
         train, val = self.train_points, self.val_points
-        text = Text(" " * AXIS_WIDTH)
-        text.append("⠒⠒ train", style=TRAIN_STYLE)
+        live = f"{self.live_label} " if self.live_label else ""
+        # Each item: its (text, style) pieces; the gap before an item takes its first style.
+        items: list[list[tuple[str, str]]] = [[(f"⠒⠒ {live}train", TRAIN_STYLE)],
+                                              [(f"◆ {live}val", VAL_STYLE)]]
         if train:
-            text.append(f" {statistics.mean(v for _, v in train[-20:]):.3f}", style=TRAIN_STYLE)
-        text.append("  ◆ val", style=VAL_STYLE)
+            items[0].append((f" {statistics.mean(v for _, v in train[-20:]):.3f}", TRAIN_STYLE))
         if val:
-            text.append(f" {val[-1][1]:.3f}", style=VAL_STYLE)
+            items[1].append((f" {val[-1][1]:.3f}", VAL_STYLE))
         if self.overlay_label:
-            text.append(f"  ⠂⠂ {self.overlay_label} train", style=OVERLAY_TRAIN_STYLE)
-            text.append(f"  ◇ {self.overlay_label} val", style=OVERLAY_VAL_STYLE)
-        for i, (label, _) in enumerate(self.more_overlays):
-            text.append(f"  ◇ {label}", style=MORE_OVERLAY_STYLES[i % len(MORE_OVERLAY_STYLES)])
-        return text
+            items.append([(f"⠂⠂ {self.overlay_label} train", OVERLAY_TRAIN_STYLE)])
+            items.append([(f"◇ {self.overlay_label} val", OVERLAY_VAL_STYLE)])
+        items += [[(f"◇ {label}", MORE_OVERLAY_STYLES[i % len(MORE_OVERLAY_STYLES)])]
+                  for i, (label, _) in enumerate(self.extra_curves())]
+        lines = [Text(" " * AXIS_WIDTH)]
+        for pieces in items:
+            line = lines[-1]
+            if line.cell_len > AXIS_WIDTH:  # not the line's first item
+                wide = line.cell_len + 2 + sum(len(piece) for piece, _ in pieces)
+                if width is not None and wide > width:
+                    line = Text(" " * AXIS_WIDTH)
+                    lines.append(line)
+                else:
+                    pieces = [("  " + pieces[0][0], pieces[0][1]), *pieces[1:]]
+            for piece, style in pieces:
+                line.append(piece, style=style)
+        return lines

@@ -5,13 +5,15 @@ elsewhere, or a checkpoint opened for chat: which one is the session's business
 (:mod:`chargpt_tui.tui.session`), whose workers run on this panel's node so they end with it.
 They never touch a widget: engine events come in through :meth:`TrainingPanel.show_event`,
 which is thread-safe (steps coalesce, live-sample characters go through a queue that a 30 Hz
-timer drains), and everything else arrives as a message.
+timer drains), and everything else arrives as a message. Replaying the lecture, a ladder panel
+lists the rungs, and the chart and the live sample follow them rung by rung.
 """
 
 from __future__ import annotations
 
 import queue
 import statistics
+from collections.abc import Sequence
 from dataclasses import replace
 
 from textual.app import ComposeResult
@@ -28,10 +30,12 @@ from chargpt_tui.events import (
     StepDone,
     TrainingStarted,
 )
+from chargpt_tui.lecture import Rung
 from chargpt_tui.presets import recipe_of
 from chargpt_tui.tui import messages
 from chargpt_tui.tui.formatting import count
 from chargpt_tui.tui.widgets.event_log import EventLog
+from chargpt_tui.tui.widgets.ladder_panel import LadderPanel
 from chargpt_tui.tui.widgets.live_sample import LiveSample
 from chargpt_tui.tui.widgets.loss_chart import LossChart
 from chargpt_tui.tui.widgets.stats_line import Stats, StatsLine
@@ -59,10 +63,14 @@ class TrainingPanel(Vertical):
     trained here or followed, or an opened checkpoint. It draws; the session steers."""
 
     def __init__(self, *, sample_placeholder: str = LiveSample.PLACEHOLDER,
-                 show_timing: bool = True, id: str | None = None) -> None:
+                 show_timing: bool = True, rungs: Sequence[Rung] = (),
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.sample_placeholder = sample_placeholder
         self.show_timing = show_timing
+        self.rungs = tuple(rungs)  # the lecture's, replayed here (``--lecture``): a ladder panel
+        if self.rungs:
+            self.add_class("-lecture")
         self._samples: queue.SimpleQueue[SampleChunk] = queue.SimpleQueue()
         self._sample_open = False  # the producing thread's: a sample began and has not ended
         # (step, loss), or (step, None) when a run (re)starts at ``step``: older points from
@@ -75,6 +83,8 @@ class TrainingPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield StatsLine(show_timing=self.show_timing, id="stats")
+        if self.rungs:
+            yield LadderPanel(self.rungs, id="ladder")
         yield LossChart(id="loss-chart")
         yield LiveSample(id="live-sample", placeholder=self.sample_placeholder)
         yield EventLog(id="event-log")
@@ -189,6 +199,8 @@ class TrainingPanel(Vertical):
                 chart.val_points = (*chart.val_points, (event.step, event.val_loss))
             self.log_line(f"step {event.step}: train {event.train_loss:.3f} · val "
                           f"{event.val_loss:.3f}")
+            if self.rungs:
+                self.query_one(LadderPanel).live_val(event.val_loss)
         elif isinstance(event, CheckpointSaved):
             self.log_line(f"saved {event.path} (step {event.step}, {event.reason})", "good")
         elif isinstance(event, StateChanged):
@@ -209,6 +221,36 @@ class TrainingPanel(Vertical):
             self.query_one(StatsLine).stats = replace(self.stats, state="failed")
             self.notify(message.error, title="training", severity="error", timeout=10)
         # Bubbles on to the app, which may be waiting for it to quit.
+
+    def on_rung_started(self, message: messages.RungStarted) -> None:
+        """The lecture's next rung: the chart and the samples start again under its name (the
+        rung's TrainingStarted, next in the queue, clears the live curves)."""
+        message.stop()
+        self._drain_samples()  # the last rung's sample text, still under its name
+        self.border_title = f"lecture · {message.rung} ({message.index + 1}/{message.total})"
+        self.query_one(LadderPanel).rung_started(message.rung)
+        stats_line = self.query_one(StatsLine)  # the last rung's best is not this one's
+        stats_line.stats = replace(stats_line.stats, best="", evaluated="")
+        self.query_one(LossChart).live_label = message.rung
+        self.query_one(LiveSample).begin_section(message.rung)
+        if message.cost:  # said before the rung trains, also where the log is hidden (80×24)
+            self.log_line(message.cost, "warning")
+            self.notify(message.cost, title=message.rung, severity="warning", timeout=20)
+
+    def on_rung_finished(self, message: messages.RungFinished) -> None:
+        message.stop()
+        result = message.result
+        self.query_one(LadderPanel).rung_finished(result.rung, result.state, result.val_loss)
+        if message.val:
+            self.query_one(LossChart).add_rung_curve(result.rung, message.val)
+        val = "" if result.val_loss is None else f" · val {result.val_loss:.3f}"
+        self.log_line(f"{result.rung} {result.state}{val} (the lecture: "
+                      f"{result.lecture_val_loss:.2f})", "good" if result.state == "finished"
+                      else "warning")
+        if result.sample:
+            self._drain_samples()
+            self.query_one(LiveSample).add_whole(
+                result.steps, f"{result.rung} finished{val}", result.sample)
 
     def _drain_losses(self) -> None:
         if self._losses.empty():
