@@ -647,9 +647,13 @@ def bench(
     """
 
     def go() -> None:
+        import torch
+
         from chargpt_tui.device import set_torch_threads
 
-        set_torch_threads(threads)
+        # One thread count for every variant: the trainer's own choice times a few steps in each
+        # fresh run, so runs could differ, and a ratio would compare thread counts, not code.
+        set_torch_threads(threads or torch.get_num_threads())
         from rich.console import Console
 
         from chargpt_tui.bench.runner import CASES, print_report, run_bench
