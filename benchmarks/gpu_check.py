@@ -298,7 +298,7 @@ def make_plan(smoke: bool, second_shape: list[str]) -> Plan:
                             "2"],
         # Step counts, not time budgets: start-up alone can take 10 s on a loaded CPU.
         fast=[*tiny, "--recipe", "fast", "--patience", "0", "--eval-interval", "10"],
-        length=["--max-iters", "20"], second_shape=["--batch-size", "16"], short_train_s=6.0,
+        length=["--max-iters", "20"], second_shape=["--batch-size", "16"], short_train_s=3.0,
         bench=["--tiny"], torchrun=[*tiny, "--max-iters", "10", "--eval-interval", "5"],
         app=["--preset", "tiny", "--rounds", "1", "--prompts", "1", "--prompt-every", "0.5",
              "--option=--max-iters=60", "--option=--eval-iters=2"],

@@ -653,7 +653,7 @@ def bench(
 
         # One thread count for every variant: the trainer's own choice times a few steps in each
         # fresh run, so runs could differ, and a ratio would compare thread counts, not code.
-        set_torch_threads(threads or torch.get_num_threads())
+        set_torch_threads(torch.get_num_threads() if threads is None else threads)
         from rich.console import Console
 
         from chargpt_tui.bench.runner import CASES, print_report, run_bench

@@ -160,6 +160,7 @@ class TrainsHere(Session):
     stop apply to. They steer ``trainer``, the one training now."""
 
     actions = STEERING
+    worker_description: ClassVar[str] = "training"  # the training worker's name
 
     def __init__(self, device: str = "auto") -> None:
         super().__init__(device)
@@ -171,6 +172,19 @@ class TrainsHere(Session):
     @property
     def run_dir(self) -> Path | None:
         return self._run_dir
+
+    def start(self, panel: TrainingPanel) -> None:
+        super().start(panel)
+
+        def work() -> None:
+            self.train(panel, get_current_worker().cancelled_event)
+
+        panel.run_worker(work, thread=True, exclusive=True, group="train", exit_on_error=False,
+                         description=self.worker_description)
+
+    @abstractmethod
+    def train(self, view: SessionView, cancelled: threading.Event) -> None:
+        """The training worker (on its own thread): train, showing the work on ``view``."""
 
     def close(self) -> None:
         # The worker is cancelled with the panel, but the trainer only looks at its control.
@@ -238,15 +252,6 @@ class TrainSession(TrainsHere):
     def __init__(self, source: TrainNew, device: str = "auto") -> None:
         super().__init__(device)
         self.source = source
-
-    def start(self, panel: TrainingPanel) -> None:
-        super().start(panel)
-
-        def work() -> None:
-            self.train(panel, get_current_worker().cancelled_event)
-
-        panel.run_worker(work, thread=True, exclusive=True, group="train", exit_on_error=False,
-                         description="training")
 
     def train(self, view: SessionView, cancelled: threading.Event) -> None:
         """The training worker: build the run (which may download its text), then train."""
@@ -320,6 +325,8 @@ class LectureSession(TrainsHere):
     sample its weights. Stopping stops the ladder: the rung in training saves, the finished
     ones stay, and no other starts. The worker is the ladder's listener."""
 
+    worker_description = "replaying the lecture"
+
     def __init__(self, source: ReplayLecture, device: str = "auto") -> None:
         super().__init__(device)
         self.ladder = source.ladder
@@ -329,15 +336,6 @@ class LectureSession(TrainsHere):
     @property
     def lecture_rungs(self) -> Sequence[Rung]:
         return self.ladder.rungs
-
-    def start(self, panel: TrainingPanel) -> None:
-        super().start(panel)
-
-        def work() -> None:
-            self.train(panel, get_current_worker().cancelled_event)
-
-        panel.run_worker(work, thread=True, exclusive=True, group="train", exit_on_error=False,
-                         description="replaying the lecture")
 
     def close(self) -> None:
         self.ladder.stop("app closed", 0)

@@ -182,7 +182,8 @@ def test_train_and_tui_share_one_option_list(monkeypatch: pytest.MonkeyPatch) ->
     command = typer.main.get_command(cli.app)
     options = {name: {p.name for p in command.commands[name].params}
                for name in ("train", "tui")}
-    tui_only = {"checkpoint", "meta", "follow", "compare", "mouse"}
+    tui_only = {"checkpoint", "meta", "follow", "compare", "mouse", "lecture", "through",
+                "scaled_budget"}
     assert options["train"] - {"as_json"} == options["tui"] - tui_only
     assert "grad_accum_steps" in options["tui"]
 
@@ -205,12 +206,12 @@ def test_the_commands_a_budgeted_run_suggests_run(tmp_path: Path) -> None:
     from tests.conftest import make_corpus
 
     (tmp_path / "play.txt").write_text(make_corpus(20_000))
-    first = run_cli("train", "--data", "play.txt", "--preset", "tiny", "--time-budget", "6s",
+    first = run_cli("train", "--data", "play.txt", "--preset", "tiny", "--time-budget", "4s",
                     "--out", "runs/b", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     hints = dict(line.split(": ", 1) for line in first.stdout.splitlines()
                  if line.startswith(("try: ", "train further: ")))
-    assert hints["train further"] == "chargpt-tui train --resume runs/b --time-budget 6s"
+    assert hints["train further"] == "chargpt-tui train --resume runs/b --time-budget 4s"
     again = run_cli(*hints["train further"].split()[1:], "--json", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["state"] == "finished"
