@@ -10,6 +10,11 @@ from pathlib import Path
 # two, load average 15). Set before torch is imported; subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import fcntl
+import json
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from corpus import pseudo_shakespeare
 from tiny_model import TINY_SHAPE
@@ -38,6 +43,24 @@ def fixed_threads() -> None:
     from chargpt_tui.device import set_torch_threads
 
     set_torch_threads(torch.get_num_threads())
+
+
+def once_per_session(tmp_path_factory: pytest.TempPathFactory, name: str,
+                     make: Callable[[], Any]) -> Any:
+    """``make()``'s JSON-able result, computed once per test session even when pytest-xdist runs
+    several workers (each would otherwise run a module's costly fixture for its share of the
+    module's tests, side by side): the first worker computes it under a lock, the others read
+    it from the session's shared temp folder."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this session's
+    result = shared / f"{name}.json"
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if result.is_file():
+            return json.loads(result.read_text(encoding="utf-8"))
+        value = make()
+        result.write_text(json.dumps(value), encoding="utf-8")
+        return value
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from chargpt_tui.bench.runner import CASES, print_report
 from chargpt_tui.cli import app
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
 from chargpt_tui.train import Trainer
+from tests.conftest import once_per_session
 
 EXPECTED_TARGETS = {
     "fused_vs_heads_cpu", "kv_cache_inside_block", "kv_cache_past_block", "beam4_cost",
@@ -45,10 +46,15 @@ EXPECTED_TARGETS = {
 
 
 @pytest.fixture(scope="module")
-def tiny_report() -> dict:
-    result = CliRunner().invoke(app, ["bench", "--tiny", "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    def run() -> dict:
+        result = CliRunner().invoke(app, ["bench", "--tiny", "--json"])
+        assert result.exit_code == 0, result.output
+        report: dict = json.loads(result.stdout)
+        return report
+
+    report: dict = once_per_session(tmp_path_factory, "tiny-bench", run)
+    return report
 
 
 @pytest.mark.slow  # the whole tiny bench, once a module

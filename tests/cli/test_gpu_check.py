@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import once_per_session
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
@@ -255,14 +257,18 @@ def test_data_must_exist_on_the_command_line(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("gpu-check") / "smoke.json"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--out",
-                           str(out), "--total-budget", "3000"],
-                          capture_output=True, text=True, timeout=3600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-    report["log"] = out.with_suffix(".log").read_text(encoding="utf-8")
-    return report
+    def run() -> dict[str, Any]:
+        out = tmp_path_factory.mktemp("gpu-check") / "smoke.json"
+        done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--smoke",
+                               "--out", str(out), "--total-budget", "3000"],
+                              capture_output=True, text=True, timeout=3600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        report: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        report["log"] = out.with_suffix(".log").read_text(encoding="utf-8")
+        return report
+
+    shared: dict[str, Any] = once_per_session(tmp_path_factory, "gpu-check-smoke", run)
+    return shared
 
 
 def measured(report: dict[str, Any], name: str) -> dict[str, Any]:
