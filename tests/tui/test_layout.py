@@ -170,6 +170,9 @@ async def test_every_live_sample_is_kept_with_its_step_and_scrolls_back() -> Non
         assert view.scroll_y == view.max_scroll_y > 0  # the newest at the bottom
         view.focus()
         await pilot.press("home")
+        # Home scrolls with an animation: on a loaded machine it may still be on its way
+        await wait_until(pilot, lambda: view.scroll_y == 0, what="the scroll to the top")
+        await pilot.pause()
         assert view.render_line(0).text.startswith("step 0 ▸ text at 0")
         for step in range(50, 50 + MAX_SAMPLES):  # bounded: the oldest go
             view.start(step)
