@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-# How long a prompt waits for the step in flight to finish before it samples anyway: shared by
-# the app and the bench, so the bench measures what the app does.
+# How long a prompt waits for training to park (at its next block, or the step's end) before it
+# samples anyway: shared by the app and the bench, so the bench measures what the app does.
 HOLD_WAIT_SECONDS = 2.0
 
 
@@ -136,7 +136,7 @@ class TrainerControl:
 
     def let_holds_run(self) -> None:
         """Inside long work that leaves the weights alone (an evaluation, a live sample, the
-        micro-batches of a step before its optimizer step): if someone holds training, park
+        blocks of a step before its optimizer step): if someone holds training, park
         here until they are done, as at a step boundary. Without it a prompt typed during an
         evaluation would wait for the whole evaluation."""
         while not self._no_holds.is_set() and not self.stopping:

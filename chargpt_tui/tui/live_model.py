@@ -25,7 +25,7 @@ from chargpt_tui.train import Trainer
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Eval-mode weights frozen at a step boundary; training keeps updating its own copy."""
+    """Eval-mode weights of a finished step, frozen; training keeps updating its own copy."""
 
     model: GPTLanguageModel
     tokenizer: CharTokenizer

@@ -1,7 +1,7 @@
 """What the "see what the model learned" screens share: where their weights and text come from.
 
 Each view computes its picture in a thread worker, never on the UI thread. Its weights are the
-live ones (a snapshot of the trainer's, taken at a step boundary, while training is parked the
+live ones (a snapshot of the trainer's last finished step, taken while training is parked the
 way prompts park it) or a step of the run's saved weights history (``[`` / ``]``); ``r`` goes
 back to the live weights and recomputes. The title always says which step the picture shows.
 """
