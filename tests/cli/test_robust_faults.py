@@ -39,6 +39,7 @@ from chargpt_tui.checkpoint import (
 from chargpt_tui.model import GPTConfig, GPTLanguageModel
 from chargpt_tui.run_setup import prepare_run
 from chargpt_tui.train import Trainer
+from tests.conftest import once_per_session
 
 PACKAGE = Path(chargpt_tui.__file__).parent
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
@@ -97,6 +98,16 @@ PIPE_CLOSED = "PIPE_CLOSED"
 @pytest.fixture(scope="module")
 def interrupted_runs(tmp_path_factory: pytest.TempPathFactory
                      ) -> dict[str, tuple[int, str, str, Path]]:
+    """:func:`run_interrupted` once per session (its run folders stay where it made them)."""
+    shared = once_per_session(tmp_path_factory, "interrupted-runs", lambda: {
+        name: [code, stdout, stderr, str(out)]
+        for name, (code, stdout, stderr, out) in run_interrupted(tmp_path_factory).items()})
+    return {name: (code, stdout, stderr, Path(out))
+            for name, (code, stdout, stderr, out) in shared.items()}
+
+
+def run_interrupted(tmp_path_factory: pytest.TempPathFactory
+                    ) -> dict[str, tuple[int, str, str, Path]]:
     """Four trainings started side by side (each pays torch's import once, in parallel): three
     stopped by a signal, one whose reader closes its stdout, as `| head -1` does."""
     tmp_path = tmp_path_factory.mktemp("signals")

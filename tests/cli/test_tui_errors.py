@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from helpers_robust import invoke, write_text
 
+from tests.conftest import once_per_session
+
 ALTERNATE_SCREEN = "\x1b[?1049h"  # what Textual writes first when its screen opens
 
 
@@ -36,6 +38,15 @@ TRAINING_MISTAKES = [
 
 @pytest.fixture(scope="module")
 def refusals(tmp_path_factory: pytest.TempPathFactory) -> Refusals:
+    """:func:`make_refusals` once per session (the folders stay where it made them)."""
+    shared = once_per_session(tmp_path_factory, "tui-refusals", lambda: {
+        case: [str(folder), done.args, done.returncode, done.stdout, done.stderr]
+        for case, (folder, done) in make_refusals(tmp_path_factory).items()})
+    return {case: (Path(folder), subprocess.CompletedProcess(args, code, stdout, stderr))
+            for case, (folder, args, code, stdout, stderr) in shared.items()}
+
+
+def make_refusals(tmp_path_factory: pytest.TempPathFactory) -> Refusals:
     """Every mistake below made in its own app process, all started side by side (each pays
     torch's import, in parallel): case → (the process's folder, what it did)."""
     started = {}
