@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpu_check import read_records
 from tmux_terminal import Tmux
 
 from chargpt_tui.bench.harness import cpu_name
@@ -65,28 +66,15 @@ class Run:
     last_words: list[str] = field(default_factory=list)  # the terminal after the command
 
 
-def records(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a line being written
-    return out
-
-
 def last_step(run_dir: Path) -> int:
-    steps = [r["step"] for r in records(run_dir) if r.get("event") == "StepDone"]
+    steps = [r["step"] for r in read_records(run_dir) if r.get("event") == "StepDone"]
     return steps[-1] if steps else 0
 
 
 def run_ended(run_dir: Path) -> bool:
     return any(r.get("event") == "StateChanged" and r.get("state") in ("finished", "stopped",
                                                                       "failed")
-               for r in records(run_dir))
+               for r in read_records(run_dir))
 
 
 def pauses(recs: list[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -214,7 +202,7 @@ def one_run(args: argparse.Namespace, kind: str, rng: random.Random) -> Run:
             words = [line.rstrip() for line in tmux.screen().splitlines() if line.strip()]
         finally:
             tmux.kill()
-        recs = records(out)
+        recs = read_records(out)
         paused = pauses(recs)
         final, best, best_step = evaluations(recs)
         return Run(kind=kind, exit_code=code, wall_s=round(wall, 1), steps=last_step(out),

@@ -431,6 +431,7 @@ def repo_on_path() -> dict[str, str]:
 
 
 def read_records(folder: Path) -> list[dict[str, Any]]:
+    """A run's metrics.jsonl as dicts, one per line; a line being written is skipped."""
     path = folder / "metrics.jsonl"
     if not path.exists():
         return []

@@ -172,9 +172,10 @@ def fused_adamw(device: torch.device) -> bool | None:
     """AdamW as one kernel over all parameters rather than a Python loop over them: on CUDA, and
     on the CPU since torch 2.4 (the lecture's small models have dozens of tiny tensors, and the
     loop cost their steps up to a third: docs/lecture.md). None: torch's own choice."""
+    if device.type == "cuda":
+        return True
     major, minor = (int(part) for part in torch.__version__.split(".")[:2])
-    return True if device.type == "cuda" or (device.type == "cpu" and (major, minor) >= (2, 4)) \
-        else None
+    return True if device.type == "cpu" and (major, minor) >= (2, 4) else None
 
 
 def configure_optimizer(model: GPTLanguageModel, config: TrainConfig, device: torch.device

@@ -262,10 +262,6 @@ def bench_sampling(ctx: BenchContext) -> CaseResult:
     return result
 
 
-def warm_beams(model: GPTLanguageModel, start: list[int], width: int, chars: int) -> None:
-    drain(beam_search(model, start, SamplingParams(chars, beam_width=width)))
-
-
 def bench_beam(ctx: BenchContext) -> CaseResult:
     plan, device = ctx.plan, ctx.device
     shape, chars = plan.gpu, plan.beam_chars
@@ -274,18 +270,18 @@ def bench_beam(ctx: BenchContext) -> CaseResult:
     start = [ctx.tokenizer.stoi["\n"]]
     ctx.log(f"beam search widths 4 and 8 vs greedy, {chars} characters")
 
-    def greedy() -> None:
-        drain(stream_tokens(model, start, SamplingParams(chars, temperature=0.0)))
+    def greedy(length: int) -> Callable[[], None]:
+        return lambda: drain(stream_tokens(model, start, SamplingParams(length, temperature=0.0)))
 
-    def beams(width: int) -> Callable[[], None]:
-        return lambda: drain(beam_search(model, start, SamplingParams(chars, beam_width=width)))
+    def beams(width: int, length: int) -> Callable[[], None]:
+        return lambda: drain(beam_search(model, start, SamplingParams(length, beam_width=width)))
 
-    warm = SamplingParams(min(16, chars), temperature=0.0)  # compiles nothing: a short warm-up
-    greedy_variant = Variant("greedy", lambda: chars_per_second(greedy, chars, device),
-                             lambda: drain(stream_tokens(model, start, warm)))
+    warm = min(16, chars)  # compiles nothing: a short warm-up
+    greedy_variant = Variant("greedy", functools.partial(chars_per_second, greedy(chars), chars,
+                                                         device), greedy(warm))
     beam_variants = [Variant(f"beam width {w}",
-                             functools.partial(chars_per_second, beams(w), chars, device),
-                             functools.partial(warm_beams, model, start, w, warm.max_new_tokens))
+                             functools.partial(chars_per_second, beams(w, chars), chars, device),
+                             beams(w, warm))
                      for w in (4, 8)]
     samples = measure_costly(plan, greedy_variant, beam_variants)
     for label, rates in samples.items():

@@ -283,10 +283,8 @@ def paired_ratios(numerators: list[float], denominators: list[float]) -> list[fl
     """Per-repeat ratios (repeat i of A over repeat i of B: measured next to each other); one
     ratio against the mean of a bracketing pair (:func:`bracketed`)."""
     if len(numerators) != len(denominators):  # A B A: one B against the A's around it
-        numerators, denominators = ([statistics.fmean(numerators)] if len(numerators) == 2
-                                    else numerators,
-                                    [statistics.fmean(denominators)] if len(denominators) == 2
-                                    else denominators)
+        numerators, denominators = [statistics.fmean(numerators)], [
+            statistics.fmean(denominators)]
     return [a / b if b else math.inf for a, b in zip(numerators, denominators, strict=True)]
 
 

@@ -230,6 +230,15 @@ class TrainsHere(Session):
         if self.panel is not None:
             self.panel.post_message(message)
 
+    def _sample_from(self, view: SessionView, trainer: Trainer) -> None:
+        """Prompts and views sample ``trainer``'s weights from now on; until a prompt, the views
+        look at two blocks of its held-out text."""
+        val, block = trainer.data.val, trainer.mconf.block_size
+        view.post_message(messages.ViewText(
+            "validation", trainer.setup.tokenizer.decode(val[: 2 * block].tolist())))
+        self.live_model.attach_trainer(trainer)
+        view.post_message(messages.ModelReady(trainer.step, training=True))
+
     def _show(self, view: SessionView, event: Event) -> None:
         """Runs on the training thread for every event (70 steps a second and more): note what
         the session keeps, hand the event to the panel, never block."""
@@ -275,13 +284,8 @@ class TrainSession(TrainsHere):
         self.trainer = trainer  # before the look at cancelled: close() then stops it in time
         if cancelled.is_set():
             return
-        # Two blocks of held-out text: what the views show when there is no prompt yet.
-        val, block = trainer.data.val, trainer.mconf.block_size
-        view.post_message(messages.ViewText(
-            "validation", setup.tokenizer.decode(val[: 2 * block].tolist())))
-        self.live_model.attach_trainer(trainer)
         self._running = True
-        view.post_message(messages.ModelReady(trainer.step, training=True))
+        self._sample_from(view, trainer)
         try:
             result = trainer.run()
             if (result.state != "failed" and result.best_step is not None
@@ -380,15 +384,11 @@ class LectureSession(TrainsHere):
         sample_at_evaluations(setup)  # the trainer reads this same config object
         self._rung_val = []
         self.trainer = trainer
-        self.live_model.attach_trainer(trainer)  # prompts and views: this rung's weights
         cost = "" if estimate is None else cost_note(
             rung, estimate, setup.train_config.time_budget, self.ladder.device.type, "Ctrl+Q")
         view.post_message(messages.RungStarted(rung.name, self.ladder.rungs.index(rung),
                                                len(self.ladder.rungs), cost))
-        val, block = trainer.data.val, trainer.mconf.block_size
-        view.post_message(messages.ViewText(
-            "validation", setup.tokenizer.decode(val[: 2 * block].tolist())))
-        view.post_message(messages.ModelReady(trainer.step, training=True))
+        self._sample_from(view, trainer)  # prompts and views: this rung's weights
 
     def rung_finished(self, result: RungResult) -> None:
         assert self._view is not None
